@@ -1,0 +1,7 @@
+module github.com/understudy-ml/understudy/schemas
+
+go 1.26
+
+require github.com/linkedin/goavro/v2 v2.15.0
+
+require github.com/golang/snappy v0.0.1 // indirect

@@ -1,0 +1,25 @@
+package schemas
+
+// Topic names. Every topic is keyed by the request id (UTF-8 bytes) with Kafka's murmur2 key
+// partitioner and has the same partition count, so partition p of each topic holds the same keys.
+const (
+	TopicInference   = "understudy.inference.v1"
+	TopicShadow      = "understudy.shadow.v1"
+	TopicLabels      = "understudy.labels.v1"
+	TopicComparisons = "understudy.comparisons.v1"
+	TopicDeadLetter  = "understudy.deadletter.v1"
+)
+
+// Topics lists every Understudy topic in a stable order.
+var Topics = []string{TopicInference, TopicShadow, TopicLabels, TopicComparisons, TopicDeadLetter}
+
+// Dead-letter convention: a record that a service cannot process is copied to TopicDeadLetter
+// with its original key and value bytes untouched and these headers (values are UTF-8 text).
+const (
+	HeaderDLQReason          = "understudy.dlq.reason"           // short machine reason, e.g. "decode"
+	HeaderDLQError           = "understudy.dlq.error"            // human-readable error, never payload contents
+	HeaderDLQSourceTopic     = "understudy.dlq.source.topic"     // topic the record was read from
+	HeaderDLQSourcePartition = "understudy.dlq.source.partition" // decimal partition
+	HeaderDLQSourceOffset    = "understudy.dlq.source.offset"    // decimal offset
+	HeaderDLQService         = "understudy.dlq.service"          // service that rejected it
+)
