@@ -1,0 +1,167 @@
+// Package server runs a service's operational HTTP endpoints: /healthz (the process is alive),
+// /readyz (every dependency check passes right now) and /metrics (Prometheus). Services may
+// mount their own handlers on the same mux.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Config holds the listen address and shutdown limit.
+type Config struct {
+	ListenAddr      string
+	ShutdownTimeout time.Duration
+}
+
+// NewDefaultConfig returns a config listening on addr.
+func NewDefaultConfig(addr string) Config {
+	return Config{ListenAddr: addr, ShutdownTimeout: 10 * time.Second}
+}
+
+// RegisterFlags registers http.* flags.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.ListenAddr, "http.listen-addr", c.ListenAddr, "address of the /healthz, /readyz and /metrics endpoints")
+	fs.DurationVar(&c.ShutdownTimeout, "http.shutdown-timeout", c.ShutdownTimeout, "time allowed to drain HTTP connections at shutdown")
+}
+
+// Validate reports every problem with the config.
+func (c *Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
+		errs = append(errs, fmt.Errorf("http.listen-addr: %w", err))
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, errors.New("http.shutdown-timeout: must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// Check reports whether one dependency is usable now; it must honour ctx.
+type Check func(ctx context.Context) error
+
+// Server serves the operational endpoints.
+type Server struct {
+	cfg    Config
+	logger *slog.Logger
+	mux    *http.ServeMux
+
+	mu     sync.Mutex
+	checks map[string]Check
+	ln     net.Listener
+}
+
+// New returns a server whose /metrics serves gatherer. It does not listen until Run.
+func New(cfg Config, logger *slog.Logger, gatherer prometheus.Gatherer) *Server {
+	s := &Server{cfg: cfg, logger: logger, mux: http.NewServeMux(), checks: map[string]Check{}}
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	s.mux.HandleFunc("GET /readyz", s.ready)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	return s
+}
+
+// Mux returns the mux, for services that add handlers.
+func (s *Server) Mux() *http.ServeMux { return s.mux }
+
+// AddCheck adds a named readiness check; /readyz runs every check on each request.
+func (s *Server) AddCheck(name string, c Check) {
+	s.mu.Lock()
+	s.checks[name] = c
+	s.mu.Unlock()
+}
+
+// Ready runs every check and returns the failures by name.
+func (s *Server) Ready(ctx context.Context) map[string]string {
+	s.mu.Lock()
+	checks := make(map[string]Check, len(s.checks))
+	for k, v := range s.checks {
+		checks[k] = v
+	}
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	var (
+		mu       sync.Mutex
+		wg       sync.WaitGroup
+		failures = map[string]string{}
+	)
+	for name, c := range checks {
+		wg.Go(func() {
+			if err := c(ctx); err != nil {
+				mu.Lock()
+				failures[name] = err.Error()
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return failures
+}
+
+func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
+	failures := s.Ready(r.Context())
+	w.Header().Set("Content-Type", "application/json")
+	if len(failures) > 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	_ = json.NewEncoder(w).Encode(map[string]any{"ready": len(failures) == 0, "failing": failures})
+}
+
+// Listen binds the listen address; Run calls it when it was not called before. Calling it
+// first lets a caller learn the bound address (port 0) before Run.
+func (s *Server) Listen() (net.Addr, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln != nil {
+		return s.ln.Addr(), nil
+	}
+	ln, err := net.Listen("tcp", s.cfg.ListenAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", s.cfg.ListenAddr, err)
+	}
+	s.ln = ln
+	return ln.Addr(), nil
+}
+
+// Run serves until ctx ends, then shuts down within the configured timeout.
+func (s *Server) Run(ctx context.Context) error {
+	if _, err := s.Listen(); err != nil {
+		return err
+	}
+	return Serve(ctx, s.logger.With("server", "ops"), s.ln, s.mux, s.cfg.ShutdownTimeout)
+}
+
+// Serve serves h on ln until ctx ends, then stops accepting and waits at most timeout for
+// in-flight requests. It returns nil after a clean shutdown and closes ln in every case.
+func Serve(ctx context.Context, logger *slog.Logger, ln net.Listener, h http.Handler, timeout time.Duration) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	logger.Info("http server listening", "addr", ln.Addr().String())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http serve %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("http shutdown %s: %w", ln.Addr(), err)
+	}
+	return nil
+}
