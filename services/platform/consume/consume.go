@@ -1,0 +1,51 @@
+// Package consume runs the poll loop shared by Understudy's consumers: poll, report fetch
+// errors, hand the batch to the service, allow rebalancing only between batches. Clients used
+// with it must be built with kgo.BlockRebalanceOnPoll, so partitions are never revoked while a
+// batch is being handled.
+package consume
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Handler processes one batch. It must finish its side effects (produce, commit) before it
+// returns; an error stops Loop. ctx is not cancelled when Loop's ctx is, so a batch in
+// progress at shutdown completes.
+type Handler func(ctx context.Context, fs kgo.Fetches) error
+
+// Loop polls cl until ctx ends or handle fails. Fetch errors are logged once per change of
+// error and retried by the client; a closed client ends the loop.
+func Loop(ctx context.Context, cl *kgo.Client, logger *slog.Logger, handle Handler) error {
+	var lastErr string
+	for {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			cl.AllowRebalance()
+			return nil
+		}
+		if fs.IsClientClosed() {
+			return nil
+		}
+		fs.EachError(func(topic string, partition int32, err error) {
+			if errors.Is(err, context.Canceled) {
+				return
+			}
+			if msg := err.Error(); msg != lastErr {
+				lastErr = msg
+				logger.Warn("fetch error", "topic", topic, "partition", partition, "err", err)
+			}
+		})
+		if !fs.Empty() {
+			if err := handle(context.WithoutCancel(ctx), fs); err != nil {
+				cl.AllowRebalance()
+				return fmt.Errorf("handle batch: %w", err)
+			}
+		}
+		cl.AllowRebalance()
+	}
+}
