@@ -111,7 +111,7 @@ func (inv *Invoker) Run(ctx context.Context) error {
 	inv.logger.Info("invoker starting", "group", inv.cfg.Group, "shadow", inv.cfg.ShadowName, "shadow_url", inv.cfg.ShadowURL)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return inv.ops.Run(gctx) })
-	g.Go(func() error { return consume.Loop(gctx, inv.client, inv.logger, inv.handle) })
+	g.Go(func() error { return consume.Loop(gctx, inv.client, inv.logger, 0, inv.handle) })
 	return g.Wait()
 }
 

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -19,11 +20,18 @@ import (
 type Handler func(ctx context.Context, fs kgo.Fetches) error
 
 // Loop polls cl until ctx ends or handle fails. Fetch errors are logged once per change of
-// error and retried by the client; a closed client ends the loop.
-func Loop(ctx context.Context, cl *kgo.Client, logger *slog.Logger, handle Handler) error {
+// error and retried by the client; a closed client ends the loop. When idle is positive, a
+// poll that finds nothing for idle calls handle with empty fetches, so handlers that close
+// time windows run even without traffic; with idle zero only non-empty batches are handled.
+func Loop(ctx context.Context, cl *kgo.Client, logger *slog.Logger, idle time.Duration, handle Handler) error {
 	var lastErr string
 	for {
-		fs := cl.PollFetches(ctx)
+		pctx, cancel := ctx, context.CancelFunc(func() {})
+		if idle > 0 {
+			pctx, cancel = context.WithTimeout(ctx, idle)
+		}
+		fs := cl.PollFetches(pctx)
+		cancel()
 		if ctx.Err() != nil {
 			cl.AllowRebalance()
 			return nil
@@ -32,7 +40,7 @@ func Loop(ctx context.Context, cl *kgo.Client, logger *slog.Logger, handle Handl
 			return nil
 		}
 		fs.EachError(func(topic string, partition int32, err error) {
-			if errors.Is(err, context.Canceled) {
+			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 				return
 			}
 			if msg := err.Error(); msg != lastErr {
@@ -40,7 +48,7 @@ func Loop(ctx context.Context, cl *kgo.Client, logger *slog.Logger, handle Handl
 				logger.Warn("fetch error", "topic", topic, "partition", partition, "err", err)
 			}
 		})
-		if !fs.Empty() {
+		if !fs.Empty() || idle > 0 {
 			if err := handle(context.WithoutCancel(ctx), fs); err != nil {
 				cl.AllowRebalance()
 				return fmt.Errorf("handle batch: %w", err)

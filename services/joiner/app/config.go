@@ -1,0 +1,73 @@
+package app
+
+import (
+	"errors"
+	"flag"
+	"strings"
+	"time"
+
+	"github.com/understudy-ml/understudy/services/platform/kafka"
+	"github.com/understudy-ml/understudy/services/platform/server"
+)
+
+// Config is the joiner's configuration.
+type Config struct {
+	Ops   server.Config
+	Kafka kafka.Config
+
+	Group           string        // consumer group; every replica uses the same one
+	ExpectedShadows string        // comma-separated shadow names a complete comparison needs
+	Window          time.Duration // how long a join waits for its missing sides
+	MaxPending      int           // pending joins held in memory before consumption pauses
+}
+
+// NewDefaultConfig returns the defaults.
+func NewDefaultConfig() Config {
+	return Config{
+		Ops:             server.NewDefaultConfig(":9103"),
+		Kafka:           kafka.NewDefaultConfig("joiner"),
+		Group:           "understudy-joiner",
+		ExpectedShadows: "candidate",
+		Window:          60 * time.Second,
+		MaxPending:      200000,
+	}
+}
+
+// RegisterFlags registers every flag.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	c.Ops.RegisterFlags(fs)
+	c.Kafka.RegisterFlags(fs)
+	fs.StringVar(&c.Group, "kafka.group", c.Group, "consumer group shared by all joiner replicas")
+	fs.StringVar(&c.ExpectedShadows, "join.expected-shadows", c.ExpectedShadows, "comma-separated shadow names a complete comparison needs")
+	fs.DurationVar(&c.Window, "join.window", c.Window, "how long a join waits for missing sides before it is emitted incomplete")
+	fs.IntVar(&c.MaxPending, "join.max-pending", c.MaxPending, "pending joins held in memory; beyond it the joiner stops fetching until joins complete or expire")
+}
+
+// Shadows returns the expected shadow names.
+func (c *Config) Shadows() []string {
+	var out []string
+	for _, s := range strings.Split(c.ExpectedShadows, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Validate reports every problem.
+func (c *Config) Validate() error {
+	errs := []error{c.Ops.Validate(), c.Kafka.Validate()}
+	if c.Group == "" {
+		errs = append(errs, errors.New("kafka.group: required"))
+	}
+	if len(c.Shadows()) == 0 {
+		errs = append(errs, errors.New("join.expected-shadows: at least one shadow name is required"))
+	}
+	if c.Window <= 0 {
+		errs = append(errs, errors.New("join.window: must be positive"))
+	}
+	if c.MaxPending < 1 {
+		errs = append(errs, errors.New("join.max-pending: must be at least 1"))
+	}
+	return errors.Join(errs...)
+}
