@@ -1,0 +1,114 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/understudy-ml/understudy/schemas"
+	"github.com/understudy-ml/understudy/services/platform/pgrun"
+)
+
+// TestRestartAndReplayChangeNoCount runs the aggregator against real Postgres, stops it,
+// rewinds the Kafka group to the beginning (as a replay would) and restarts it: counts must
+// not move, because the offsets stored with the counts win.
+func TestRestartAndReplayChangeNoCount(t *testing.T) {
+	ctx := context.Background()
+	pg, stop, err := pgrun.StartTemp(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = stop() }()
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, schemas.Topics...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	brokers := strings.Join(cluster.ListenAddrs(), ",")
+	codecs, err := schemas.NewCodecs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	producer, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.DefaultProduceTopic(schemas.TopicComparisons))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer producer.Close()
+	produce := func(from, n int) {
+		for i := from; i < from+n; i++ {
+			status := schemas.StatusComplete
+			if i%5 == 0 {
+				status = schemas.StatusShadowMissing
+			}
+			v, err := codecs.Comparison.Encode(nil, schemas.Comparison{RequestID: fmt.Sprint("r", i), Experiment: "exp", EventTime: time.Now(), Status: status})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := producer.ProduceSync(ctx, &kgo.Record{Key: []byte(fmt.Sprint("r", i)), Value: v}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	db, err := pgxpool.New(ctx, pg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	// run runs an aggregator until it has consumed all records (its stored offsets add up to
+	// consumed) and counted want comparisons, then stops it.
+	run := func(want, consumed int64) {
+		t.Helper()
+		cfg := NewDefaultConfig()
+		cfg.Kafka.Brokers = brokers
+		cfg.DatabaseURL = pg.URL
+		cfg.Ops.ListenAddr = "127.0.0.1:0"
+		a, err := New(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+		if err != nil {
+			t.Fatal(err)
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- a.Run(rctx) }()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			counts, err := Counts(ctx, db, "exp")
+			total := counts[schemas.StatusComplete] + counts[schemas.StatusShadowMissing]
+			offsets, oerr := StoredOffsets(ctx, db, cfg.Group)
+			var read int64
+			for _, o := range offsets[schemas.TopicComparisons] {
+				read += o
+			}
+			if err == nil && oerr == nil && total == want && read == consumed {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("counts = %v (%v), consumed %d (%v); want total %d after %d records", counts, err, read, oerr, want, consumed)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	produce(0, 20)
+	producer.ProduceSync(ctx, &kgo.Record{Key: []byte("junk"), Value: []byte("junk")}) // dead-lettered, not counted
+	run(20, 21)
+	run(20, 21) // restart: nothing new, nothing doubled
+	produce(20, 10)
+	run(30, 31)
+	counts, err := Counts(ctx, db, "exp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counts[schemas.StatusShadowMissing] != 6 || counts[schemas.StatusComplete] != 24 {
+		t.Fatalf("counts by status = %v, want 24 complete and 6 shadow_missing", counts)
+	}
+}
