@@ -1,0 +1,119 @@
+package demo
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Request is one generated request: its id, body and the features in it.
+type Request struct {
+	ID       string
+	Body     []byte
+	Features []float64
+}
+
+// NewRequest returns request i of a deterministic stream seeded by seed.
+func NewRequest(seed uint64, i int) Request {
+	r := rand.New(rand.NewPCG(seed, uint64(i)))
+	x := []float64{r.NormFloat64(), r.NormFloat64(), r.NormFloat64(), r.NormFloat64()}
+	for k := range x {
+		x[k] = float64(int(x[k]*1000)) / 1000
+	}
+	id := fmt.Sprintf("req-%d-%06d", seed, i)
+	body, _ := json.Marshal(map[string]any{
+		"id":     id,
+		"inputs": []map[string]any{{"name": "features", "shape": []int{1, 4}, "datatype": "FP64", "data": x}},
+	})
+	return Request{ID: id, Body: body, Features: x}
+}
+
+// Result summarises a traffic run.
+type Result struct {
+	Sent       int64 // requests sent
+	OK         int64 // answers with status 200
+	Mismatched int64 // answers whose bytes differ from what the champion itself answers
+	Failed     int64 // transport errors
+	Elapsed    time.Duration
+}
+
+// Traffic sends n requests to proxyURL at about rate per second (0: as fast as possible) from
+// workers goroutines, and checks each answer against champion.Respond (nil: no check).
+// progress, if not nil, is called after every request.
+func Traffic(ctx context.Context, proxyURL, model string, seed uint64, n, rate, workers int, champion *Model, progress func(Result)) Result {
+	var (
+		res  Result
+		next atomic.Int64
+		wg   sync.WaitGroup
+	)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
+	defer client.CloseIdleConnections()
+	start := time.Now()
+	url := proxyURL + "/v2/models/" + model + "/infer"
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				if rate > 0 {
+					due := start.Add(time.Duration(float64(i) / float64(rate) * float64(time.Second)))
+					if d := time.Until(due); d > 0 {
+						select {
+						case <-time.After(d):
+						case <-ctx.Done():
+							return
+						}
+					}
+				}
+				send(ctx, client, url, NewRequest(seed, i), champion, &res)
+				if progress != nil {
+					progress(snapshot(&res, start))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return snapshot(&res, start)
+}
+
+func send(ctx context.Context, client *http.Client, url string, r Request, champion *Model, res *Result) {
+	atomic.AddInt64(&res.Sent, 1)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(r.Body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Request-Id", r.ID)
+	resp, err := client.Do(req)
+	if err != nil {
+		atomic.AddInt64(&res.Failed, 1)
+		return
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		atomic.AddInt64(&res.Failed, 1)
+		return
+	}
+	if resp.StatusCode == http.StatusOK {
+		atomic.AddInt64(&res.OK, 1)
+	}
+	if champion != nil {
+		if code, want := champion.Respond(r.Body); code != resp.StatusCode || !bytes.Equal(got, want) {
+			atomic.AddInt64(&res.Mismatched, 1)
+		}
+	}
+}
+
+func snapshot(r *Result, start time.Time) Result {
+	return Result{
+		Sent: atomic.LoadInt64(&r.Sent), OK: atomic.LoadInt64(&r.OK), Mismatched: atomic.LoadInt64(&r.Mismatched),
+		Failed: atomic.LoadInt64(&r.Failed), Elapsed: time.Since(start),
+	}
+}
