@@ -12,7 +12,7 @@ require (
 	github.com/twmb/franz-go/pkg/kmsg v1.15.1
 	github.com/understudy-ml/understudy/schemas v0.0.0
 	github.com/understudy-ml/understudy/services/platform v0.0.0
-	golang.org/x/sync v0.22.0
+	golang.org/x/sync v0.25.0
 )
 
 require (

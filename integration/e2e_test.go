@@ -1,0 +1,210 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/understudy-ml/understudy/schemas"
+	aggregator "github.com/understudy-ml/understudy/services/aggregator/app"
+	"github.com/understudy-ml/understudy/services/platform/topics"
+	"github.com/understudy-ml/understudy/services/understudy/demo"
+	"github.com/understudy-ml/understudy/services/understudy/pipeline"
+)
+
+const requests = 1000
+
+// TestEndToEnd sends 1,000 requests through the tap in front of a real champion, with the
+// real Apache Kafka broker and real Postgres, and checks that every caller got exactly the
+// champion's bytes and that exactly 1,000 comparisons (no more, no fewer) reach Postgres.
+func TestEndToEnd(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	experiment := fmt.Sprintf("e2e-%d", time.Now().UnixNano())
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(kafka.Brokers, ",")...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	tc := topics.NewDefaultConfig()
+	tc.Partitions = 4
+	if _, err := topics.Ensure(ctx, cl, tc, topics.Understudy(tc)); err != nil {
+		t.Fatal(err)
+	}
+	champion, candidate := demo.Champion(), demo.Candidate()
+	championURL := serve(t, champion)
+	candidateURL := serve(t, candidate)
+	p, err := pipeline.Start(ctx, pipeline.Options{
+		Brokers: kafka.Brokers, DatabaseURL: postgres.URL, Experiment: experiment,
+		ChampionURL: championURL, ShadowURL: candidateURL, JoinWindow: 30 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := p.Stop(); err != nil {
+			t.Errorf("pipeline stopped with error: %v", err)
+		}
+	}()
+	waitReady(t, ctx, p)
+
+	res := demo.Traffic(ctx, p.ProxyURL, champion.Name, 7, requests, 0, 32, champion, nil)
+	if res.Sent != requests || res.OK != requests || res.Mismatched != 0 || res.Failed != 0 {
+		t.Fatalf("traffic: %+v; every caller must get the champion's exact answer", res)
+	}
+
+	db, err := pgxpool.New(ctx, postgres.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	// Wait until the aggregator has stored offsets at the end of the comparisons topic and
+	// the joiner has nothing pending, so a late duplicate would have been counted by now.
+	adm := kadm.NewClient(cl)
+	deadline := time.Now().Add(2 * time.Minute)
+	var counts map[string]int64
+	for {
+		counts, err = aggregator.Counts(ctx, db, experiment)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sum(counts) >= requests && caughtUp(ctx, t, adm, db) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 2 minutes Postgres has %v comparisons for %d requests", counts, requests)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if sum(counts) != requests || counts[schemas.StatusComplete] != requests {
+		t.Fatalf("Postgres counts %v, want exactly %d complete comparisons", counts, requests)
+	}
+	ids := readComparisonIDs(ctx, t, experiment)
+	if len(ids) != requests {
+		t.Fatalf("%d distinct request ids in the comparisons topic, want %d", len(ids), requests)
+	}
+	for id, n := range ids {
+		if n != 1 {
+			t.Fatalf("request %s has %d comparisons, want 1", id, n)
+		}
+	}
+}
+
+func serve(t *testing.T, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+// waitReady polls every service's /readyz until all answer 200.
+func waitReady(t *testing.T, ctx context.Context, p *pipeline.Pipeline) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for name, base := range p.OpsURLs {
+		for {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/readyz", nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not ready after 60s: %v", name, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+// caughtUp reports whether the aggregator's stored offsets reach the end of every partition
+// of the comparisons topic.
+func caughtUp(ctx context.Context, t *testing.T, adm *kadm.Client, db *pgxpool.Pool) bool {
+	t.Helper()
+	ends, err := adm.ListEndOffsets(ctx, schemas.TopicComparisons)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := aggregator.StoredOffsets(ctx, db, aggregator.NewDefaultConfig().Group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := true
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 && stored[o.Topic][o.Partition] != o.Offset {
+			ok = false
+		}
+	})
+	return ok
+}
+
+func readComparisonIDs(ctx context.Context, t *testing.T, experiment string) map[string]int {
+	t.Helper()
+	codecs, err := schemas.NewCodecs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(kafka.Brokers, ",")...), kgo.ConsumeTopics(schemas.TopicComparisons),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ends, err := adm.ListEndOffsets(ctx, schemas.TopicComparisons)
+	if err != nil {
+		t.Fatal(err)
+	}
+	remaining := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			remaining[o.Partition] = o.Offset
+		}
+	})
+	ids := map[string]int{}
+	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for len(remaining) > 0 {
+		fs := cl.PollFetches(rctx)
+		if err := rctx.Err(); err != nil {
+			t.Fatalf("reading comparisons: %v (partitions left %v)", err, remaining)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			if r.Offset+1 >= remaining[r.Partition] {
+				delete(remaining, r.Partition)
+			}
+			c, err := codecs.Comparison.Decode(ctx, r.Value)
+			if err != nil {
+				t.Errorf("undecodable comparison at %d@%d: %v", r.Partition, r.Offset, err)
+				return
+			}
+			if c.Experiment == experiment {
+				ids[c.RequestID]++
+			}
+		})
+	}
+	return ids
+}
+
+func sum(m map[string]int64) int64 {
+	var n int64
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
