@@ -5,6 +5,7 @@ package launch
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -35,6 +36,9 @@ func Main(service string, cfg Configurable, args []string, build func(*slog.Logg
 	fs := flag.NewFlagSet(service, flag.ContinueOnError)
 	cfg.RegisterFlags(fs)
 	if err := flagenv.Parse(fs, service, args, flagenv.LookupEnv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		fmt.Fprintf(os.Stderr, "%s: %v\n", service, err)
 		return 2
 	}

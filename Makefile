@@ -1,0 +1,92 @@
+# Understudy's build. Every Go target runs in every module listed in go.work.
+# `make help` lists the targets; a target's `## ` comment is its help line.
+
+SHELL := /usr/bin/env bash
+.DEFAULT_GOAL := help
+
+MODULES := $(shell go work edit -json 2>/dev/null | sed -n 's/.*"DiskPath": "\.\/\(.*\)".*/\1/p')
+UNIT_MODULES := $(filter-out integration,$(MODULES))
+BIN := $(CURDIR)/bin
+GOLANGCI_LINT_VERSION := v2.15.0
+DEMO_FLAGS ?=
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make <target>\n\nTargets:\n"} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: bootstrap
+bootstrap: ## Install what is missing: Java 17, Maven, PostgreSQL server, Kafka jars, Go modules.
+	@scripts/bootstrap.sh
+
+.PHONY: build
+build: ## Build the service binaries and the understudy CLI into bin/.
+	@mkdir -p $(BIN)
+	@for s in tap invoker joiner aggregator; do (cd services/$$s && go build -o $(BIN)/understudy-$$s .) || exit 1; done
+	@cd services/understudy && go build -o $(BIN)/understudy .
+	@echo "built: $$(ls $(BIN) | grep understudy | tr '\n' ' ')"
+
+.PHONY: test
+test: bootstrap test-unit test-integration ## Run every test (unit and integration, with -race) on real Kafka and Postgres.
+
+.PHONY: test-unit
+test-unit: ## Unit tests of every module (kfake, httptest, throwaway Postgres), with -race.
+	@for m in $(UNIT_MODULES); do (cd $$m && go test -race -count=1 ./...) || exit 1; done
+
+.PHONY: test-integration
+test-integration: ## End-to-end tests against the real Apache Kafka broker and PostgreSQL.
+	@cd integration && go test -race -count=1 -timeout 15m -v ./... 2>&1 | grep -v '^=== ' ; exit $${PIPESTATUS[0]}
+
+.PHONY: fuzz
+fuzz: ## Fuzz every decoder for FUZZTIME each (default 30s).
+	@cd schemas && for f in $$(go test -list 'Fuzz.*' . | grep ^Fuzz); do go test -run XXX -fuzz "^$$f$$" -fuzztime $${FUZZTIME:-30s} . || exit 1; done
+	@cd services/platform && go test -run XXX -fuzz '^FuzzExtract$$' -fuzztime $${FUZZTIME:-30s} ./predict
+
+.PHONY: bench
+bench: ## Run the Go benchmarks of every module.
+	@for m in $(UNIT_MODULES); do (cd $$m && go test -run '^$$' -bench . -benchmem ./...) || exit 1; done
+
+.PHONY: lint
+lint: $(BIN)/golangci-lint ## gofmt, go vet and golangci-lint in every module.
+	@test -z "$$(gofmt -l $(MODULES))" || { echo "gofmt would change:"; gofmt -l $(MODULES); exit 1; }
+	@for m in $(MODULES); do (cd $$m && go vet ./... && $(BIN)/golangci-lint run ./...) || exit 1; done
+
+$(BIN)/golangci-lint:
+	@GOBIN=$(BIN) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
+.PHONY: tidy
+tidy: ## go mod tidy every module; CI fails when this changes anything.
+	@for m in $(MODULES); do (cd $$m && go mod tidy) || exit 1; done
+
+.PHONY: check-tidy
+check-tidy: tidy ## Fail when go.mod/go.sum or gofmt are not clean.
+	@git diff --exit-code -- '*.mod' '*.sum' || { echo "go.mod/go.sum are stale: run 'make tidy' and commit"; exit 1; }
+	@test -z "$$(gofmt -l $(MODULES))" || { echo "unformatted files: run 'gofmt -w' on:"; gofmt -l $(MODULES); exit 1; }
+
+.PHONY: demo
+demo: bootstrap ## Run the whole pipeline in one process: embedded Kafka, throwaway Postgres, demo models and traffic.
+	@cd services/understudy && go run . demo --data-dir $(CURDIR)/.demo $(DEMO_FLAGS)
+
+.PHONY: topics
+topics: ## Create the topics on KAFKA_BROKERS (e.g. make topics KAFKA_BROKERS=127.0.0.1:9092).
+	@cd services/understudy && go run . topics create --kafka.brokers $${KAFKA_BROKERS:?set KAFKA_BROKERS}
+
+.PHONY: kafka-start
+kafka-start: ## Start a real single-node Kafka broker in .cache/kafka (prints its address).
+	@scripts/kafka.sh start .cache/kafka
+
+.PHONY: kafka-stop
+kafka-stop: ## Stop the broker started by kafka-start.
+	@scripts/kafka.sh stop .cache/kafka
+
+.PHONY: compose-check
+compose-check: ## Validate docker-compose.yml (needs Debian's docker-compose; no Docker engine).
+	@command -v docker-compose >/dev/null || scripts/bootstrap.sh --compose
+	@docker-compose -f docker-compose.yml config -q && echo "docker-compose.yml is valid"
+
+.PHONY: docs
+docs: ## Regenerate docs/configuration.md from the services' flags.
+	@scripts/gen-config-docs.sh
+
+.PHONY: clean
+clean: ## Remove build output and demo data.
+	@rm -rf $(BIN) .demo
