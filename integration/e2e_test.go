@@ -119,7 +119,7 @@ func waitReady(t *testing.T, ctx context.Context, p *pipeline.Pipeline) {
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/readyz", nil)
 			resp, err := http.DefaultClient.Do(req)
 			if err == nil {
-				resp.Body.Close()
+				_ = resp.Body.Close()
 				if resp.StatusCode == http.StatusOK {
 					break
 				}

@@ -196,7 +196,7 @@ func (inv *Invoker) call(ctx context.Context, ev schemas.InferenceEvent) schemas
 	}
 	body, readErr := io.ReadAll(io.LimitReader(resp.Body, int64(inv.cfg.ResponseMaxBytes)+1))
 	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	res.Latency = time.Since(start)
 	res.Response = schemas.HTTPResponse{Status: int32(resp.StatusCode), ContentType: resp.Header.Get("Content-Type"), OriginalSize: int64(len(body))}
 	res.Response.Truncated = len(body) > inv.cfg.ResponseMaxBytes

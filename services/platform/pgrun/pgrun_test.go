@@ -18,7 +18,7 @@ func TestStartMigrateRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +48,7 @@ func TestStartMigrateRestart(t *testing.T) {
 			t.Fatalf("run %d applied %v, want %d migrations", i, applied, want)
 		}
 	}
-	conn.Close(ctx)
+	_ = conn.Close(ctx)
 	if err := c.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func TestStartMigrateRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
+	defer func() { _ = conn.Close(ctx) }()
 	var sum int
 	if err := conn.QueryRow(ctx, `SELECT sum(x) FROM t`).Scan(&sum); err != nil {
 		t.Fatal(err)

@@ -19,7 +19,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func TestReadyzTellsTheTruth(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	s := New(NewDefaultConfig("127.0.0.1:0"), slog.New(slog.DiscardHandler), reg)
-	var broken error = errors.New("kafka: no broker answered")
+	broken := errors.New("kafka: no broker answered")
 	s.AddCheck("kafka", func(context.Context) error { return broken })
 	addr, err := s.Listen()
 	if err != nil {
@@ -35,7 +35,7 @@ func TestReadyzTellsTheTruth(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}

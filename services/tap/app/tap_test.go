@@ -73,7 +73,7 @@ func TestProxyReturnsChampionUntouchedAndPublishes(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if resp.StatusCode != 201 || string(got) != championBody || resp.Header.Get("X-Model-Trace") != "abc" {
 		t.Fatalf("caller got %d %q trace=%q", resp.StatusCode, got, resp.Header.Get("X-Model-Trace"))
 	}
@@ -132,7 +132,7 @@ func TestPredictionExtractedAndChampionFailureRecorded(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		if want := []int{200, 502}[i]; resp.StatusCode != want {
 			t.Fatalf("request %d: status %d, want %d", i, resp.StatusCode, want)
 		}

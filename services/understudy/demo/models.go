@@ -34,8 +34,10 @@ func Champion() *Model {
 // Candidate returns the demo's candidate: close to the champion, a little slower, and drifted
 // on the segment where the first feature exceeds 1.
 func Candidate() *Model {
-	return &Model{Name: "fraud", Version: "7", Weights: []float64{1.25, -0.75, 0.5, 0.35}, Bias: -0.25,
-		Delay: 2 * time.Millisecond, DriftAbove: 1, DriftShift: 0.15}
+	return &Model{
+		Name: "fraud", Version: "7", Weights: []float64{1.25, -0.75, 0.5, 0.35}, Bias: -0.25,
+		Delay: 2 * time.Millisecond, DriftAbove: 1, DriftShift: 0.15,
+	}
 }
 
 type inferRequest struct {

@@ -96,7 +96,7 @@ func send(ctx context.Context, client *http.Client, url string, r Request, champ
 		return
 	}
 	got, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if err != nil {
 		atomic.AddInt64(&res.Failed, 1)
 		return
