@@ -43,6 +43,7 @@ require (
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
 	github.com/twmb/franz-go/pkg/kmsg v1.15.1 // indirect
+	github.com/twmb/franz-go/pkg/sr v1.8.0 // indirect
 	github.com/understudy-ml/understudy/services/invoker v0.0.0 // indirect
 	github.com/understudy-ml/understudy/services/joiner v0.0.0 // indirect
 	github.com/understudy-ml/understudy/services/tap v0.0.0 // indirect

@@ -25,6 +25,7 @@ import (
 	"github.com/understudy-ml/understudy/services/platform/deadletter"
 	"github.com/understudy-ml/understudy/services/platform/kafka"
 	"github.com/understudy-ml/understudy/services/platform/migrate"
+	"github.com/understudy-ml/understudy/services/platform/registry"
 	"github.com/understudy-ml/understudy/services/platform/server"
 	"golang.org/x/sync/errgroup"
 )
@@ -89,6 +90,9 @@ func (a *Aggregator) Ops() *server.Server { return a.ops }
 func (a *Aggregator) Run(ctx context.Context) error {
 	defer a.db.Close()
 	defer a.client.Close()
+	if err := registry.Configure(ctx, a.cfg.Registry, a.codecs); err != nil {
+		return err
+	}
 	ms, err := migrate.Load(migrations, "migrations")
 	if err != nil {
 		return err

@@ -7,13 +7,15 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/understudy-ml/understudy/services/platform/kafka"
+	"github.com/understudy-ml/understudy/services/platform/registry"
 	"github.com/understudy-ml/understudy/services/platform/server"
 )
 
 // Config is the aggregator's configuration.
 type Config struct {
-	Ops   server.Config
-	Kafka kafka.Config
+	Ops      server.Config
+	Kafka    kafka.Config
+	Registry registry.Config
 
 	Group       string        // consumer group; replicas share it
 	DatabaseURL string        // Postgres connection string
@@ -35,6 +37,7 @@ func NewDefaultConfig() Config {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Ops.RegisterFlags(fs)
 	c.Kafka.RegisterFlags(fs)
+	c.Registry.RegisterFlags(fs)
 	fs.StringVar(&c.Group, "kafka.group", c.Group, "consumer group shared by all aggregator replicas")
 	fs.StringVar(&c.DatabaseURL, "database.url", c.DatabaseURL, "Postgres connection string")
 	fs.DurationVar(&c.Window, "window", c.Window, "width of count windows")
@@ -42,7 +45,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 
 // Validate reports every problem.
 func (c *Config) Validate() error {
-	errs := []error{c.Ops.Validate(), c.Kafka.Validate()}
+	errs := []error{c.Ops.Validate(), c.Kafka.Validate(), c.Registry.Validate()}
 	if c.Group == "" {
 		errs = append(errs, errors.New("kafka.group: required"))
 	}

@@ -10,13 +10,15 @@ import (
 	"github.com/understudy-ml/understudy/schemas"
 	"github.com/understudy-ml/understudy/services/platform/kafka"
 	"github.com/understudy-ml/understudy/services/platform/predict"
+	"github.com/understudy-ml/understudy/services/platform/registry"
 	"github.com/understudy-ml/understudy/services/platform/server"
 )
 
 // Config is the invoker's configuration.
 type Config struct {
-	Ops   server.Config
-	Kafka kafka.Config
+	Ops      server.Config
+	Kafka    kafka.Config
+	Registry registry.Config
 
 	Group            string        // consumer group; every replica uses the same one
 	Experiment       string        // only events of this experiment are shadowed ("" = all)
@@ -51,6 +53,7 @@ func NewDefaultConfig() Config {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Ops.RegisterFlags(fs)
 	c.Kafka.RegisterFlags(fs)
+	c.Registry.RegisterFlags(fs)
 	fs.StringVar(&c.Group, "kafka.group", c.Group, "consumer group shared by all invoker replicas")
 	fs.StringVar(&c.Experiment, "experiment", c.Experiment, "shadow only events of this experiment (empty: all)")
 	fs.StringVar(&c.ShadowName, "shadow.name", c.ShadowName, "shadow name used in results and comparisons")
@@ -66,7 +69,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 
 // Validate reports every problem.
 func (c *Config) Validate() error {
-	errs := []error{c.Ops.Validate(), c.Kafka.Validate()}
+	errs := []error{c.Ops.Validate(), c.Kafka.Validate(), c.Registry.Validate()}
 	if c.Group == "" {
 		errs = append(errs, errors.New("kafka.group: required"))
 	}

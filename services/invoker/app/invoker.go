@@ -30,6 +30,7 @@ import (
 	"github.com/understudy-ml/understudy/services/platform/deadletter"
 	"github.com/understudy-ml/understudy/services/platform/kafka"
 	"github.com/understudy-ml/understudy/services/platform/predict"
+	"github.com/understudy-ml/understudy/services/platform/registry"
 	"github.com/understudy-ml/understudy/services/platform/server"
 	"golang.org/x/sync/errgroup"
 )
@@ -108,6 +109,9 @@ func (inv *Invoker) Ops() *server.Server { return inv.ops }
 // Run consumes until ctx ends, finishes the batch in progress, commits and leaves the group.
 func (inv *Invoker) Run(ctx context.Context) error {
 	defer inv.client.Close()
+	if err := registry.Configure(ctx, inv.cfg.Registry, inv.codecs); err != nil {
+		return err
+	}
 	inv.logger.Info("invoker starting", "group", inv.cfg.Group, "shadow", inv.cfg.ShadowName, "shadow_url", inv.cfg.ShadowURL)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return inv.ops.Run(gctx) })

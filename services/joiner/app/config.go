@@ -7,13 +7,15 @@ import (
 	"time"
 
 	"github.com/understudy-ml/understudy/services/platform/kafka"
+	"github.com/understudy-ml/understudy/services/platform/registry"
 	"github.com/understudy-ml/understudy/services/platform/server"
 )
 
 // Config is the joiner's configuration.
 type Config struct {
-	Ops   server.Config
-	Kafka kafka.Config
+	Ops      server.Config
+	Kafka    kafka.Config
+	Registry registry.Config
 
 	Group           string        // consumer group; every replica uses the same one
 	ExpectedShadows string        // comma-separated shadow names a complete comparison needs
@@ -37,6 +39,7 @@ func NewDefaultConfig() Config {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Ops.RegisterFlags(fs)
 	c.Kafka.RegisterFlags(fs)
+	c.Registry.RegisterFlags(fs)
 	fs.StringVar(&c.Group, "kafka.group", c.Group, "consumer group shared by all joiner replicas")
 	fs.StringVar(&c.ExpectedShadows, "join.expected-shadows", c.ExpectedShadows, "comma-separated shadow names a complete comparison needs")
 	fs.DurationVar(&c.Window, "join.window", c.Window, "how long a join waits for missing sides before it is emitted incomplete")
@@ -56,7 +59,7 @@ func (c *Config) Shadows() []string {
 
 // Validate reports every problem.
 func (c *Config) Validate() error {
-	errs := []error{c.Ops.Validate(), c.Kafka.Validate()}
+	errs := []error{c.Ops.Validate(), c.Kafka.Validate(), c.Registry.Validate()}
 	if c.Group == "" {
 		errs = append(errs, errors.New("kafka.group: required"))
 	}

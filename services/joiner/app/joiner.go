@@ -25,6 +25,7 @@ import (
 	"github.com/understudy-ml/understudy/services/platform/consume"
 	"github.com/understudy-ml/understudy/services/platform/deadletter"
 	"github.com/understudy-ml/understudy/services/platform/kafka"
+	"github.com/understudy-ml/understudy/services/platform/registry"
 	"github.com/understudy-ml/understudy/services/platform/server"
 	"github.com/understudy-ml/understudy/services/platform/topics"
 	"golang.org/x/sync/errgroup"
@@ -90,6 +91,9 @@ func (j *Joiner) Ops() *server.Server { return j.ops }
 // Run checks co-partitioning, then joins until ctx ends; it finishes the batch in progress.
 func (j *Joiner) Run(ctx context.Context) error {
 	defer j.client.Close()
+	if err := registry.Configure(ctx, j.cfg.Registry, j.codecs); err != nil {
+		return err
+	}
 	n, err := topics.CheckCoPartitioned(ctx, j.client, inputs...)
 	if err != nil {
 		return fmt.Errorf("joiner refuses to start: %w", err)

@@ -10,13 +10,15 @@ import (
 
 	"github.com/understudy-ml/understudy/services/platform/kafka"
 	"github.com/understudy-ml/understudy/services/platform/predict"
+	"github.com/understudy-ml/understudy/services/platform/registry"
 	"github.com/understudy-ml/understudy/services/platform/server"
 )
 
 // Config is the tap's configuration.
 type Config struct {
-	Ops   server.Config
-	Kafka kafka.Config
+	Ops      server.Config
+	Kafka    kafka.Config
+	Registry registry.Config
 
 	ListenAddr      string        // address of the proxy
 	ChampionURL     string        // base URL of the champion model server
@@ -48,6 +50,7 @@ func NewDefaultConfig() Config {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Ops.RegisterFlags(fs)
 	c.Kafka.RegisterFlags(fs)
+	c.Registry.RegisterFlags(fs)
 	fs.StringVar(&c.ListenAddr, "proxy.listen-addr", c.ListenAddr, "address the proxy listens on")
 	fs.StringVar(&c.ChampionURL, "champion.url", c.ChampionURL, "base URL of the champion model server (required)")
 	fs.StringVar(&c.Experiment, "experiment", c.Experiment, "experiment name of captured events (required)")
@@ -62,7 +65,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 
 // Validate reports every problem.
 func (c *Config) Validate() error {
-	errs := []error{c.Ops.Validate(), c.Kafka.Validate()}
+	errs := []error{c.Ops.Validate(), c.Kafka.Validate(), c.Registry.Validate()}
 	if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
 		errs = append(errs, fmt.Errorf("proxy.listen-addr: %w", err))
 	}

@@ -23,8 +23,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
-	"github.com/understudy-ml/understudy/services/platform/kafka"
 	"github.com/understudy-ml/understudy/services/platform/predict"
+	"github.com/understudy-ml/understudy/services/platform/registry"
 	"github.com/understudy-ml/understudy/services/platform/server"
 	"golang.org/x/sync/errgroup"
 )
@@ -87,6 +87,8 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Tap, error
 		ModifyResponse: t.captureResponse,
 		ErrorHandler:   t.championError,
 	}
+	// Readiness is the proxy's: the tap keeps serving the champion when Kafka is down (events
+	// are then dropped and counted), so Kafka trouble must not take it out of a load balancer.
 	t.ops.AddCheck("proxy", func(context.Context) error {
 		t.mu.Lock()
 		defer t.mu.Unlock()
@@ -125,6 +127,9 @@ func (t *Tap) Run(ctx context.Context) error {
 	if _, err := t.Listen(); err != nil {
 		return err
 	}
+	if err := registry.Configure(ctx, t.cfg.Registry, t.codecs); err != nil {
+		return err
+	}
 	t.logger.Info("tap starting", "experiment", t.cfg.Experiment, "champion", t.cfg.ChampionURL, "proxy_addr", t.ln.Addr().String())
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return t.ops.Run(gctx) })
@@ -140,6 +145,3 @@ func (t *Tap) Run(ctx context.Context) error {
 	t.logger.Info("tap stopped")
 	return err
 }
-
-// Ready reports whether Kafka answers; the proxy keeps serving either way.
-func (t *Tap) Ready(ctx context.Context) error { return kafka.Ping(ctx, t.client) }
