@@ -29,7 +29,7 @@ func TestEndToEnd(t *testing.T) {
 	defer cancel()
 	experiment := fmt.Sprintf("e2e-%d", time.Now().UnixNano())
 
-	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(kafka.Brokers, ",")...))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(broker.Brokers, ",")...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +43,7 @@ func TestEndToEnd(t *testing.T) {
 	championURL := serve(t, champion)
 	candidateURL := serve(t, candidate)
 	p, err := pipeline.Start(ctx, pipeline.Options{
-		Brokers: kafka.Brokers, DatabaseURL: postgres.URL, Experiment: experiment,
+		Brokers: broker.Brokers, DatabaseURL: postgres.URL, Experiment: experiment,
 		ChampionURL: championURL, ShadowURL: candidateURL, JoinWindow: 30 * time.Second,
 	})
 	if err != nil {
@@ -159,7 +159,7 @@ func readComparisonIDs(ctx context.Context, t *testing.T, experiment string) map
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(kafka.Brokers, ",")...), kgo.ConsumeTopics(schemas.TopicComparisons),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(broker.Brokers, ",")...), kgo.ConsumeTopics(schemas.TopicComparisons),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)

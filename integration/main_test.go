@@ -11,7 +11,7 @@ import (
 
 // One real broker and one real Postgres serve every test of the package.
 var (
-	kafka    *harness.Kafka
+	broker   *harness.Kafka
 	postgres *harness.Postgres
 )
 
@@ -21,12 +21,12 @@ func TestMain(m *testing.M) {
 
 func run(m *testing.M) int {
 	var err error
-	if kafka, err = harness.StartKafka(); err != nil {
+	if broker, err = harness.StartKafka(); err != nil {
 		fmt.Fprintln(os.Stderr, "integration: cannot start Kafka (tests fail, never skip):", err)
 		return 1
 	}
-	defer func() { _ = kafka.Stop() }()
-	fmt.Fprintf(os.Stderr, "integration: Kafka at %s (ready in %s)\n", kafka.Brokers, kafka.Started.Round(1e6))
+	defer func() { _ = broker.Stop() }()
+	fmt.Fprintf(os.Stderr, "integration: Kafka at %s (ready in %s)\n", broker.Brokers, broker.Started.Round(1e6))
 	if postgres, err = harness.StartPostgres(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, "integration: cannot start Postgres (tests fail, never skip):", err)
 		return 1

@@ -46,12 +46,13 @@ type Result struct {
 
 // Traffic sends n requests to proxyURL at about rate per second (0: as fast as possible) from
 // workers goroutines, and checks each answer against champion.Respond (nil: no check).
-// progress, if not nil, is called after every request.
+// progress, if not nil, is called after every request, never concurrently.
 func Traffic(ctx context.Context, proxyURL, model string, seed uint64, n, rate, workers int, champion *Model, progress func(Result)) Result {
 	var (
-		res  Result
-		next atomic.Int64
-		wg   sync.WaitGroup
+		res        Result
+		next       atomic.Int64
+		wg         sync.WaitGroup
+		progressMu sync.Mutex
 	)
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
 	defer client.CloseIdleConnections()
@@ -76,7 +77,9 @@ func Traffic(ctx context.Context, proxyURL, model string, seed uint64, n, rate, 
 				}
 				send(ctx, client, url, NewRequest(seed, i), champion, &res)
 				if progress != nil {
+					progressMu.Lock()
 					progress(snapshot(&res, start))
+					progressMu.Unlock()
 				}
 			}
 		})
