@@ -6,16 +6,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/understudy-ml/understudy/services/platform/kafka"
-	"github.com/understudy-ml/understudy/services/platform/registry"
-	"github.com/understudy-ml/understudy/services/platform/server"
+	"github.com/understudy-ml/understudy/services/platform/svc"
 )
 
 // Config is the aggregator's configuration.
 type Config struct {
-	Ops      server.Config
-	Kafka    kafka.Config
-	Registry registry.Config
+	svc.Common
 
 	Group       string        // consumer group; replicas share it
 	DatabaseURL string        // Postgres connection string
@@ -25,8 +21,7 @@ type Config struct {
 // NewDefaultConfig returns the defaults.
 func NewDefaultConfig() Config {
 	return Config{
-		Ops:         server.NewDefaultConfig(":9104"),
-		Kafka:       kafka.NewDefaultConfig("aggregator"),
+		Common:      svc.NewCommon("aggregator", ":9104"),
 		Group:       "understudy-aggregator",
 		DatabaseURL: "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
 		Window:      time.Minute,
@@ -35,9 +30,7 @@ func NewDefaultConfig() Config {
 
 // RegisterFlags registers every flag.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	c.Ops.RegisterFlags(fs)
-	c.Kafka.RegisterFlags(fs)
-	c.Registry.RegisterFlags(fs)
+	c.Common.RegisterFlags(fs)
 	fs.StringVar(&c.Group, "kafka.group", c.Group, "consumer group shared by all aggregator replicas")
 	fs.StringVar(&c.DatabaseURL, "database.url", c.DatabaseURL, "Postgres connection string")
 	fs.DurationVar(&c.Window, "window", c.Window, "width of count windows")
@@ -45,7 +38,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 
 // Validate reports every problem.
 func (c *Config) Validate() error {
-	errs := []error{c.Ops.Validate(), c.Kafka.Validate(), c.Registry.Validate()}
+	errs := []error{c.Common.Validate()}
 	if c.Group == "" {
 		errs = append(errs, errors.New("kafka.group: required"))
 	}

@@ -8,17 +8,13 @@ import (
 	"time"
 
 	"github.com/understudy-ml/understudy/schemas"
-	"github.com/understudy-ml/understudy/services/platform/kafka"
 	"github.com/understudy-ml/understudy/services/platform/predict"
-	"github.com/understudy-ml/understudy/services/platform/registry"
-	"github.com/understudy-ml/understudy/services/platform/server"
+	"github.com/understudy-ml/understudy/services/platform/svc"
 )
 
 // Config is the invoker's configuration.
 type Config struct {
-	Ops      server.Config
-	Kafka    kafka.Config
-	Registry registry.Config
+	svc.Common
 
 	Group            string        // consumer group; every replica uses the same one
 	Experiment       string        // only events of this experiment are shadowed ("" = all)
@@ -36,8 +32,7 @@ type Config struct {
 // NewDefaultConfig returns the defaults.
 func NewDefaultConfig() Config {
 	return Config{
-		Ops:              server.NewDefaultConfig(":9102"),
-		Kafka:            kafka.NewDefaultConfig("invoker"),
+		Common:           svc.NewCommon("invoker", ":9102"),
 		Group:            "understudy-invoker",
 		ShadowName:       "candidate",
 		ShadowRole:       schemas.RoleCandidate,
@@ -51,9 +46,7 @@ func NewDefaultConfig() Config {
 
 // RegisterFlags registers every flag.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	c.Ops.RegisterFlags(fs)
-	c.Kafka.RegisterFlags(fs)
-	c.Registry.RegisterFlags(fs)
+	c.Common.RegisterFlags(fs)
 	fs.StringVar(&c.Group, "kafka.group", c.Group, "consumer group shared by all invoker replicas")
 	fs.StringVar(&c.Experiment, "experiment", c.Experiment, "shadow only events of this experiment (empty: all)")
 	fs.StringVar(&c.ShadowName, "shadow.name", c.ShadowName, "shadow name used in results and comparisons")
@@ -69,7 +62,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 
 // Validate reports every problem.
 func (c *Config) Validate() error {
-	errs := []error{c.Ops.Validate(), c.Kafka.Validate(), c.Registry.Validate()}
+	errs := []error{c.Common.Validate()}
 	if c.Group == "" {
 		errs = append(errs, errors.New("kafka.group: required"))
 	}

@@ -6,16 +6,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/understudy-ml/understudy/services/platform/kafka"
-	"github.com/understudy-ml/understudy/services/platform/registry"
-	"github.com/understudy-ml/understudy/services/platform/server"
+	"github.com/understudy-ml/understudy/services/platform/svc"
 )
 
 // Config is the joiner's configuration.
 type Config struct {
-	Ops      server.Config
-	Kafka    kafka.Config
-	Registry registry.Config
+	svc.Common
 
 	Group           string        // consumer group; every replica uses the same one
 	ExpectedShadows string        // comma-separated shadow names a complete comparison needs
@@ -26,8 +22,7 @@ type Config struct {
 // NewDefaultConfig returns the defaults.
 func NewDefaultConfig() Config {
 	return Config{
-		Ops:             server.NewDefaultConfig(":9103"),
-		Kafka:           kafka.NewDefaultConfig("joiner"),
+		Common:          svc.NewCommon("joiner", ":9103"),
 		Group:           "understudy-joiner",
 		ExpectedShadows: "candidate",
 		Window:          60 * time.Second,
@@ -37,9 +32,7 @@ func NewDefaultConfig() Config {
 
 // RegisterFlags registers every flag.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	c.Ops.RegisterFlags(fs)
-	c.Kafka.RegisterFlags(fs)
-	c.Registry.RegisterFlags(fs)
+	c.Common.RegisterFlags(fs)
 	fs.StringVar(&c.Group, "kafka.group", c.Group, "consumer group shared by all joiner replicas")
 	fs.StringVar(&c.ExpectedShadows, "join.expected-shadows", c.ExpectedShadows, "comma-separated shadow names a complete comparison needs")
 	fs.DurationVar(&c.Window, "join.window", c.Window, "how long a join waits for missing sides before it is emitted incomplete")
@@ -59,7 +52,7 @@ func (c *Config) Shadows() []string {
 
 // Validate reports every problem.
 func (c *Config) Validate() error {
-	errs := []error{c.Ops.Validate(), c.Kafka.Validate(), c.Registry.Validate()}
+	errs := []error{c.Common.Validate()}
 	if c.Group == "" {
 		errs = append(errs, errors.New("kafka.group: required"))
 	}

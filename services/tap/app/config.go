@@ -8,17 +8,13 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/understudy-ml/understudy/services/platform/kafka"
 	"github.com/understudy-ml/understudy/services/platform/predict"
-	"github.com/understudy-ml/understudy/services/platform/registry"
-	"github.com/understudy-ml/understudy/services/platform/server"
+	"github.com/understudy-ml/understudy/services/platform/svc"
 )
 
 // Config is the tap's configuration.
 type Config struct {
-	Ops      server.Config
-	Kafka    kafka.Config
-	Registry registry.Config
+	svc.Common
 
 	ListenAddr      string        // address of the proxy
 	ChampionURL     string        // base URL of the champion model server
@@ -35,8 +31,7 @@ type Config struct {
 // NewDefaultConfig returns the defaults.
 func NewDefaultConfig() Config {
 	return Config{
-		Ops:             server.NewDefaultConfig(":9101"),
-		Kafka:           kafka.NewDefaultConfig("tap"),
+		Common:          svc.NewCommon("tap", ":9101"),
 		ListenAddr:      ":8080",
 		ModelName:       "champion",
 		Protocol:        predict.ProtocolOIPv2,
@@ -48,9 +43,7 @@ func NewDefaultConfig() Config {
 
 // RegisterFlags registers every flag.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	c.Ops.RegisterFlags(fs)
-	c.Kafka.RegisterFlags(fs)
-	c.Registry.RegisterFlags(fs)
+	c.Common.RegisterFlags(fs)
 	fs.StringVar(&c.ListenAddr, "proxy.listen-addr", c.ListenAddr, "address the proxy listens on")
 	fs.StringVar(&c.ChampionURL, "champion.url", c.ChampionURL, "base URL of the champion model server (required)")
 	fs.StringVar(&c.Experiment, "experiment", c.Experiment, "experiment name of captured events (required)")
@@ -65,7 +58,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 
 // Validate reports every problem.
 func (c *Config) Validate() error {
-	errs := []error{c.Ops.Validate(), c.Kafka.Validate(), c.Registry.Validate()}
+	errs := []error{c.Common.Validate()}
 	if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
 		errs = append(errs, fmt.Errorf("proxy.listen-addr: %w", err))
 	}
