@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"sync"
@@ -59,12 +60,13 @@ type Server struct {
 
 	mu     sync.Mutex
 	checks map[string]Check
+	infos  map[string]Check
 	ln     net.Listener
 }
 
 // New returns a server whose /metrics serves gatherer. It does not listen until Run.
 func New(cfg Config, logger *slog.Logger, gatherer prometheus.Gatherer) *Server {
-	s := &Server{cfg: cfg, logger: logger, mux: http.NewServeMux(), checks: map[string]Check{}}
+	s := &Server{cfg: cfg, logger: logger, mux: http.NewServeMux(), checks: map[string]Check{}, infos: map[string]Check{}}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))
@@ -84,14 +86,30 @@ func (s *Server) AddCheck(name string, c Check) {
 	s.mu.Unlock()
 }
 
+// AddInfo adds a named check that /readyz runs and reports under "degraded" without failing:
+// for dependencies the service keeps working without.
+func (s *Server) AddInfo(name string, c Check) {
+	s.mu.Lock()
+	s.infos[name] = c
+	s.mu.Unlock()
+}
+
 // Ready runs every check and returns the failures by name.
 func (s *Server) Ready(ctx context.Context) map[string]string {
 	s.mu.Lock()
-	checks := make(map[string]Check, len(s.checks))
-	for k, v := range s.checks {
-		checks[k] = v
-	}
+	checks := maps.Clone(s.checks)
 	s.mu.Unlock()
+	return run(ctx, checks)
+}
+
+func (s *Server) degraded(ctx context.Context) map[string]string {
+	s.mu.Lock()
+	infos := maps.Clone(s.infos)
+	s.mu.Unlock()
+	return run(ctx, infos)
+}
+
+func run(ctx context.Context, checks map[string]Check) map[string]string {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	var (
@@ -114,11 +132,12 @@ func (s *Server) Ready(ctx context.Context) map[string]string {
 
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	failures := s.Ready(r.Context())
+	degraded := s.degraded(r.Context())
 	w.Header().Set("Content-Type", "application/json")
 	if len(failures) > 0 {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
-	_ = json.NewEncoder(w).Encode(map[string]any{"ready": len(failures) == 0, "failing": failures})
+	_ = json.NewEncoder(w).Encode(map[string]any{"ready": len(failures) == 0, "failing": failures, "degraded": degraded})
 }
 
 // Listen binds the listen address; Run calls it when it was not called before. Calling it

@@ -1,7 +1,9 @@
 package app
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -12,16 +14,18 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
 	"github.com/understudy-ml/understudy/services/platform/predict"
+	"github.com/understudy-ml/understudy/services/platform/sample"
+	"github.com/understudy-ml/understudy/services/tap/internal/route"
 )
 
-// Reasons a request produced no event (label of understudy_tap_events_dropped_total).
+// Reasons a proxied request yields no event, added to the producer's reasons.
 const (
-	ReasonBufferFull       = "buffer_full"
-	ReasonKafkaUnavailable = "kafka_unavailable"
-	ReasonEncode           = "encode_failed"
+	ReasonSampledOut      = "sampled_out"
+	ReasonTooLarge        = "too_large"
+	ReasonRedactionFailed = "redaction_failed"
+	ReasonNoRoute         = "no_route"
 )
 
 // capturedHeaders is the allow-list of request headers copied into events. Authorization,
@@ -29,23 +33,21 @@ const (
 var capturedHeaders = []string{"Content-Type", "Accept", "User-Agent", HeaderRequestID}
 
 type metrics struct {
-	requests  *prometheus.CounterVec
-	events    prometheus.Counter
-	dropped   *prometheus.CounterVec
-	truncated prometheus.Counter
-	latency   prometheus.Histogram
-	extract   *prometheus.CounterVec
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	captured *prometheus.CounterVec
+	extract  *prometheus.CounterVec
+	reloads  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	f := promauto.With(reg)
 	return &metrics{
-		requests:  f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_tap_requests_total", Help: "Requests proxied, by champion status class."}, []string{"code"}),
-		events:    f.NewCounter(prometheus.CounterOpts{Name: "understudy_tap_events_total", Help: "Inference events acknowledged by Kafka."}),
-		dropped:   f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_tap_events_dropped_total", Help: "Requests that produced no event, by reason."}, []string{"reason"}),
-		truncated: f.NewCounter(prometheus.CounterOpts{Name: "understudy_tap_bodies_truncated_total", Help: "Captured bodies cut at capture.max-bytes (the proxied body is whole)."}),
-		latency:   f.NewHistogram(prometheus.HistogramOpts{Name: "understudy_tap_champion_latency_seconds", Help: "Champion latency as seen by the tap.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
-		extract:   f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_tap_prediction_extract_failures_total", Help: "Responses whose prediction could not be extracted, by reason."}, []string{"reason"}),
+		requests: f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_tap_requests_total", Help: "Requests proxied, by route and champion status class."}, []string{"route", "code"}),
+		latency:  f.NewHistogramVec(prometheus.HistogramOpts{Name: "understudy_tap_champion_latency_seconds", Help: "Time from request to the champion's last response byte, by route.", Buckets: prometheus.ExponentialBuckets(0.00025, 2, 18)}, []string{"route"}),
+		captured: f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_tap_captured_total", Help: "Events handed to the producer, by route."}, []string{"route"}),
+		extract:  f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_tap_prediction_extract_failures_total", Help: "Responses whose prediction could not be extracted, by reason."}, []string{"reason"}),
+		reloads:  f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_tap_route_reloads_total", Help: "Routes reloads, by result."}, []string{"result"}),
 	}
 }
 
@@ -81,6 +83,7 @@ func (r *teeReader) Read(p []byte) (int, error) {
 type exchange struct {
 	id      string
 	start   time.Time
+	route   *liveRoute
 	req     *http.Request
 	reqBody capture
 	done    sync.Once
@@ -89,17 +92,53 @@ type exchange struct {
 type exchangeKey struct{}
 
 func (t *Tap) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	g := t.routing.Load()
+	i := g.table.Match(r.Host, r.URL.Path)
+	if i < 0 {
+		t.producer.NotCaptured(ReasonNoRoute)
+		http.Error(w, "understudy tap: no route for this host and path", http.StatusNotFound)
+		return
+	}
+	lr := g.routes[i]
 	id := r.Header.Get(HeaderRequestID)
 	if id == "" {
-		id = uuid.Must(uuid.NewV7()).String()
+		id = t.bodyID(r, lr)
 		r.Header.Set(HeaderRequestID, id)
 	}
-	x := &exchange{id: id, start: t.now(), req: r, reqBody: capture{limit: t.cfg.CaptureMaxBytes}}
+	w.Header().Set(HeaderRequestID, id)
+	key := id
+	if h := lr.Sampling.Header(); h != "" && r.Header.Get(h) != "" {
+		key = r.Header.Get(h)
+	}
+	if !sample.In(key, lr.Sampling.SampleRate()) {
+		t.producer.NotCaptured(ReasonSampledOut)
+		lr.proxy.ServeHTTP(w, r)
+		return
+	}
+	x := &exchange{id: id, start: t.now(), route: lr, req: r, reqBody: capture{limit: lr.Capture.MaxBytes}}
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &teeReader{ReadCloser: r.Body, c: &x.reqBody}
 	}
-	w.Header().Set(HeaderRequestID, id)
-	t.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x)))
+	lr.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x)))
+}
+
+// bodyID returns the Open Inference Protocol "id" of a small OIP request body, or a new
+// UUIDv7. Reading the body first costs nothing on the wire: it is replayed to the champion.
+func (t *Tap) bodyID(r *http.Request, lr *liveRoute) string {
+	if lr.extract.Protocol() == predict.ProtocolOIPv2 && r.Body != nil && r.ContentLength > 0 && r.ContentLength <= int64(lr.Capture.MaxBytes) {
+		body, err := io.ReadAll(io.LimitReader(r.Body, r.ContentLength))
+		r.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(body), r.Body), r.Body}
+		var doc struct {
+			ID string `json:"id"`
+		}
+		if err == nil && json.Unmarshal(body, &doc) == nil && doc.ID != "" && len(doc.ID) <= 256 {
+			return doc.ID
+		}
+	}
+	return uuid.Must(uuid.NewV7()).String()
 }
 
 // responseTee captures the champion's body as the proxy copies it to the caller and publishes
@@ -129,50 +168,54 @@ func (t *Tap) captureResponse(resp *http.Response) error {
 	if !ok {
 		return nil
 	}
-	resp.Body = &responseTee{ReadCloser: resp.Body, t: t, x: x, resp: resp, body: capture{limit: t.cfg.CaptureMaxBytes}}
+	resp.Body = &responseTee{ReadCloser: resp.Body, t: t, x: x, resp: resp, body: capture{limit: x.route.Capture.MaxBytes}}
 	return nil
 }
 
-// championError answers 502 like the default proxy and records the failure as an event.
+// championError answers 504 when the champion timed out and 502 otherwise, like a gateway,
+// and records the failure in the event.
 func (t *Tap) championError(w http.ResponseWriter, r *http.Request, err error) {
-	w.WriteHeader(http.StatusBadGateway)
+	kind, code := "connect", http.StatusBadGateway
+	var ne interface{ Timeout() bool }
+	switch {
+	case errors.Is(err, context.Canceled):
+		kind = "client_canceled"
+	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
+		kind, code = "timeout", http.StatusGatewayTimeout
+	}
+	w.WriteHeader(code)
 	x, ok := r.Context().Value(exchangeKey{}).(*exchange)
 	if !ok {
 		return
 	}
-	kind := "connect"
-	if errors.Is(err, context.DeadlineExceeded) {
-		kind = "timeout"
-	} else if errors.Is(err, context.Canceled) {
-		kind = "client_canceled"
-	}
 	x.done.Do(func() {
-		t.publish(x, &http.Response{StatusCode: http.StatusBadGateway, Header: http.Header{}}, &capture{}, &schemas.Error{Kind: kind, Message: err.Error()})
+		t.publish(x, &http.Response{StatusCode: code, Header: http.Header{}}, &capture{}, &schemas.Error{Kind: kind, Message: err.Error()})
 	})
 }
 
 func (t *Tap) publish(x *exchange, resp *http.Response, body *capture, failure *schemas.Error) {
+	lr := x.route
 	latency := t.now().Sub(x.start)
-	t.m.latency.Observe(latency.Seconds())
-	t.m.requests.WithLabelValues(statusClass(resp.StatusCode)).Inc()
-	if x.reqBody.truncated() || body.truncated() {
-		t.m.truncated.Inc()
+	t.m.latency.WithLabelValues(lr.Name).Observe(latency.Seconds())
+	t.m.requests.WithLabelValues(lr.Name, statusClass(resp.StatusCode)).Inc()
+	truncated := x.reqBody.truncated() || body.truncated()
+	if truncated && lr.Capture.Oversize == route.OversizeSkip {
+		t.producer.NotCaptured(ReasonTooLarge)
+		return
 	}
-	headers := map[string]string{}
-	for _, h := range capturedHeaders {
-		if v := x.req.Header.Get(h); v != "" {
-			headers[strings.ToLower(h)] = v
-		}
+	model := schemas.ModelRef{Name: lr.Champion.ModelName, Version: lr.Champion.ModelVersion}
+	if lr.extract.Protocol() == predict.ProtocolOIPv2 {
+		model = oipModel(x.req.URL.Path, body.buf, model)
 	}
 	ev := schemas.InferenceEvent{
 		RequestID:  x.id,
-		Experiment: t.cfg.Experiment,
-		Tenant:     t.cfg.Tenant,
-		Model:      schemas.ModelRef{Name: t.cfg.ModelName, Version: t.cfg.ModelVersion},
+		Experiment: lr.Experiment,
+		Tenant:     lr.Tenant,
+		Model:      model,
 		EventTime:  x.start,
 		Request: schemas.HTTPRequest{
 			Method: x.req.Method, Path: x.req.URL.Path, ContentType: x.req.Header.Get("Content-Type"),
-			Headers: headers, Body: x.reqBody.buf, Truncated: x.reqBody.truncated(), OriginalSize: x.reqBody.total,
+			Headers: capturedHeaderValues(x.req.Header), Body: x.reqBody.buf, Truncated: x.reqBody.truncated(), OriginalSize: x.reqBody.total,
 		},
 		Response: schemas.HTTPResponse{
 			Status: int32(resp.StatusCode), ContentType: resp.Header.Get("Content-Type"),
@@ -182,7 +225,7 @@ func (t *Tap) publish(x *exchange, resp *http.Response, body *capture, failure *
 		Error:   failure,
 	}
 	if failure == nil && resp.StatusCode < 300 && !body.truncated() {
-		p, err := t.extract.Extract(body.buf)
+		p, err := lr.extract.Extract(body.buf)
 		if err != nil {
 			t.m.extract.WithLabelValues(extractReason(err)).Inc()
 		}
@@ -191,21 +234,58 @@ func (t *Tap) publish(x *exchange, resp *http.Response, body *capture, failure *
 	if failure == nil && resp.StatusCode >= 500 {
 		ev.Error = &schemas.Error{Kind: "http_status", Message: resp.Status}
 	}
-	value, err := t.codecs.Inference.Encode(nil, ev)
-	if err != nil {
-		t.m.dropped.WithLabelValues(ReasonEncode).Inc()
-		return
-	}
-	t.client.TryProduce(context.Background(), &kgo.Record{Key: []byte(x.id), Value: value}, func(_ *kgo.Record, err error) {
-		switch {
-		case err == nil:
-			t.m.events.Inc()
-		case errors.Is(err, kgo.ErrMaxBuffered):
-			t.m.dropped.WithLabelValues(ReasonBufferFull).Inc()
-		default:
-			t.m.dropped.WithLabelValues(ReasonKafkaUnavailable).Inc()
+	if !lr.redact.Empty() {
+		var errReq, errResp error
+		ev.Request.Body, errReq = lr.redact.Apply(ev.Request.Body)
+		ev.Response.Body, errResp = lr.redact.Apply(ev.Response.Body)
+		if errReq != nil || errResp != nil {
+			// Never publish what could not be redacted.
+			t.producer.NotCaptured(ReasonRedactionFailed)
+			return
 		}
-	})
+	}
+	if err := t.producer.Publish(ev); err == nil {
+		t.m.captured.WithLabelValues(lr.Name).Inc()
+	}
+}
+
+// oipModel returns the model named by an Open Inference Protocol path
+// (/v2/models/{name}[/versions/{v}]/infer) or, better, by the response's model_name and
+// model_version; def fills what neither names.
+func oipModel(path string, body []byte, def schemas.ModelRef) schemas.ModelRef {
+	m := def
+	if rest, ok := strings.CutPrefix(path, "/v2/models/"); ok {
+		parts := strings.Split(rest, "/")
+		if len(parts) >= 2 && parts[0] != "" {
+			m.Name = parts[0]
+			if len(parts) >= 4 && parts[1] == "versions" {
+				m.Version = parts[2]
+			}
+		}
+	}
+	var resp struct {
+		ModelName    string `json:"model_name"`
+		ModelVersion string `json:"model_version"`
+	}
+	if json.Unmarshal(body, &resp) == nil {
+		if resp.ModelName != "" {
+			m.Name = resp.ModelName
+		}
+		if resp.ModelVersion != "" {
+			m.Version = resp.ModelVersion
+		}
+	}
+	return m
+}
+
+func capturedHeaderValues(h http.Header) map[string]string {
+	out := map[string]string{}
+	for _, name := range capturedHeaders {
+		if v := h.Get(name); v != "" {
+			out[strings.ToLower(name)] = v
+		}
+	}
+	return out
 }
 
 func extractReason(err error) string {
@@ -222,12 +302,12 @@ func statusClass(code int) string {
 	return string(rune('0'+code/100)) + "xx"
 }
 
-// bufferPool hands the proxy 32 KiB copy buffers.
+// bufferPool hands the proxies 32 KiB copy buffers.
 type bufferPool struct{ p sync.Pool }
 
 func newBufferPool() *bufferPool {
 	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
 }
 
-func (b *bufferPool) Get() []byte  { return *b.p.Get().(*[]byte) }
+func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
 func (b *bufferPool) Put(p []byte) { b.p.Put(&p) }

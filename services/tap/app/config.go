@@ -5,80 +5,99 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"net/url"
 	"time"
 
 	"github.com/understudy-ml/understudy/services/platform/predict"
 	"github.com/understudy-ml/understudy/services/platform/svc"
+	"github.com/understudy-ml/understudy/services/tap/internal/route"
+	"github.com/understudy-ml/understudy/services/tap/producer"
 )
 
-// Config is the tap's configuration.
+// Config is the tap's configuration. Routes come from RoutesFile when it is set, otherwise
+// from the single-route flags (champion.*, experiment, sampling.*, capture.max-bytes).
 type Config struct {
 	svc.Common
+	Producer producer.Config
 
 	ListenAddr      string        // address of the proxy
-	ChampionURL     string        // base URL of the champion model server
-	Experiment      string        // experiment the captured events belong to
-	Tenant          string        // optional tenant tag
-	ModelName       string        // champion model name (OIP v2 responses may override it)
-	ModelVersion    string        // champion model version
-	Protocol        string        // predict spec: oip-v2, kserve-v1 or json-pointer:/path
-	CaptureMaxBytes int           // bodies larger than this are proxied in full, captured truncated
-	BufferRecords   int           // events buffered for Kafka before new ones are dropped
+	RoutesFile      string        // YAML routes; reloaded on SIGHUP
+	RedactionKey    string        // key of redaction hashes (prefer the env variable)
+	RequireKafka    bool          // /readyz fails while Kafka is unreachable
 	ShutdownTimeout time.Duration // time to drain the proxy and flush buffered events
+
+	// The single route used when RoutesFile is empty.
+	ChampionURL     string
+	Experiment      string
+	Tenant          string
+	ModelName       string
+	ModelVersion    string
+	Protocol        string
+	CaptureMaxBytes int
+	SampleRate      float64
+	SampleKey       string
 }
 
 // NewDefaultConfig returns the defaults.
 func NewDefaultConfig() Config {
+	pc := producer.NewDefaultConfig()
 	return Config{
 		Common:          svc.NewCommon("tap", ":9101"),
+		Producer:        pc,
 		ListenAddr:      ":8080",
-		ModelName:       "champion",
+		ShutdownTimeout: 15 * time.Second,
 		Protocol:        predict.ProtocolOIPv2,
 		CaptureMaxBytes: 512 << 10,
-		BufferRecords:   10000,
-		ShutdownTimeout: 15 * time.Second,
+		SampleRate:      1,
+		SampleKey:       route.SampleByRequestID,
 	}
 }
 
 // RegisterFlags registers every flag.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Common.RegisterFlags(fs)
+	c.Producer.RegisterFlags(fs)
 	fs.StringVar(&c.ListenAddr, "proxy.listen-addr", c.ListenAddr, "address the proxy listens on")
-	fs.StringVar(&c.ChampionURL, "champion.url", c.ChampionURL, "base URL of the champion model server (required)")
-	fs.StringVar(&c.Experiment, "experiment", c.Experiment, "experiment name of captured events (required)")
-	fs.StringVar(&c.Tenant, "tenant", c.Tenant, "tenant tag of captured events")
-	fs.StringVar(&c.ModelName, "champion.model-name", c.ModelName, "champion model name")
-	fs.StringVar(&c.ModelVersion, "champion.model-version", c.ModelVersion, "champion model version")
-	fs.StringVar(&c.Protocol, "champion.protocol", c.Protocol, "how to extract predictions: oip-v2, kserve-v1 or json-pointer:/path")
-	fs.IntVar(&c.CaptureMaxBytes, "capture.max-bytes", c.CaptureMaxBytes, "largest body captured whole; larger ones are proxied in full and captured truncated")
-	fs.IntVar(&c.BufferRecords, "capture.buffer-records", c.BufferRecords, "events buffered for Kafka; beyond it events are dropped and counted, never waited for")
+	fs.StringVar(&c.RoutesFile, "routes.file", c.RoutesFile, "YAML routes file (reloaded on SIGHUP); without it the champion.* flags define one catch-all route")
+	fs.StringVar(&c.RedactionKey, "redaction.key", c.RedactionKey, "HMAC key of redaction hashes (set UNDERSTUDY_TAP_REDACTION_KEY rather than the flag)")
+	fs.BoolVar(&c.RequireKafka, "ready.require-kafka", c.RequireKafka, "make /readyz fail while Kafka is unreachable (the proxy keeps serving either way)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "time to drain the proxy and flush buffered events at shutdown")
+	fs.StringVar(&c.ChampionURL, "champion.url", c.ChampionURL, "single route: base URL of the champion model server")
+	fs.StringVar(&c.Experiment, "experiment", c.Experiment, "single route: experiment name of captured events")
+	fs.StringVar(&c.Tenant, "tenant", c.Tenant, "single route: tenant tag of captured events")
+	fs.StringVar(&c.ModelName, "champion.model-name", c.ModelName, "single route: champion model name (default: from the OIP path or response)")
+	fs.StringVar(&c.ModelVersion, "champion.model-version", c.ModelVersion, "single route: champion model version")
+	fs.StringVar(&c.Protocol, "champion.protocol", c.Protocol, "single route: oip-v2, kserve-v1 or json-pointer:/path")
+	fs.IntVar(&c.CaptureMaxBytes, "capture.max-bytes", c.CaptureMaxBytes, "single route: largest body captured whole; larger ones are proxied in full and captured truncated")
+	fs.Float64Var(&c.SampleRate, "sampling.rate", c.SampleRate, "single route: fraction of requests captured (deterministic by sampling key)")
+	fs.StringVar(&c.SampleKey, "sampling.key", c.SampleKey, "single route: request_id or header:<Name>")
+}
+
+// Routes returns the routes the config describes.
+func (c *Config) Routes() ([]route.Route, error) {
+	if c.RoutesFile != "" {
+		return route.Load(c.RoutesFile)
+	}
+	rate := c.SampleRate
+	r := route.Route{
+		Name: "default", Experiment: c.Experiment, Tenant: c.Tenant,
+		Champion: route.Champion{URL: c.ChampionURL, Protocol: c.Protocol, ModelName: c.ModelName, ModelVersion: c.ModelVersion},
+		Sampling: route.Sampling{Rate: &rate, Key: c.SampleKey},
+		Capture:  route.Capture{MaxBytes: c.CaptureMaxBytes, Oversize: route.OversizeTruncate},
+	}
+	return []route.Route{r}, route.Validate([]route.Route{r})
 }
 
 // Validate reports every problem.
 func (c *Config) Validate() error {
-	errs := []error{c.Common.Validate()}
+	errs := []error{c.Common.Validate(), c.Producer.Validate()}
 	if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
 		errs = append(errs, fmt.Errorf("proxy.listen-addr: %w", err))
 	}
-	if u, err := url.Parse(c.ChampionURL); err != nil || u.Scheme == "" || u.Host == "" {
-		errs = append(errs, fmt.Errorf("champion.url: %q is not an absolute URL", c.ChampionURL))
-	}
-	if c.Experiment == "" {
-		errs = append(errs, errors.New("experiment: required"))
-	}
-	if _, err := predict.Parse(c.Protocol); err != nil {
-		errs = append(errs, fmt.Errorf("champion.protocol: %w", err))
-	}
-	if c.CaptureMaxBytes < 0 || c.CaptureMaxBytes > 900<<10 {
-		errs = append(errs, errors.New("capture.max-bytes: must be between 0 and 921600 (below Kafka's 1 MiB message limit)"))
-	}
-	if c.BufferRecords < 1 {
-		errs = append(errs, errors.New("capture.buffer-records: must be at least 1"))
-	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, errors.New("shutdown-timeout: must be positive"))
+	}
+	if _, err := c.Routes(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

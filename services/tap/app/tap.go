@@ -1,11 +1,14 @@
-// Package app is the tap: an HTTP reverse proxy in front of the champion model that returns
-// the champion's answer untouched and publishes an InferenceEvent for each request.
+// Package app is the tap: an HTTP reverse proxy in front of champion models that returns the
+// champion's answer untouched and publishes an InferenceEvent for each captured request.
 //
 // Guarantees: the caller receives the champion's status, headers and body bytes unchanged,
-// plus an X-Request-Id header; the Host header is passed through, not rewritten. Publishing
-// never blocks or fails a request: events are handed to the Kafka client with TryProduce into
-// a bounded buffer, and every request that yields no event is counted by reason in
-// understudy_tap_events_dropped_total. Delivery to Kafka is at-most-once per request.
+// plus an X-Request-Id header; Host is passed through, not rewritten. Capturing never blocks,
+// slows or fails a request: bodies are copied as they stream (up to the route's capture
+// limit), and events are handed to the producer, which never waits for Kafka (see package
+// producer for its spool and delivery guarantees). Every proxied request that yields no event
+// is counted by reason in understudy_events_not_captured_total. Authorization and Cookie
+// headers are never captured; configured JSON paths are removed or hashed before an event
+// leaves the process, and a body that cannot be redacted is not captured at all.
 package app
 
 import (
@@ -15,17 +18,18 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
-	"net/url"
+	"os"
+	"os/signal"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
-	"github.com/understudy-ml/understudy/services/platform/predict"
 	"github.com/understudy-ml/understudy/services/platform/registry"
 	"github.com/understudy-ml/understudy/services/platform/server"
+	"github.com/understudy-ml/understudy/services/tap/producer"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -34,15 +38,15 @@ const HeaderRequestID = "X-Request-Id"
 
 // Tap is the capture proxy. Create it with New, start it with Run.
 type Tap struct {
-	cfg     Config
-	logger  *slog.Logger
-	now     func() time.Time
-	client  *kgo.Client
-	codecs  *schemas.Codecs
-	extract predict.Extractor
-	proxy   *httputil.ReverseProxy
-	ops     *server.Server
-	m       *metrics
+	cfg      Config
+	logger   *slog.Logger
+	now      func() time.Time
+	codecs   *schemas.Codecs
+	producer *producer.Producer
+	ops      *server.Server
+	m        *metrics
+	buffers  *bufferPool
+	routing  atomic.Pointer[routing]
 
 	mu sync.Mutex
 	ln net.Listener
@@ -53,42 +57,29 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Tap, error
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid config: %w", err)
 	}
-	target, _ := url.Parse(cfg.ChampionURL)
-	extract, _ := predict.Parse(cfg.Protocol)
 	codecs, err := schemas.NewCodecs()
 	if err != nil {
 		return nil, fmt.Errorf("codecs: %w", err)
 	}
-	cl, err := kgo.NewClient(append(cfg.Kafka.Opts(),
-		kgo.MaxBufferedRecords(cfg.BufferRecords),
-		kgo.ProducerLinger(5*time.Millisecond),
-		kgo.DefaultProduceTopic(schemas.TopicInference),
-	)...)
+	pc := cfg.Producer
+	pc.Kafka = cfg.Kafka
+	prod, err := producer.New(pc, codecs.Inference, logger, reg)
 	if err != nil {
-		return nil, fmt.Errorf("kafka client: %w", err)
+		return nil, err
 	}
 	t := &Tap{
-		cfg: cfg, logger: logger, now: time.Now, client: cl, codecs: codecs, extract: extract,
-		ops: server.New(cfg.Ops, logger, reg),
-		m:   newMetrics(reg),
+		cfg: cfg, logger: logger, now: time.Now, codecs: codecs, producer: prod,
+		ops: server.New(cfg.Ops, logger, reg), m: newMetrics(reg), buffers: newBufferPool(),
 	}
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.MaxIdleConnsPerHost = 256
-	transport.ForceAttemptHTTP2 = false
-	t.proxy = &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(target)
-			pr.Out.Host = pr.In.Host // never rewrite Host (unlike Envoy's "-shadow" suffix)
-			pr.SetXForwarded()
-		},
-		Transport:      transport,
-		BufferPool:     newBufferPool(),
-		FlushInterval:  -1,
-		ModifyResponse: t.captureResponse,
-		ErrorHandler:   t.championError,
+	routes, err := cfg.Routes()
+	if err != nil {
+		return nil, err
 	}
-	// Readiness is the proxy's: the tap keeps serving the champion when Kafka is down (events
-	// are then dropped and counted), so Kafka trouble must not take it out of a load balancer.
+	g, err := t.buildRouting(routes)
+	if err != nil {
+		return nil, err
+	}
+	t.routing.Store(g)
 	t.ops.AddCheck("proxy", func(context.Context) error {
 		t.mu.Lock()
 		defer t.mu.Unlock()
@@ -97,10 +88,18 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Tap, error
 		}
 		return nil
 	})
+	// Kafka trouble does not stop the proxy (events are spooled or counted), so by default it
+	// shows in /readyz without failing it; ready.require-kafka makes it fail.
+	kafkaCheck := func(ctx context.Context) error { return prod.Ready(ctx) }
+	if cfg.RequireKafka {
+		t.ops.AddCheck("kafka", kafkaCheck)
+	} else {
+		t.ops.AddInfo("kafka", kafkaCheck)
+	}
 	return t, nil
 }
 
-// Ops returns the operational server (for its address in tests).
+// Ops returns the operational server.
 func (t *Tap) Ops() *server.Server { return t.ops }
 
 // Handler returns the proxy handler.
@@ -120,28 +119,71 @@ func (t *Tap) Listen() (net.Addr, error) {
 	return t.ln.Addr(), nil
 }
 
+// Reload reads the routes file again and swaps the new routes in; requests in flight finish
+// on the old ones. An invalid file changes nothing and the error lists every problem.
+func (t *Tap) Reload() error {
+	if t.cfg.RoutesFile == "" {
+		return errors.New("reload: no routes file configured")
+	}
+	routes, err := t.cfg.Routes()
+	if err != nil {
+		t.m.reloads.WithLabelValues("rejected").Inc()
+		return fmt.Errorf("reload rejected, keeping the current routes: %w", err)
+	}
+	g, err := t.buildRouting(routes)
+	if err != nil {
+		t.m.reloads.WithLabelValues("rejected").Inc()
+		return fmt.Errorf("reload rejected, keeping the current routes: %w", err)
+	}
+	old := t.routing.Swap(g)
+	old.close()
+	t.m.reloads.WithLabelValues("applied").Inc()
+	t.logger.Info("routes reloaded", "routes", len(routes))
+	return nil
+}
+
 // Run proxies until ctx ends, then stops accepting, drains in-flight requests and flushes
-// buffered events, each within the shutdown timeout. It closes the Kafka client.
+// buffered events, each within the shutdown timeout. With a routes file, SIGHUP reloads it.
 func (t *Tap) Run(ctx context.Context) error {
-	defer t.client.Close()
 	if _, err := t.Listen(); err != nil {
 		return err
 	}
 	if err := registry.Configure(ctx, t.cfg.Registry, t.codecs); err != nil {
 		return err
 	}
-	t.logger.Info("tap starting", "experiment", t.cfg.Experiment, "champion", t.cfg.ChampionURL, "proxy_addr", t.ln.Addr().String())
+	t.logger.Info("tap starting", "proxy_addr", t.ln.Addr().String(), "routes", len(t.routing.Load().routes), "spool_dir", t.cfg.Producer.SpoolDir)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return t.ops.Run(gctx) })
+	g.Go(func() error { return t.producer.Run(gctx) })
 	g.Go(func() error {
 		return server.Serve(gctx, t.logger.With("server", "proxy"), t.ln, t.Handler(), t.cfg.ShutdownTimeout)
 	})
+	if t.cfg.RoutesFile != "" {
+		g.Go(func() error { t.reloadOnHangup(gctx); return nil })
+	}
 	err := g.Wait()
 	fctx, cancel := context.WithTimeout(context.Background(), t.cfg.ShutdownTimeout)
 	defer cancel()
-	if ferr := t.client.Flush(fctx); ferr != nil {
-		t.logger.Warn("events still buffered at shutdown were dropped", "err", ferr)
+	if cerr := t.producer.Close(fctx); cerr != nil {
+		t.logger.Warn("events still buffered at shutdown went to the spool or were counted as lost", "err", cerr)
 	}
+	t.routing.Load().close()
 	t.logger.Info("tap stopped")
 	return err
+}
+
+func (t *Tap) reloadOnHangup(ctx context.Context) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := t.Reload(); err != nil {
+				t.logger.Error("routes reload failed", "err", err)
+			}
+		}
+	}
 }
