@@ -70,8 +70,8 @@ func (c *Config) Validate() error {
 	if c.BufferRecords < 1 {
 		errs = append(errs, errors.New("capture.buffer-records: must be at least 1"))
 	}
-	if c.DeliveryTimeout < 100*time.Millisecond {
-		errs = append(errs, errors.New("capture.delivery-timeout: must be at least 100ms"))
+	if c.DeliveryTimeout < time.Second {
+		errs = append(errs, errors.New("capture.delivery-timeout: must be at least 1s (the Kafka client's minimum)"))
 	}
 	if c.SpoolDir != "" && c.SpoolMaxBytes < 1<<20 {
 		errs = append(errs, errors.New("capture.spool-max-bytes: must be at least 1 MiB"))

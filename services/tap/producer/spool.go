@@ -62,8 +62,13 @@ func openSpool(dir string, maxBytes int64) (*spool, error) {
 	return s, nil
 }
 
-func (s *spool) segPath(seq uint64) string { return filepath.Join(s.dir, fmt.Sprintf("seg-%020d.log", seq)) }
-func (s *spool) posPath(seq uint64) string { return filepath.Join(s.dir, fmt.Sprintf("seg-%020d.pos", seq)) }
+func (s *spool) segPath(seq uint64) string {
+	return filepath.Join(s.dir, fmt.Sprintf("seg-%020d.log", seq))
+}
+
+func (s *spool) posPath(seq uint64) string {
+	return filepath.Join(s.dir, fmt.Sprintf("seg-%020d.pos", seq))
+}
 
 // segments returns the sequence numbers of existing segments, oldest first.
 func (s *spool) segments() ([]uint64, error) {
@@ -187,7 +192,7 @@ func (s *spool) replay(seq uint64, batch int, send func([]entry) error) (int, er
 	if err != nil {
 		return 0, fmt.Errorf("spool open: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only: a close error loses nothing
 	pos := s.loadPos(seq)
 	if _, err := f.Seek(pos, io.SeekStart); err != nil {
 		return 0, fmt.Errorf("spool seek: %w", err)

@@ -171,8 +171,6 @@ func Validate(routes []Route) error {
 		}
 		if u, err := url.Parse(r.Champion.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			bad("champion.url %q is not an http(s) URL", r.Champion.URL)
-		} else if _, _, err := net.SplitHostPort(u.Host); err != nil && strings.Count(u.Host, ":") > 1 {
-			bad("champion.url host %q: %v", u.Host, err)
 		}
 		if r.Champion.H2C && strings.HasPrefix(r.Champion.URL, "https") {
 			bad("champion.h2c is for plain http upstreams")
