@@ -41,6 +41,15 @@ fuzz: ## Fuzz every decoder for FUZZTIME each (default 30s).
 	@cd schemas && for f in $$(go test -list 'Fuzz.*' . | grep ^Fuzz); do go test -run XXX -fuzz "^$$f$$" -fuzztime $${FUZZTIME:-30s} . || exit 1; done
 	@cd services/platform && go test -run XXX -fuzz '^FuzzExtract$$' -fuzztime $${FUZZTIME:-30s} ./predict
 
+.PHONY: golden-python
+golden-python: ## Prove Python (fastavro) writes byte-identical events to the golden vectors.
+	@python3 -c 'import fastavro' 2>/dev/null || python3 -m pip install -q fastavro
+	@python3 scripts/check_golden.py
+
+.PHONY: bench-tap
+bench-tap: ## Tap latency and CPU vs direct and nginx+mirror, plus Kafka isolation (writes bench-results/tap.md).
+	@scripts/bench-tap.sh
+
 .PHONY: bench
 bench: ## Run the Go benchmarks of every module.
 	@for m in $(UNIT_MODULES); do (cd $$m && go test -run '^$$' -bench . -benchmem ./...) || exit 1; done

@@ -45,8 +45,12 @@ type SchemaResolver func(ctx context.Context, id int) (string, error)
 // A Codec is safe for concurrent use.
 type Codec[T any] struct {
 	current *goavro.Codec
+	canon   string // Parsing Canonical Form of the current schema
+	fp      uint64 // its CRC-64-AVRO fingerprint
 	to      func(T) map[string]any
 	from    func(fields) (T, error)
+	fast    func([]byte, T) []byte // hand-written body encoder, or nil to use goavro
+	soe     [soeHeaderLen]byte
 
 	mu      sync.RWMutex
 	byFP    map[uint64]*goavro.Codec
@@ -60,20 +64,31 @@ func newCodec[T any](schema string, to func(T) map[string]any, from func(fields)
 	if err != nil {
 		return nil, fmt.Errorf("parse schema: %w", err)
 	}
-	return &Codec[T]{
+	canon, err := CanonicalForm(schema)
+	if err != nil {
+		return nil, err
+	}
+	fp := Fingerprint64([]byte(canon))
+	cd := &Codec[T]{
 		current: c,
+		canon:   canon,
+		fp:      fp,
 		to:      to,
 		from:    from,
-		byFP:    map[uint64]*goavro.Codec{c.Rabin: c},
+		byFP:    map[uint64]*goavro.Codec{fp: c},
 		byID:    map[int]*goavro.Codec{},
-	}, nil
+	}
+	cd.soe[0], cd.soe[1] = soeMagic0, soeMagic1
+	binary.LittleEndian.PutUint64(cd.soe[2:], fp)
+	return cd, nil
 }
 
-// Schema returns the current schema in Avro parsing canonical form.
-func (c *Codec[T]) Schema() string { return c.current.CanonicalSchema() }
+// Schema returns the current schema in Avro Parsing Canonical Form.
+func (c *Codec[T]) Schema() string { return c.canon }
 
-// Fingerprint returns the CRC-64-AVRO (Rabin) fingerprint of the current schema.
-func (c *Codec[T]) Fingerprint() uint64 { return c.current.Rabin }
+// Fingerprint returns the CRC-64-AVRO (Rabin) fingerprint of the current schema's Parsing
+// Canonical Form, as written in single-object headers.
+func (c *Codec[T]) Fingerprint() uint64 { return c.fp }
 
 // AddWriterSchema makes Decode accept single-object data written with an older schema version.
 func (c *Codec[T]) AddWriterSchema(schema string) error {
@@ -81,8 +96,12 @@ func (c *Codec[T]) AddWriterSchema(schema string) error {
 	if err != nil {
 		return fmt.Errorf("parse writer schema: %w", err)
 	}
+	canon, err := CanonicalForm(schema)
+	if err != nil {
+		return err
+	}
 	c.mu.Lock()
-	c.byFP[w.Rabin] = w
+	c.byFP[Fingerprint64([]byte(canon))] = w
 	c.mu.Unlock()
 	return nil
 }
@@ -105,6 +124,15 @@ func (c *Codec[T]) Encode(dst []byte, v T) ([]byte, error) {
 	c.mu.RLock()
 	id := c.writeID
 	c.mu.RUnlock()
+	if c.fast != nil {
+		if id > 0 {
+			dst = append(dst, confluentMagic, 0, 0, 0, 0)
+			binary.BigEndian.PutUint32(dst[len(dst)-4:], uint32(id))
+		} else {
+			dst = append(dst, c.soe[:]...)
+		}
+		return c.fast(dst, v), nil
+	}
 	native := c.to(v)
 	if id > 0 {
 		dst = append(dst, confluentMagic, 0, 0, 0, 0)
@@ -115,7 +143,7 @@ func (c *Codec[T]) Encode(dst []byte, v T) ([]byte, error) {
 		}
 		return out, nil
 	}
-	out, err := c.current.SingleFromNative(dst, native)
+	out, err := c.current.BinaryFromNative(append(dst, c.soe[:]...), native)
 	if err != nil {
 		return dst, fmt.Errorf("encode %s: %w", c.current.TypeName(), err)
 	}

@@ -2,7 +2,9 @@ package schemas
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"reflect"
 	"runtime"
 	"strings"
@@ -145,7 +147,7 @@ func TestOlderWriterFieldsTakeDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, _, lbl, _ := goldenValues()
-	b, err := old.current.SingleFromNative(nil, map[string]any{"request_id": lbl.RequestID, "value": predictionToNative(lbl.Value), "event_time": lbl.EventTime})
+	b, err := old.current.BinaryFromNative(old.soe[:], map[string]any{"request_id": lbl.RequestID, "value": predictionToNative(lbl.Value), "event_time": lbl.EventTime})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,5 +192,32 @@ func TestHugeDeclaredArrayIsRejected(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<20 {
 		t.Fatalf("decoding allocated %d MiB", grew>>20)
+	}
+}
+
+// goavro's canonical form keeps {"type":"long"} for logical types, which gave fingerprints no
+// other Avro library computes. The header bytes below were computed independently with Python
+// fastavro: fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"), which is the
+// little-endian byte sequence written after C3 01.
+func TestFingerprintsMatchTheAvroSpecification(t *testing.T) {
+	cs, err := NewCodecs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	le := func(fp uint64) string { return fmt.Sprintf("%x", binary.LittleEndian.AppendUint64(nil, fp)) }
+	want := map[string][2]string{
+		"inference_event": {le(cs.Inference.Fingerprint()), "c999e06c09e76a54"},
+		"shadow_result":   {le(cs.Shadow.Fingerprint()), "6491eca41dc64187"},
+		"label":           {le(cs.Label.Fingerprint()), "3dc6be68f0c9de98"},
+		"comparison":      {le(cs.Comparison.Fingerprint()), "50cf13c1b8568efd"},
+	}
+	for name, fp := range want {
+		if fp[0] != fp[1] {
+			t.Errorf("%s: fingerprint bytes %s, Avro specification gives %s", name, fp[0], fp[1])
+		}
+	}
+	// The example from the specification's test suite: "null" → 0x63dd24e7cc258f8a.
+	if got := Fingerprint64([]byte(`"null"`)); got != 0x63dd24e7cc258f8a {
+		t.Errorf(`Fingerprint64("null") = %016x`, got)
 	}
 }

@@ -60,6 +60,7 @@ func NewCodecs() (*Codecs, error) {
 	if cs.Inference, err = newCodec(inference, inferenceToNative, inferenceFromNative); err != nil {
 		return nil, fmt.Errorf("inference event: %w", err)
 	}
+	cs.Inference.fast = appendInferenceEvent
 	if cs.Shadow, err = newCodec(shadow, shadowToNative, shadowFromNative); err != nil {
 		return nil, fmt.Errorf("shadow result: %w", err)
 	}

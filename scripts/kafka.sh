@@ -9,7 +9,8 @@
 #   scripts/kafka.sh status DIR     exit 0 when the broker answers a metadata request
 #
 # A restarted DIR keeps its port, cluster id and data. Env: KAFKA_PORT (default: a free port),
-# KAFKA_HEAP (default 512m), JAVA (default java; must be 17+).
+# KAFKA_HEAP (default 512m), JAVA (default java; must be 17+), KAFKA_ADVERTISED_PORT (advertise
+# another port, e.g. a latency-injecting proxy in front of the broker; default: the broker's).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -61,7 +62,7 @@ process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$cport
 listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+advertised.listeners=PLAINTEXT://127.0.0.1:${KAFKA_ADVERTISED_PORT:-$port}
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT

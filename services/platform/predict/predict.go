@@ -66,9 +66,26 @@ func (e Extractor) Extract(body []byte) (schemas.Prediction, error) {
 	if e.protocol == "" {
 		return schemas.Prediction{}, nil
 	}
+	doc, err := Decode(body)
+	if err != nil {
+		return schemas.Prediction{}, err
+	}
+	return e.FromDocument(doc)
+}
+
+// Decode parses a JSON body once, for callers that read several things from it.
+func Decode(body []byte) (any, error) {
 	var doc any
 	if err := json.Unmarshal(body, &doc); err != nil {
-		return schemas.Prediction{}, fmt.Errorf("%w: %w", ErrNotJSON, err)
+		return nil, fmt.Errorf("%w: %w", ErrNotJSON, err)
+	}
+	return doc, nil
+}
+
+// FromDocument returns the prediction in a decoded JSON document (see Decode).
+func (e Extractor) FromDocument(doc any) (schemas.Prediction, error) {
+	if e.protocol == "" {
+		return schemas.Prediction{}, nil
 	}
 	var path []string
 	switch e.protocol {

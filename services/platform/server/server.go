@@ -1,5 +1,5 @@
 // Package server runs a service's operational HTTP endpoints: /healthz (the process is alive),
-// /readyz (every dependency check passes right now) and /metrics (Prometheus). Services may
+// /readyz (every dependency check passes right now), /metrics (Prometheus) and /debug/pprof. Services may
 // mount their own handlers on the same mux.
 package server
 
@@ -13,6 +13,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -73,6 +74,10 @@ func New(cfg Config, logger *slog.Logger, gatherer prometheus.Gatherer) *Server 
 	})
 	s.mux.HandleFunc("GET /readyz", s.ready)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	// Profiles, on the operational port only (never on a service's data port).
+	s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return s
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/understudy-ml/understudy/services/platform/predict"
 	"github.com/understudy-ml/understudy/services/platform/sample"
 	"github.com/understudy-ml/understudy/services/tap/internal/route"
+	"github.com/understudy-ml/understudy/services/tap/producer"
 )
 
 // Reasons a proxied request yields no event, added to the producer's reasons.
@@ -134,7 +135,8 @@ func (t *Tap) bodyID(r *http.Request, lr *liveRoute) string {
 		var doc struct {
 			ID string `json:"id"`
 		}
-		if err == nil && json.Unmarshal(body, &doc) == nil && doc.ID != "" && len(doc.ID) <= 256 {
+		// The substring test spares a full parse of the many bodies that carry no id.
+		if err == nil && bytes.Contains(body, []byte(`"id"`)) && json.Unmarshal(body, &doc) == nil && doc.ID != "" && len(doc.ID) <= 256 {
 			return doc.ID
 		}
 	}
@@ -159,8 +161,34 @@ func (r *responseTee) Read(p []byte) (int, error) {
 
 func (r *responseTee) Close() error {
 	err := r.ReadCloser.Close()
-	r.x.done.Do(func() { r.t.publish(r.x, r.resp, &r.body, nil) })
+	r.x.done.Do(func() { r.t.enqueue(job{r.x, r.resp, &r.body, nil}) })
 	return err
+}
+
+// job is a finished exchange waiting to become an event.
+type job struct {
+	x       *exchange
+	resp    *http.Response
+	body    *capture
+	failure *schemas.Error
+}
+
+// enqueue hands a finished exchange to the publishing workers without waiting: building,
+// redacting and encoding the event happen off the request path. A full queue drops the event
+// and counts it.
+func (t *Tap) enqueue(j job) {
+	select {
+	case t.queue <- j:
+	default:
+		t.producer.NotCaptured(producer.ReasonBufferFull)
+	}
+}
+
+// publishLoop turns queued exchanges into events until the queue is closed.
+func (t *Tap) publishLoop() {
+	for j := range t.queue {
+		t.publish(j.x, j.resp, j.body, j.failure)
+	}
 }
 
 func (t *Tap) captureResponse(resp *http.Response) error {
@@ -189,7 +217,7 @@ func (t *Tap) championError(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	x.done.Do(func() {
-		t.publish(x, &http.Response{StatusCode: code, Header: http.Header{}}, &capture{}, &schemas.Error{Kind: kind, Message: err.Error()})
+		t.enqueue(job{x, &http.Response{StatusCode: code, Header: http.Header{}}, &capture{}, &schemas.Error{Kind: kind, Message: err.Error()}})
 	})
 }
 
@@ -203,9 +231,15 @@ func (t *Tap) publish(x *exchange, resp *http.Response, body *capture, failure *
 		t.producer.NotCaptured(ReasonTooLarge)
 		return
 	}
+	// Parse the response once, for the prediction and the OIP model fields.
+	var doc any
+	var docErr error
+	if failure == nil && resp.StatusCode < 300 && !body.truncated() {
+		doc, docErr = predict.Decode(body.buf)
+	}
 	model := schemas.ModelRef{Name: lr.Champion.ModelName, Version: lr.Champion.ModelVersion}
 	if lr.extract.Protocol() == predict.ProtocolOIPv2 {
-		model = oipModel(x.req.URL.Path, body.buf, model)
+		model = oipModel(x.req.URL.Path, doc, model)
 	}
 	ev := schemas.InferenceEvent{
 		RequestID:  x.id,
@@ -225,7 +259,10 @@ func (t *Tap) publish(x *exchange, resp *http.Response, body *capture, failure *
 		Error:   failure,
 	}
 	if failure == nil && resp.StatusCode < 300 && !body.truncated() {
-		p, err := lr.extract.Extract(body.buf)
+		p, err := ev.Response.Prediction, docErr
+		if err == nil {
+			p, err = lr.extract.FromDocument(doc)
+		}
 		if err != nil {
 			t.m.extract.WithLabelValues(extractReason(err)).Inc()
 		}
@@ -250,9 +287,9 @@ func (t *Tap) publish(x *exchange, resp *http.Response, body *capture, failure *
 }
 
 // oipModel returns the model named by an Open Inference Protocol path
-// (/v2/models/{name}[/versions/{v}]/infer) or, better, by the response's model_name and
-// model_version; def fills what neither names.
-func oipModel(path string, body []byte, def schemas.ModelRef) schemas.ModelRef {
+// (/v2/models/{name}[/versions/{v}]/infer) or, better, by the decoded response's model_name
+// and model_version; def fills what neither names.
+func oipModel(path string, doc any, def schemas.ModelRef) schemas.ModelRef {
 	m := def
 	if rest, ok := strings.CutPrefix(path, "/v2/models/"); ok {
 		parts := strings.Split(rest, "/")
@@ -263,16 +300,12 @@ func oipModel(path string, body []byte, def schemas.ModelRef) schemas.ModelRef {
 			}
 		}
 	}
-	var resp struct {
-		ModelName    string `json:"model_name"`
-		ModelVersion string `json:"model_version"`
-	}
-	if json.Unmarshal(body, &resp) == nil {
-		if resp.ModelName != "" {
-			m.Name = resp.ModelName
+	if resp, ok := doc.(map[string]any); ok {
+		if name, _ := resp["model_name"].(string); name != "" {
+			m.Name = name
 		}
-		if resp.ModelVersion != "" {
-			m.Version = resp.ModelVersion
+		if version, _ := resp["model_version"].(string); version != "" {
+			m.Version = version
 		}
 	}
 	return m

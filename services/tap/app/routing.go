@@ -74,9 +74,12 @@ func (t *Tap) buildRoute(r route.Route) (*liveRoute, error) {
 			pr.Out.Host = pr.In.Host // never rewrite Host (unlike Envoy's "-shadow" suffix)
 			pr.SetXForwarded()
 		},
-		Transport:      tr,
-		BufferPool:     t.buffers,
-		FlushInterval:  -1,
+		Transport:  tr,
+		BufferPool: t.buffers,
+		// Zero: no periodic flushing. ReverseProxy still flushes streaming responses (unknown
+		// length, text/event-stream) after every write; flushing every response that way costs
+		// a syscall per write.
+		FlushInterval:  0,
 		ModifyResponse: t.captureResponse,
 		ErrorHandler:   t.championError,
 	}

@@ -43,7 +43,7 @@ func TestRoutesSamplingAndReload(t *testing.T) {
 `)
 	f := newFixture(t, func(c *Config) { c.RoutesFile = routes })
 	send := func(host, path, user string) *http.Response {
-		req, _ := http.NewRequest("POST", f.proxy.URL+path, strings.NewReader(`{"inputs":[]}`))
+		req, _ := http.NewRequest("POST", f.proxyURL+path, strings.NewReader(`{"inputs":[]}`))
 		req.Host = host
 		if user != "" {
 			req.Header.Set("X-User-Id", user)
@@ -117,7 +117,7 @@ func TestRoutesSamplingAndReload(t *testing.T) {
 	if err := f.tap.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	resp, body := f.do(t, mustReq("POST", f.proxy.URL+"/v2/models/a/infer", `{"inputs":[]}`))
+	resp, body := f.do(t, mustReq("POST", f.proxyURL+"/v2/models/a/infer", `{"inputs":[]}`))
 	if resp.StatusCode != 200 || !bytes.Contains(body, []byte(`"model_name":"b"`)) {
 		t.Fatalf("after reload: %d %s", resp.StatusCode, body)
 	}
@@ -148,7 +148,7 @@ func TestCanarySecretNeverLeaves(t *testing.T) {
 `)
 	f := newFixture(t, func(c *Config) { c.RoutesFile = routes; c.RedactionKey = "k3y" })
 	body := `{"user":{"ssn":"` + canary + `","email":"` + canary + `@x.io","age":41},"inputs":[]}`
-	req := mustReq("POST", f.proxy.URL+"/v2/models/m/infer", body)
+	req := mustReq("POST", f.proxyURL+"/v2/models/m/infer", body)
 	req.Header.Set("Authorization", "Bearer "+canary)
 	req.Header.Set("Cookie", "session="+canary)
 	resp, got := f.do(t, req)
@@ -156,7 +156,7 @@ func TestCanarySecretNeverLeaves(t *testing.T) {
 		t.Fatalf("the caller must still get the champion's full answer: %d %s", resp.StatusCode, got)
 	}
 	// A non-JSON body on a redacting route cannot be redacted: it is not captured at all.
-	f.do(t, mustReq("POST", f.proxy.URL+"/v2/models/m/infer", "ssn="+canary))
+	f.do(t, mustReq("POST", f.proxyURL+"/v2/models/m/infer", "ssn="+canary))
 	evs, raw := f.events(t, 1)
 	for _, v := range raw {
 		if bytes.Contains(v, []byte(canary)) {
@@ -193,11 +193,11 @@ func TestOversizeSkipIsCounted(t *testing.T) {
 `)
 	f := newFixture(t, func(c *Config) { c.RoutesFile = routes })
 	big := `{"inputs":[],"pad":"` + strings.Repeat("x", 5000) + `"}`
-	resp, got := f.do(t, mustReq("POST", f.proxy.URL+"/x", big))
+	resp, got := f.do(t, mustReq("POST", f.proxyURL+"/x", big))
 	if resp.StatusCode != 200 || !bytes.Contains(got, []byte(strings.Repeat("x", 5000))) {
 		t.Fatal("large body not proxied in full")
 	}
-	f.do(t, mustReq("POST", f.proxy.URL+"/x", `{}`))
+	f.do(t, mustReq("POST", f.proxyURL+"/x", `{}`))
 	evs, _ := f.events(t, 1)
 	if evs[0].Request.OriginalSize != 2 {
 		t.Fatalf("unexpected event %+v", evs[0].Request)
@@ -221,7 +221,7 @@ func TestH2CUpstream(t *testing.T) {
 	routes := filepath.Join(t.TempDir(), "routes.yaml")
 	writeFile(t, routes, "routes:\n  - experiment: e\n    champion: {url: http://"+ln.Addr().String()+", h2c: true}\n")
 	f := newFixture(t, func(c *Config) { c.RoutesFile = routes })
-	resp, _ := f.do(t, mustReq("POST", f.proxy.URL+"/v2/models/m/infer", `{}`))
+	resp, _ := f.do(t, mustReq("POST", f.proxyURL+"/v2/models/m/infer", `{}`))
 	if resp.StatusCode != 200 || proto != "HTTP/2.0" {
 		t.Fatalf("status %d, upstream protocol %q", resp.StatusCode, proto)
 	}

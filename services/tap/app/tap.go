@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -47,6 +48,7 @@ type Tap struct {
 	m        *metrics
 	buffers  *bufferPool
 	routing  atomic.Pointer[routing]
+	queue    chan job
 
 	mu sync.Mutex
 	ln net.Listener
@@ -70,6 +72,7 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Tap, error
 	t := &Tap{
 		cfg: cfg, logger: logger, now: time.Now, codecs: codecs, producer: prod,
 		ops: server.New(cfg.Ops, logger, reg), m: newMetrics(reg), buffers: newBufferPool(),
+		queue: make(chan job, cfg.Producer.BufferRecords),
 	}
 	routes, err := cfg.Routes()
 	if err != nil {
@@ -152,6 +155,10 @@ func (t *Tap) Run(ctx context.Context) error {
 		return err
 	}
 	t.logger.Info("tap starting", "proxy_addr", t.ln.Addr().String(), "routes", len(t.routing.Load().routes), "spool_dir", t.cfg.Producer.SpoolDir)
+	var workers sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		workers.Go(t.publishLoop)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return t.ops.Run(gctx) })
 	g.Go(func() error { return t.producer.Run(gctx) })
@@ -162,6 +169,9 @@ func (t *Tap) Run(ctx context.Context) error {
 		g.Go(func() error { t.reloadOnHangup(gctx); return nil })
 	}
 	err := g.Wait()
+	// The proxy has drained: no handler can enqueue any more.
+	close(t.queue)
+	workers.Wait()
 	fctx, cancel := context.WithTimeout(context.Background(), t.cfg.ShutdownTimeout)
 	defer cancel()
 	if cerr := t.producer.Close(fctx); cerr != nil {

@@ -24,7 +24,7 @@ const championBody = `{"model_name":"fraud","model_version":"6","id":"x","output
 
 type fixture struct {
 	tap      *Tap
-	proxy    *httptest.Server
+	proxyURL string
 	consumer *kgo.Client
 	reg      *prometheus.Registry
 	logs     *bytes.Buffer
@@ -45,17 +45,25 @@ func newFixture(t *testing.T, cfgFn func(*Config)) *fixture {
 	cfgFn(&cfg)
 	f := &fixture{reg: prometheus.NewRegistry(), logs: &bytes.Buffer{}}
 	logger := slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg.ListenAddr, cfg.Ops.ListenAddr = "127.0.0.1:0", "127.0.0.1:0"
 	f.tap, err = New(cfg, logger, f.reg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	addr, err := f.tap.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.tap.Run(ctx) }()
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = f.tap.producer.Close(ctx)
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("tap stopped with error: %v", err)
+		}
 	})
-	f.proxy = httptest.NewServer(f.tap.Handler())
-	t.Cleanup(f.proxy.Close)
+	f.proxyURL = "http://" + addr.String()
 	f.consumer, err = kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.ConsumeTopics(schemas.TopicInference))
 	if err != nil {
 		t.Fatal(err)
@@ -146,7 +154,7 @@ func TestProxyReturnsChampionUntouchedAndPublishes(t *testing.T) {
 	})
 	f := newFixture(t, func(c *Config) { c.ChampionURL = champion; c.CaptureMaxBytes = 64 })
 	body := `{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]}],"padding":"` + strings.Repeat("z", 100) + `"}`
-	req, _ := http.NewRequest("POST", f.proxy.URL+"/v2/models/fraud/infer", strings.NewReader(body))
+	req, _ := http.NewRequest("POST", f.proxyURL+"/v2/models/fraud/infer", strings.NewReader(body))
 	req.Host = "models.internal"
 	req.Header.Set("Authorization", "Bearer t0ken")
 	req.Header.Set(HeaderRequestID, "req-42")
@@ -181,13 +189,13 @@ func TestRequestIdentityModelAndPrediction(t *testing.T) {
 	})
 	f := newFixture(t, func(c *Config) { c.ChampionURL = champion })
 	// No X-Request-Id: the OIP body id is used.
-	req, _ := http.NewRequest("POST", f.proxy.URL+"/v2/models/fraud/versions/6/infer", strings.NewReader(`{"id":"oip-7","inputs":[]}`))
+	req, _ := http.NewRequest("POST", f.proxyURL+"/v2/models/fraud/versions/6/infer", strings.NewReader(`{"id":"oip-7","inputs":[]}`))
 	resp, _ := f.do(t, req)
 	if resp.Header.Get(HeaderRequestID) != "oip-7" {
 		t.Fatalf("request id %q, want the OIP id", resp.Header.Get(HeaderRequestID))
 	}
 	// Neither: a UUIDv7 is generated.
-	req, _ = http.NewRequest("POST", f.proxy.URL+"/v2/models/fraud/infer", strings.NewReader(`{"inputs":[]}`))
+	req, _ = http.NewRequest("POST", f.proxyURL+"/v2/models/fraud/infer", strings.NewReader(`{"inputs":[]}`))
 	resp, _ = f.do(t, req)
 	if id := resp.Header.Get(HeaderRequestID); len(id) != 36 || id[14] != '7' {
 		t.Fatalf("generated id %q is not a UUIDv7", id)
@@ -226,7 +234,7 @@ func TestChampionFailuresPassThroughAndAreRecorded(t *testing.T) {
 `)
 	f := newFixture(t, func(c *Config) { c.RoutesFile = routes })
 	for path, want := range map[string]int{"/v2/models/m/infer": 503, "/v2/models/slow/infer": 504, "/v2/models/down/infer": 502} {
-		req, _ := http.NewRequest("POST", f.proxy.URL+path, strings.NewReader(`{}`))
+		req, _ := http.NewRequest("POST", f.proxyURL+path, strings.NewReader(`{}`))
 		resp, body := f.do(t, req)
 		if resp.StatusCode != want {
 			t.Fatalf("%s: status %d, want %d", path, resp.StatusCode, want)

@@ -114,7 +114,7 @@ func New(cfg Config, codec *schemas.Codec[schemas.InferenceEvent], logger *slog.
 		kgo.DefaultProduceTopic(schemas.TopicInference),
 		kgo.MaxBufferedRecords(cfg.BufferRecords),
 		kgo.RecordDeliveryTimeout(cfg.DeliveryTimeout),
-		kgo.ProducerLinger(5*time.Millisecond),
+		kgo.ProducerLinger(20*time.Millisecond), // fewer, larger batches: events are not latency-critical
 	)...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)

@@ -1,0 +1,106 @@
+package schemas
+
+import (
+	"encoding/binary"
+	"math"
+	"slices"
+	"time"
+)
+
+// Hand-written Avro binary encoders for the hot paths (every captured request is encoded once).
+// They write exactly what goavro writes for the same value (map entries sorted by key, which
+// goavro leaves in Go's random map order); fast_test.go proves the equivalence, and the golden
+// vectors pin both.
+
+func appendLong(b []byte, v int64) []byte {
+	return binary.AppendUvarint(b, uint64((v<<1)^(v>>63)))
+}
+
+func appendString(b []byte, s string) []byte {
+	return append(appendLong(b, int64(len(s))), s...)
+}
+
+func appendBytes(b []byte, p []byte) []byte {
+	return append(appendLong(b, int64(len(p))), p...)
+}
+
+func appendBool(b []byte, v bool) []byte {
+	if v {
+		return append(b, 1)
+	}
+	return append(b, 0)
+}
+
+func appendDouble(b []byte, f float64) []byte {
+	return binary.LittleEndian.AppendUint64(b, math.Float64bits(f))
+}
+
+func appendMicros(b []byte, t time.Time) []byte {
+	return appendLong(b, micros(t).UnixMicro())
+}
+
+// appendPrediction writes the union ["null","double","string",{"array":"double"}].
+func appendPrediction(b []byte, p Prediction) []byte {
+	switch p.Kind {
+	case PredictionNumber:
+		return appendDouble(appendLong(b, 1), p.Number)
+	case PredictionLabel:
+		return appendString(appendLong(b, 2), p.Label)
+	case PredictionVector:
+		b = appendLong(b, 3)
+		if len(p.Vector) > 0 {
+			b = appendLong(b, int64(len(p.Vector)))
+			for _, v := range p.Vector {
+				b = appendDouble(b, v)
+			}
+		}
+		return appendLong(b, 0)
+	}
+	return appendLong(b, 0)
+}
+
+func appendError(b []byte, e *Error) []byte {
+	if e == nil {
+		return appendLong(b, 0)
+	}
+	return appendString(appendString(appendLong(b, 1), e.Kind), e.Message)
+}
+
+func appendResponse(b []byte, r HTTPResponse) []byte {
+	b = appendLong(b, int64(r.Status))
+	b = appendString(b, r.ContentType)
+	b = appendBytes(b, r.Body)
+	b = appendBool(b, r.Truncated)
+	b = appendLong(b, r.OriginalSize)
+	return appendPrediction(b, r.Prediction)
+}
+
+func appendInferenceEvent(b []byte, e InferenceEvent) []byte {
+	b = appendString(b, e.RequestID)
+	b = appendString(b, e.Experiment)
+	b = appendString(b, e.Tenant)
+	b = appendString(b, e.Model.Name)
+	b = appendString(b, e.Model.Version)
+	b = appendMicros(b, e.EventTime)
+	b = appendString(b, e.Request.Method)
+	b = appendString(b, e.Request.Path)
+	b = appendString(b, e.Request.ContentType)
+	if n := len(e.Request.Headers); n > 0 {
+		keys := make([]string, 0, n)
+		for k := range e.Request.Headers {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		b = appendLong(b, int64(n))
+		for _, k := range keys {
+			b = appendString(appendString(b, k), e.Request.Headers[k])
+		}
+	}
+	b = appendLong(b, 0)
+	b = appendBytes(b, e.Request.Body)
+	b = appendBool(b, e.Request.Truncated)
+	b = appendLong(b, e.Request.OriginalSize)
+	b = appendResponse(b, e.Response)
+	b = appendLong(b, e.Latency.Microseconds())
+	return appendError(b, e.Error)
+}
