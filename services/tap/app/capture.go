@@ -2,11 +2,11 @@ package app
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/understudy-ml/understudy/schemas"
 	"github.com/understudy-ml/understudy/services/platform/predict"
-	"github.com/understudy-ml/understudy/services/platform/sample"
 	"github.com/understudy-ml/understudy/services/tap/internal/route"
 	"github.com/understudy-ml/understudy/services/tap/producer"
 )
@@ -80,105 +79,28 @@ func (r *teeReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// exchange is the per-request state shared by the handler and the proxy hooks.
-type exchange struct {
-	id      string
-	start   time.Time
-	route   *liveRoute
-	req     *http.Request
-	reqBody capture
-	done    sync.Once
-}
-
-type exchangeKey struct{}
-
-func (t *Tap) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	g := t.routing.Load()
-	i := g.table.Match(r.Host, r.URL.Path)
-	if i < 0 {
-		t.producer.NotCaptured(ReasonNoRoute)
-		http.Error(w, "understudy tap: no route for this host and path", http.StatusNotFound)
-		return
-	}
-	lr := g.routes[i]
-	id := r.Header.Get(HeaderRequestID)
-	if id == "" {
-		id = t.bodyID(r, lr)
-		r.Header.Set(HeaderRequestID, id)
-	}
-	w.Header().Set(HeaderRequestID, id)
-	key := id
-	if h := lr.Sampling.Header(); h != "" && r.Header.Get(h) != "" {
-		key = r.Header.Get(h)
-	}
-	if !sample.In(key, lr.Sampling.SampleRate()) {
-		t.producer.NotCaptured(ReasonSampledOut)
-		lr.proxy.ServeHTTP(w, r)
-		return
-	}
-	x := &exchange{id: id, start: t.now(), route: lr, req: r, reqBody: capture{limit: lr.Capture.MaxBytes}}
-	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &teeReader{ReadCloser: r.Body, c: &x.reqBody}
-	}
-	lr.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x)))
-}
-
-// bodyID returns the Open Inference Protocol "id" of a small OIP request body, or a new
-// UUIDv7. Reading the body first costs nothing on the wire: it is replayed to the champion.
-func (t *Tap) bodyID(r *http.Request, lr *liveRoute) string {
-	if lr.extract.Protocol() == predict.ProtocolOIPv2 && r.Body != nil && r.ContentLength > 0 && r.ContentLength <= int64(lr.Capture.MaxBytes) {
-		body, err := io.ReadAll(io.LimitReader(r.Body, r.ContentLength))
-		r.Body = struct {
-			io.Reader
-			io.Closer
-		}{io.MultiReader(bytes.NewReader(body), r.Body), r.Body}
-		var doc struct {
-			ID string `json:"id"`
-		}
-		// The substring test spares a full parse of the many bodies that carry no id.
-		if err == nil && bytes.Contains(body, []byte(`"id"`)) && json.Unmarshal(body, &doc) == nil && doc.ID != "" && len(doc.ID) <= 256 {
-			return doc.ID
-		}
-	}
-	return uuid.Must(uuid.NewV7()).String()
-}
-
-// responseTee captures the champion's body as the proxy copies it to the caller and publishes
-// the event when the body is closed.
-type responseTee struct {
-	io.ReadCloser
-	t    *Tap
-	x    *exchange
-	resp *http.Response
-	body capture
-}
-
-func (r *responseTee) Read(p []byte) (int, error) {
-	n, err := r.ReadCloser.Read(p)
-	r.body.write(p[:n])
-	return n, err
-}
-
-func (r *responseTee) Close() error {
-	err := r.ReadCloser.Close()
-	r.x.done.Do(func() { r.t.enqueue(job{r.x, r.resp, &r.body, nil}) })
-	return err
-}
-
-// job is a finished exchange waiting to become an event.
-type job struct {
-	x       *exchange
-	resp    *http.Response
-	body    *capture
-	failure *schemas.Error
+// finished is an engine-neutral record of one proxied exchange, ready to become an event.
+type finished struct {
+	id       string
+	route    *liveRoute
+	start    time.Time
+	latency  time.Duration
+	method   string
+	path     string
+	headers  map[string]string // allow-listed request headers, lower-case names
+	reqBody  capture
+	status   int
+	respType string
+	respBody capture
+	failure  *schemas.Error
 }
 
 // enqueue hands a finished exchange to the publishing workers without waiting: building,
 // redacting and encoding the event happen off the request path. A full queue drops the event
 // and counts it.
-func (t *Tap) enqueue(j job) {
+func (t *Tap) enqueue(f *finished) {
 	select {
-	case t.queue <- j:
+	case t.queue <- f:
 	default:
 		t.producer.NotCaptured(producer.ReasonBufferFull)
 	}
@@ -186,79 +108,48 @@ func (t *Tap) enqueue(j job) {
 
 // publishLoop turns queued exchanges into events until the queue is closed.
 func (t *Tap) publishLoop() {
-	for j := range t.queue {
-		t.publish(j.x, j.resp, j.body, j.failure)
+	for f := range t.queue {
+		t.publish(f)
 	}
 }
 
-func (t *Tap) captureResponse(resp *http.Response) error {
-	x, ok := resp.Request.Context().Value(exchangeKey{}).(*exchange)
-	if !ok {
-		return nil
-	}
-	resp.Body = &responseTee{ReadCloser: resp.Body, t: t, x: x, resp: resp, body: capture{limit: x.route.Capture.MaxBytes}}
-	return nil
-}
-
-// championError answers 504 when the champion timed out and 502 otherwise, like a gateway,
-// and records the failure in the event.
-func (t *Tap) championError(w http.ResponseWriter, r *http.Request, err error) {
-	kind, code := "connect", http.StatusBadGateway
-	var ne interface{ Timeout() bool }
-	switch {
-	case errors.Is(err, context.Canceled):
-		kind = "client_canceled"
-	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
-		kind, code = "timeout", http.StatusGatewayTimeout
-	}
-	w.WriteHeader(code)
-	x, ok := r.Context().Value(exchangeKey{}).(*exchange)
-	if !ok {
-		return
-	}
-	x.done.Do(func() {
-		t.enqueue(job{x, &http.Response{StatusCode: code, Header: http.Header{}}, &capture{}, &schemas.Error{Kind: kind, Message: err.Error()}})
-	})
-}
-
-func (t *Tap) publish(x *exchange, resp *http.Response, body *capture, failure *schemas.Error) {
-	lr := x.route
-	latency := t.now().Sub(x.start)
-	t.m.latency.WithLabelValues(lr.Name).Observe(latency.Seconds())
-	t.m.requests.WithLabelValues(lr.Name, statusClass(resp.StatusCode)).Inc()
-	truncated := x.reqBody.truncated() || body.truncated()
-	if truncated && lr.Capture.Oversize == route.OversizeSkip {
+func (t *Tap) publish(f *finished) {
+	lr := f.route
+	t.m.latency.WithLabelValues(lr.Name).Observe(f.latency.Seconds())
+	t.m.requests.WithLabelValues(lr.Name, statusClass(f.status)).Inc()
+	if (f.reqBody.truncated() || f.respBody.truncated()) && lr.Capture.Oversize == route.OversizeSkip {
 		t.producer.NotCaptured(ReasonTooLarge)
 		return
 	}
+	ok := f.failure == nil && f.status < 300 && !f.respBody.truncated()
 	// Parse the response once, for the prediction and the OIP model fields.
 	var doc any
 	var docErr error
-	if failure == nil && resp.StatusCode < 300 && !body.truncated() {
-		doc, docErr = predict.Decode(body.buf)
+	if ok {
+		doc, docErr = predict.Decode(f.respBody.buf)
 	}
 	model := schemas.ModelRef{Name: lr.Champion.ModelName, Version: lr.Champion.ModelVersion}
 	if lr.extract.Protocol() == predict.ProtocolOIPv2 {
-		model = oipModel(x.req.URL.Path, doc, model)
+		model = oipModel(f.path, doc, model)
 	}
 	ev := schemas.InferenceEvent{
-		RequestID:  x.id,
+		RequestID:  f.id,
 		Experiment: lr.Experiment,
 		Tenant:     lr.Tenant,
 		Model:      model,
-		EventTime:  x.start,
+		EventTime:  f.start,
 		Request: schemas.HTTPRequest{
-			Method: x.req.Method, Path: x.req.URL.Path, ContentType: x.req.Header.Get("Content-Type"),
-			Headers: capturedHeaderValues(x.req.Header), Body: x.reqBody.buf, Truncated: x.reqBody.truncated(), OriginalSize: x.reqBody.total,
+			Method: f.method, Path: f.path, ContentType: f.headers["content-type"],
+			Headers: f.headers, Body: f.reqBody.buf, Truncated: f.reqBody.truncated(), OriginalSize: f.reqBody.total,
 		},
 		Response: schemas.HTTPResponse{
-			Status: int32(resp.StatusCode), ContentType: resp.Header.Get("Content-Type"),
-			Body: body.buf, Truncated: body.truncated(), OriginalSize: body.total,
+			Status: int32(f.status), ContentType: f.respType,
+			Body: f.respBody.buf, Truncated: f.respBody.truncated(), OriginalSize: f.respBody.total,
 		},
-		Latency: latency,
-		Error:   failure,
+		Latency: f.latency,
+		Error:   f.failure,
 	}
-	if failure == nil && resp.StatusCode < 300 && !body.truncated() {
+	if ok {
 		p, err := ev.Response.Prediction, docErr
 		if err == nil {
 			p, err = lr.extract.FromDocument(doc)
@@ -268,8 +159,8 @@ func (t *Tap) publish(x *exchange, resp *http.Response, body *capture, failure *
 		}
 		ev.Response.Prediction = p
 	}
-	if failure == nil && resp.StatusCode >= 500 {
-		ev.Error = &schemas.Error{Kind: "http_status", Message: resp.Status}
+	if f.failure == nil && f.status >= 500 {
+		ev.Error = &schemas.Error{Kind: "http_status", Message: strconv.Itoa(f.status) + " " + http.StatusText(f.status)}
 	}
 	if !lr.redact.Empty() {
 		var errReq, errResp error
@@ -311,15 +202,33 @@ func oipModel(path string, doc any, def schemas.ModelRef) schemas.ModelRef {
 	return m
 }
 
-func capturedHeaderValues(h http.Header) map[string]string {
-	out := map[string]string{}
+// capturedHeaderValues returns the allow-listed headers that get returns a value for.
+func capturedHeaderValues(get func(string) string) map[string]string {
+	out := make(map[string]string, len(capturedHeaders))
 	for _, name := range capturedHeaders {
-		if v := h.Get(name); v != "" {
+		if v := get(name); v != "" {
 			out[strings.ToLower(name)] = v
 		}
 	}
 	return out
 }
+
+// oipRequestID returns the "id" of a small Open Inference Protocol request body, or "".
+func oipRequestID(body []byte) string {
+	// The substring test spares a full parse of the many bodies that carry no id.
+	if !bytes.Contains(body, []byte(`"id"`)) {
+		return ""
+	}
+	var doc struct {
+		ID string `json:"id"`
+	}
+	if json.Unmarshal(body, &doc) != nil || len(doc.ID) > 256 {
+		return ""
+	}
+	return doc.ID
+}
+
+func newRequestID() string { return uuid.Must(uuid.NewV7()).String() }
 
 func extractReason(err error) string {
 	switch {

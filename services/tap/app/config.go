@@ -20,6 +20,8 @@ type Config struct {
 	Producer producer.Config
 
 	ListenAddr      string        // address of the proxy
+	Engine          string        // fast (fasthttp) or std (net/http, streams requests, h2c)
+	MaxBodyBytes    int           // fast engine: largest request or response body forwarded
 	RoutesFile      string        // YAML routes; reloaded on SIGHUP
 	RedactionKey    string        // key of redaction hashes (prefer the env variable)
 	RequireKafka    bool          // /readyz fails while Kafka is unreachable
@@ -44,6 +46,8 @@ func NewDefaultConfig() Config {
 		Common:          svc.NewCommon("tap", ":9101"),
 		Producer:        pc,
 		ListenAddr:      ":8080",
+		Engine:          EngineFast,
+		MaxBodyBytes:    64 << 20,
 		ShutdownTimeout: 15 * time.Second,
 		Protocol:        predict.ProtocolOIPv2,
 		CaptureMaxBytes: 512 << 10,
@@ -57,6 +61,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Common.RegisterFlags(fs)
 	c.Producer.RegisterFlags(fs)
 	fs.StringVar(&c.ListenAddr, "proxy.listen-addr", c.ListenAddr, "address the proxy listens on")
+	fs.StringVar(&c.Engine, "proxy.engine", c.Engine, "proxy engine: fast (fasthttp, least CPU) or std (net/http: streams request bodies, h2c upstreams)")
+	fs.IntVar(&c.MaxBodyBytes, "proxy.max-body-bytes", c.MaxBodyBytes, "fast engine: largest request body read, and largest response body not streamed")
 	fs.StringVar(&c.RoutesFile, "routes.file", c.RoutesFile, "YAML routes file (reloaded on SIGHUP); without it the champion.* flags define one catch-all route")
 	fs.StringVar(&c.RedactionKey, "redaction.key", c.RedactionKey, "HMAC key of redaction hashes (set UNDERSTUDY_TAP_REDACTION_KEY rather than the flag)")
 	fs.BoolVar(&c.RequireKafka, "ready.require-kafka", c.RequireKafka, "make /readyz fail while Kafka is unreachable (the proxy keeps serving either way)")
@@ -96,8 +102,20 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, errors.New("shutdown-timeout: must be positive"))
 	}
-	if _, err := c.Routes(); err != nil {
+	if c.Engine != EngineFast && c.Engine != EngineStd {
+		errs = append(errs, fmt.Errorf("proxy.engine: %q is neither fast nor std", c.Engine))
+	}
+	if c.MaxBodyBytes < 1<<20 {
+		errs = append(errs, errors.New("proxy.max-body-bytes: must be at least 1 MiB"))
+	}
+	routes, err := c.Routes()
+	if err != nil {
 		errs = append(errs, err)
+	}
+	for _, r := range routes {
+		if r.Champion.H2C && c.Engine == EngineFast {
+			errs = append(errs, fmt.Errorf("route %q: h2c upstreams need --proxy.engine=std", r.Name))
+		}
 	}
 	return errors.Join(errs...)
 }

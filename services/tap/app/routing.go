@@ -7,6 +7,8 @@ import (
 	"net/http/httputil"
 	"net/url"
 
+	"github.com/valyala/fasthttp"
+
 	"github.com/understudy-ml/understudy/services/platform/predict"
 	"github.com/understudy-ml/understudy/services/tap/internal/redact"
 	"github.com/understudy-ml/understudy/services/tap/internal/route"
@@ -22,8 +24,9 @@ type routing struct {
 // liveRoute is a route with what serving it needs.
 type liveRoute struct {
 	route.Route
-	proxy     *httputil.ReverseProxy
+	proxy     *httputil.ReverseProxy // standard engine
 	transport *http.Transport
+	fast      *fasthttp.HostClient // fast engine
 	extract   predict.Extractor
 	redact    redact.Rules
 }
@@ -68,6 +71,9 @@ func (t *Tap) buildRoute(r route.Route) (*liveRoute, error) {
 		tr.Protocols.SetUnencryptedHTTP2(true)
 	}
 	lr := &liveRoute{Route: r, transport: tr, extract: extract, redact: rules}
+	if t.cfg.Engine == EngineFast {
+		lr.fast = newHostClient(target, r.Champion.Timeout, t.cfg.MaxBodyBytes)
+	}
 	lr.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
@@ -90,5 +96,8 @@ func (t *Tap) buildRoute(r route.Route) (*liveRoute, error) {
 func (g *routing) close() {
 	for _, r := range g.routes {
 		r.transport.CloseIdleConnections()
+		if r.fast != nil {
+			r.fast.CloseIdleConnections()
+		}
 	}
 }

@@ -27,7 +27,9 @@ func orNull(b []byte) []byte {
 	return b
 }
 
-func TestRoutesSamplingAndReload(t *testing.T) {
+func TestRoutesSamplingAndReload(t *testing.T) { bothEngines(t, testRoutesSamplingAndReload) }
+
+func testRoutesSamplingAndReload(t *testing.T, engine string) {
 	a, b := echoChampion(t, "a"), echoChampion(t, "b")
 	routes := filepath.Join(t.TempDir(), "routes.yaml")
 	writeFile(t, routes, `routes:
@@ -41,7 +43,7 @@ func TestRoutesSamplingAndReload(t *testing.T) {
     champion: {url: `+b+`}
     sampling: {rate: 0.5, key: "header:X-User-Id"}
 `)
-	f := newFixture(t, func(c *Config) { c.RoutesFile = routes })
+	f := newFixture(t, func(c *Config) { c.Engine = engine; c.RoutesFile = routes })
 	send := func(host, path, user string) *http.Response {
 		req, _ := http.NewRequest("POST", f.proxyURL+path, strings.NewReader(`{"inputs":[]}`))
 		req.Host = host
@@ -134,7 +136,9 @@ func mustReq(method, url, body string) *http.Request {
 // TestCanarySecretNeverLeaves sends a canary secret in the Authorization header, a cookie and
 // two JSON fields (one removed, one hashed) and proves it appears in no event, log line or
 // metric.
-func TestCanarySecretNeverLeaves(t *testing.T) {
+func TestCanarySecretNeverLeaves(t *testing.T) { bothEngines(t, testCanarySecretNeverLeaves) }
+
+func testCanarySecretNeverLeaves(t *testing.T, engine string) {
 	const canary = "CANARY-5ecr3t-4f9a"
 	champion := echoChampion(t, "m")
 	routes := filepath.Join(t.TempDir(), "routes.yaml")
@@ -146,7 +150,7 @@ func TestCanarySecretNeverLeaves(t *testing.T) {
       remove: [/user/ssn, /echo/user/ssn]
       hash: [/user/email, /echo/user/email]
 `)
-	f := newFixture(t, func(c *Config) { c.RoutesFile = routes; c.RedactionKey = "k3y" })
+	f := newFixture(t, func(c *Config) { c.Engine = engine; c.RoutesFile = routes; c.RedactionKey = "k3y" })
 	body := `{"user":{"ssn":"` + canary + `","email":"` + canary + `@x.io","age":41},"inputs":[]}`
 	req := mustReq("POST", f.proxyURL+"/v2/models/m/infer", body)
 	req.Header.Set("Authorization", "Bearer "+canary)
@@ -183,7 +187,9 @@ func TestCanarySecretNeverLeaves(t *testing.T) {
 	}
 }
 
-func TestOversizeSkipIsCounted(t *testing.T) {
+func TestOversizeSkipIsCounted(t *testing.T) { bothEngines(t, testOversizeSkipIsCounted) }
+
+func testOversizeSkipIsCounted(t *testing.T, engine string) {
 	champion := echoChampion(t, "m")
 	routes := filepath.Join(t.TempDir(), "routes.yaml")
 	writeFile(t, routes, `routes:
@@ -191,7 +197,7 @@ func TestOversizeSkipIsCounted(t *testing.T) {
     champion: {url: `+champion+`}
     capture: {max_bytes: 100, oversize: skip}
 `)
-	f := newFixture(t, func(c *Config) { c.RoutesFile = routes })
+	f := newFixture(t, func(c *Config) { c.Engine = engine; c.RoutesFile = routes })
 	big := `{"inputs":[],"pad":"` + strings.Repeat("x", 5000) + `"}`
 	resp, got := f.do(t, mustReq("POST", f.proxyURL+"/x", big))
 	if resp.StatusCode != 200 || !bytes.Contains(got, []byte(strings.Repeat("x", 5000))) {
@@ -220,7 +226,7 @@ func TestH2CUpstream(t *testing.T) {
 	t.Cleanup(func() { _ = srv.Close() })
 	routes := filepath.Join(t.TempDir(), "routes.yaml")
 	writeFile(t, routes, "routes:\n  - experiment: e\n    champion: {url: http://"+ln.Addr().String()+", h2c: true}\n")
-	f := newFixture(t, func(c *Config) { c.RoutesFile = routes })
+	f := newFixture(t, func(c *Config) { c.RoutesFile = routes; c.Engine = EngineStd })
 	resp, _ := f.do(t, mustReq("POST", f.proxyURL+"/v2/models/m/infer", `{}`))
 	if resp.StatusCode != 200 || proto != "HTTP/2.0" {
 		t.Fatalf("status %d, upstream protocol %q", resp.StatusCode, proto)
@@ -228,5 +234,31 @@ func TestH2CUpstream(t *testing.T) {
 	evs, _ := f.events(t, 1)
 	if !evs[0].Response.Prediction.Equal(schemas.Number(2)) {
 		t.Fatalf("prediction %+v", evs[0].Response.Prediction)
+	}
+}
+
+func TestLargeStreamedResponse(t *testing.T) { bothEngines(t, testLargeStreamedResponse) }
+
+// testLargeStreamedResponse: a chunked 600 KB answer (beyond the fast engine's whole-body
+// threshold and the capture limit) reaches the caller complete and is captured truncated.
+func testLargeStreamedResponse(t *testing.T, engine string) {
+	chunk := bytes.Repeat([]byte("0123456789"), 1000)
+	champion := championServer(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		for range 60 {
+			_, _ = w.Write(chunk)
+			w.(http.Flusher).Flush()
+		}
+	})
+	f := newFixture(t, func(c *Config) { c.Engine = engine; c.ChampionURL = champion; c.CaptureMaxBytes = 4096 })
+	resp, body := f.do(t, mustReq("POST", f.proxyURL+"/stream", `{}`))
+	if resp.StatusCode != 200 || len(body) != 60*len(chunk) || !bytes.Equal(body[:len(chunk)], chunk) {
+		t.Fatalf("caller got %d bytes (status %d), want %d", len(body), resp.StatusCode, 60*len(chunk))
+	}
+	evs, _ := f.events(t, 1)
+	r := evs[0].Response
+	if !r.Truncated || len(r.Body) != 4096 || r.OriginalSize != int64(60*len(chunk)) || r.ContentType != "application/x-ndjson" {
+		t.Fatalf("captured response: truncated=%v len=%d original=%d type=%q", r.Truncated, len(r.Body), r.OriginalSize, r.ContentType)
 	}
 }

@@ -48,7 +48,7 @@ type Tap struct {
 	m        *metrics
 	buffers  *bufferPool
 	routing  atomic.Pointer[routing]
-	queue    chan job
+	queue    chan *finished
 
 	mu sync.Mutex
 	ln net.Listener
@@ -72,7 +72,7 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Tap, error
 	t := &Tap{
 		cfg: cfg, logger: logger, now: time.Now, codecs: codecs, producer: prod,
 		ops: server.New(cfg.Ops, logger, reg), m: newMetrics(reg), buffers: newBufferPool(),
-		queue: make(chan job, cfg.Producer.BufferRecords),
+		queue: make(chan *finished, cfg.Producer.BufferRecords),
 	}
 	routes, err := cfg.Routes()
 	if err != nil {
@@ -105,7 +105,7 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Tap, error
 // Ops returns the operational server.
 func (t *Tap) Ops() *server.Server { return t.ops }
 
-// Handler returns the proxy handler.
+// Handler returns the standard engine's proxy handler (Run serves the configured engine).
 func (t *Tap) Handler() http.Handler { return http.HandlerFunc(t.serveHTTP) }
 
 // Listen binds the proxy address and returns it; Run calls it when needed.
@@ -163,6 +163,9 @@ func (t *Tap) Run(ctx context.Context) error {
 	g.Go(func() error { return t.ops.Run(gctx) })
 	g.Go(func() error { return t.producer.Run(gctx) })
 	g.Go(func() error {
+		if t.cfg.Engine == EngineFast {
+			return t.serveFastUntil(gctx)
+		}
 		return server.Serve(gctx, t.logger.With("server", "proxy"), t.ln, t.Handler(), t.cfg.ShutdownTimeout)
 	})
 	if t.cfg.RoutesFile != "" {
@@ -180,6 +183,25 @@ func (t *Tap) Run(ctx context.Context) error {
 	t.routing.Load().close()
 	t.logger.Info("tap stopped")
 	return err
+}
+
+// serveFastUntil serves the fast engine until ctx ends, then drains within the shutdown timeout.
+func (t *Tap) serveFastUntil(ctx context.Context) error {
+	srv := t.newFastServer()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(t.ln) }()
+	t.logger.Info("proxy listening", "addr", t.ln.Addr().String(), "engine", EngineFast)
+	select {
+	case err := <-errc:
+		return fmt.Errorf("proxy serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), t.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.ShutdownWithContext(sctx); err != nil {
+		return fmt.Errorf("proxy shutdown: %w", err)
+	}
+	return nil
 }
 
 func (t *Tap) reloadOnHangup(ctx context.Context) {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,7 +28,25 @@ type fixture struct {
 	proxyURL string
 	consumer *kgo.Client
 	reg      *prometheus.Registry
-	logs     *bytes.Buffer
+	logs     *syncBuffer
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's goroutines and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // newFixture starts a tap (configured by cfgFn) on an in-process broker and an HTTP server.
@@ -43,7 +62,7 @@ func newFixture(t *testing.T, cfgFn func(*Config)) *fixture {
 	cfg.Experiment = "exp"
 	cfg.ChampionURL = "http://127.0.0.1:1"
 	cfgFn(&cfg)
-	f := &fixture{reg: prometheus.NewRegistry(), logs: &bytes.Buffer{}}
+	f := &fixture{reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
 	logger := slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg.ListenAddr, cfg.Ops.ListenAddr = "127.0.0.1:0", "127.0.0.1:0"
 	f.tap, err = New(cfg, logger, f.reg)
@@ -143,6 +162,10 @@ func championServer(t *testing.T, h http.HandlerFunc) string {
 }
 
 func TestProxyReturnsChampionUntouchedAndPublishes(t *testing.T) {
+	bothEngines(t, testProxyReturnsChampionUntouchedAndPublishes)
+}
+
+func testProxyReturnsChampionUntouchedAndPublishes(t *testing.T, engine string) {
 	var gotHost, gotAuth, gotID string
 	champion := championServer(t, func(w http.ResponseWriter, r *http.Request) {
 		gotHost, gotAuth, gotID = r.Host, r.Header.Get("Authorization"), r.Header.Get(HeaderRequestID)
@@ -152,7 +175,7 @@ func TestProxyReturnsChampionUntouchedAndPublishes(t *testing.T) {
 		w.WriteHeader(201)
 		_, _ = w.Write([]byte(championBody))
 	})
-	f := newFixture(t, func(c *Config) { c.ChampionURL = champion; c.CaptureMaxBytes = 64 })
+	f := newFixture(t, func(c *Config) { c.Engine = engine; c.ChampionURL = champion; c.CaptureMaxBytes = 64 })
 	body := `{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]}],"padding":"` + strings.Repeat("z", 100) + `"}`
 	req, _ := http.NewRequest("POST", f.proxyURL+"/v2/models/fraud/infer", strings.NewReader(body))
 	req.Host = "models.internal"
@@ -183,11 +206,15 @@ func TestProxyReturnsChampionUntouchedAndPublishes(t *testing.T) {
 }
 
 func TestRequestIdentityModelAndPrediction(t *testing.T) {
+	bothEngines(t, testRequestIdentityModelAndPrediction)
+}
+
+func testRequestIdentityModelAndPrediction(t *testing.T, engine string) {
 	champion := championServer(t, func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		_, _ = w.Write([]byte(championBody))
 	})
-	f := newFixture(t, func(c *Config) { c.ChampionURL = champion })
+	f := newFixture(t, func(c *Config) { c.Engine = engine; c.ChampionURL = champion })
 	// No X-Request-Id: the OIP body id is used.
 	req, _ := http.NewRequest("POST", f.proxyURL+"/v2/models/fraud/versions/6/infer", strings.NewReader(`{"id":"oip-7","inputs":[]}`))
 	resp, _ := f.do(t, req)
@@ -209,6 +236,10 @@ func TestRequestIdentityModelAndPrediction(t *testing.T) {
 }
 
 func TestChampionFailuresPassThroughAndAreRecorded(t *testing.T) {
+	bothEngines(t, testChampionFailuresPassThroughAndAreRecorded)
+}
+
+func testChampionFailuresPassThroughAndAreRecorded(t *testing.T, engine string) {
 	slow := championServer(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/v2/models/slow/infer" {
 			time.Sleep(300 * time.Millisecond)
@@ -232,7 +263,7 @@ func TestChampionFailuresPassThroughAndAreRecorded(t *testing.T) {
     experiment: e
     champion: {url: "http://127.0.0.1:1"}
 `)
-	f := newFixture(t, func(c *Config) { c.RoutesFile = routes })
+	f := newFixture(t, func(c *Config) { c.Engine = engine; c.RoutesFile = routes })
 	for path, want := range map[string]int{"/v2/models/m/infer": 503, "/v2/models/slow/infer": 504, "/v2/models/down/infer": 502} {
 		req, _ := http.NewRequest("POST", f.proxyURL+path, strings.NewReader(`{}`))
 		resp, body := f.do(t, req)
@@ -282,5 +313,12 @@ func TestConfigValidateListsEveryProblem(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v; missing %q", err, want)
 		}
+	}
+}
+
+// bothEngines runs a proxy test against the fast and the standard engine.
+func bothEngines(t *testing.T, test func(t *testing.T, engine string)) {
+	for _, engine := range []string{EngineFast, EngineStd} {
+		t.Run(engine, func(t *testing.T) { test(t, engine) })
 	}
 }

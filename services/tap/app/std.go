@@ -1,0 +1,140 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/understudy-ml/understudy/schemas"
+	"github.com/understudy-ml/understudy/services/platform/predict"
+	"github.com/understudy-ml/understudy/services/platform/sample"
+)
+
+// The standard engine: net/http's server and httputil.ReverseProxy. It streams bodies in both
+// directions and speaks HTTP/2 without TLS (h2c) to upstreams that ask for it.
+
+// exchange is the per-request state shared by the handler and the proxy hooks.
+type exchange struct {
+	id      string
+	start   time.Time
+	route   *liveRoute
+	req     *http.Request
+	reqBody capture
+	done    sync.Once
+}
+
+// finish records the end of the exchange for publishing.
+func (x *exchange) finish(end time.Time, status int, respType string, body capture, failure *schemas.Error) *finished {
+	return &finished{
+		id: x.id, route: x.route, start: x.start, latency: end.Sub(x.start),
+		method: x.req.Method, path: x.req.URL.Path, headers: capturedHeaderValues(x.req.Header.Get),
+		reqBody: x.reqBody, status: status, respType: respType, respBody: body, failure: failure,
+	}
+}
+
+type exchangeKey struct{}
+
+func (t *Tap) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	g := t.routing.Load()
+	i := g.table.Match(r.Host, r.URL.Path)
+	if i < 0 {
+		t.producer.NotCaptured(ReasonNoRoute)
+		http.Error(w, "understudy tap: no route for this host and path", http.StatusNotFound)
+		return
+	}
+	lr := g.routes[i]
+	id := r.Header.Get(HeaderRequestID)
+	if id == "" {
+		id = t.bodyID(r, lr)
+		r.Header.Set(HeaderRequestID, id)
+	}
+	w.Header().Set(HeaderRequestID, id)
+	key := id
+	if h := lr.Sampling.Header(); h != "" && r.Header.Get(h) != "" {
+		key = r.Header.Get(h)
+	}
+	if !sample.In(key, lr.Sampling.SampleRate()) {
+		t.producer.NotCaptured(ReasonSampledOut)
+		lr.proxy.ServeHTTP(w, r)
+		return
+	}
+	x := &exchange{id: id, start: t.now(), route: lr, req: r, reqBody: capture{limit: lr.Capture.MaxBytes}}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &teeReader{ReadCloser: r.Body, c: &x.reqBody}
+	}
+	lr.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x)))
+}
+
+// bodyID returns the Open Inference Protocol "id" of a small OIP request body, or a new
+// UUIDv7. Reading the body first costs nothing on the wire: it is replayed to the champion.
+func (t *Tap) bodyID(r *http.Request, lr *liveRoute) string {
+	if lr.extract.Protocol() == predict.ProtocolOIPv2 && r.Body != nil && r.ContentLength > 0 && r.ContentLength <= int64(lr.Capture.MaxBytes) {
+		body, err := io.ReadAll(io.LimitReader(r.Body, r.ContentLength))
+		r.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(body), r.Body), r.Body}
+		if id := oipRequestID(body); err == nil && id != "" {
+			return id
+		}
+	}
+	return newRequestID()
+}
+
+// responseTee captures the champion's body as the proxy copies it to the caller and publishes
+// the event when the body is closed.
+type responseTee struct {
+	io.ReadCloser
+	t    *Tap
+	x    *exchange
+	resp *http.Response
+	body capture
+}
+
+func (r *responseTee) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	r.body.write(p[:n])
+	return n, err
+}
+
+func (r *responseTee) Close() error {
+	err := r.ReadCloser.Close()
+	r.x.done.Do(func() {
+		r.t.enqueue(r.x.finish(r.t.now(), r.resp.StatusCode, r.resp.Header.Get("Content-Type"), r.body, nil))
+	})
+	return err
+}
+
+func (t *Tap) captureResponse(resp *http.Response) error {
+	x, ok := resp.Request.Context().Value(exchangeKey{}).(*exchange)
+	if !ok {
+		return nil
+	}
+	resp.Body = &responseTee{ReadCloser: resp.Body, t: t, x: x, resp: resp, body: capture{limit: x.route.Capture.MaxBytes}}
+	return nil
+}
+
+// championError answers 504 when the champion timed out and 502 otherwise, like a gateway,
+// and records the failure in the event.
+func (t *Tap) championError(w http.ResponseWriter, r *http.Request, err error) {
+	kind, code := "connect", http.StatusBadGateway
+	var ne interface{ Timeout() bool }
+	switch {
+	case errors.Is(err, context.Canceled):
+		kind = "client_canceled"
+	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
+		kind, code = "timeout", http.StatusGatewayTimeout
+	}
+	w.WriteHeader(code)
+	x, ok := r.Context().Value(exchangeKey{}).(*exchange)
+	if !ok {
+		return
+	}
+	x.done.Do(func() {
+		t.enqueue(x.finish(t.now(), code, "", capture{}, &schemas.Error{Kind: kind, Message: err.Error()}))
+	})
+}
