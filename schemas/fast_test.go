@@ -36,10 +36,14 @@ func randomEvent(r *rand.Rand) InferenceEvent {
 		RequestID: str(), Experiment: str(), Tenant: str(),
 		Model:     ModelRef{Name: str(), Version: str()},
 		EventTime: time.UnixMicro(r.Int64N(4e15) - 1e15).UTC(),
-		Request: HTTPRequest{Method: str(), Path: str(), ContentType: str(), Truncated: r.IntN(2) == 0,
-			OriginalSize: r.Int64N(1 << 40), Body: []byte(str())},
-		Response: HTTPResponse{Status: int32(r.IntN(600)) - 50, ContentType: str(), Body: []byte(str()),
-			Truncated: r.IntN(2) == 0, OriginalSize: r.Int64N(1 << 30), Prediction: pred},
+		Request: HTTPRequest{
+			Method: str(), Path: str(), ContentType: str(), Truncated: r.IntN(2) == 0,
+			OriginalSize: r.Int64N(1 << 40), Body: []byte(str()),
+		},
+		Response: HTTPResponse{
+			Status: int32(r.IntN(600)) - 50, ContentType: str(), Body: []byte(str()),
+			Truncated: r.IntN(2) == 0, OriginalSize: r.Int64N(1 << 30), Prediction: pred,
+		},
 		Latency: time.Duration(r.Int64N(1e12)) * time.Microsecond,
 	}
 	if r.IntN(2) == 0 {
