@@ -4,43 +4,54 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net/url"
+	"os"
 	"time"
 
 	"github.com/understudy-ml/understudy/schemas"
+	"github.com/understudy-ml/understudy/services/invoker/experiment"
 	"github.com/understudy-ml/understudy/services/platform/predict"
 	"github.com/understudy-ml/understudy/services/platform/svc"
 )
 
-// Config is the invoker's configuration.
+// AnyExperiment in an experiment name matches events of every experiment.
+const AnyExperiment = "*"
+
+// Config is the invoker's configuration. Shadows come from ExperimentsFile when it is set,
+// otherwise from the single-shadow flags (shadow.*).
 type Config struct {
 	svc.Common
 
-	Group            string        // consumer group; every replica uses the same one
-	Experiment       string        // only events of this experiment are shadowed ("" = all)
-	ShadowName       string        // name of the shadow in results and comparisons
-	ShadowRole       string        // candidate or noise_baseline
-	ShadowURL        string        // base URL (request path appended) or full endpoint URL
-	ShadowModel      string        // model name reported in results
-	ShadowVersion    string        // model version reported in results
-	Protocol         string        // predict spec of the shadow's responses
-	Timeout          time.Duration // per shadow call
-	Concurrency      int           // shadow calls in flight per replica
-	ResponseMaxBytes int           // shadow bodies kept in results up to this size
+	Group           string // consumer group; every replica uses the same one
+	InstanceID      string // stable per replica: the transactional id is understudy-invoker-<instance-id>
+	ExperimentsFile string // YAML experiments; reloaded on SIGHUP
+	MaxBatch        int    // events per transaction
+
+	// The single shadow used when ExperimentsFile is empty.
+	Experiment    string
+	ShadowName    string
+	ShadowRole    string
+	ShadowURL     string
+	ShadowModel   string
+	ShadowVersion string
+	Protocol      string
+	Timeout       time.Duration
+	MaxInFlight   int
 }
 
 // NewDefaultConfig returns the defaults.
 func NewDefaultConfig() Config {
+	host, _ := os.Hostname()
 	return Config{
-		Common:           svc.NewCommon("invoker", ":9102"),
-		Group:            "understudy-invoker",
-		ShadowName:       "candidate",
-		ShadowRole:       schemas.RoleCandidate,
-		ShadowModel:      "candidate",
-		Protocol:         predict.ProtocolOIPv2,
-		Timeout:          2 * time.Second,
-		Concurrency:      64,
-		ResponseMaxBytes: 64 << 10,
+		Common:      svc.NewCommon("invoker", ":9102"),
+		Group:       "understudy-invoker",
+		InstanceID:  host,
+		MaxBatch:    2000,
+		Experiment:  AnyExperiment,
+		ShadowName:  "candidate",
+		ShadowRole:  schemas.RoleCandidate,
+		Protocol:    predict.ProtocolOIPv2,
+		Timeout:     2 * time.Second,
+		MaxInFlight: 64,
 	}
 }
 
@@ -48,16 +59,32 @@ func NewDefaultConfig() Config {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Common.RegisterFlags(fs)
 	fs.StringVar(&c.Group, "kafka.group", c.Group, "consumer group shared by all invoker replicas")
-	fs.StringVar(&c.Experiment, "experiment", c.Experiment, "shadow only events of this experiment (empty: all)")
-	fs.StringVar(&c.ShadowName, "shadow.name", c.ShadowName, "shadow name used in results and comparisons")
-	fs.StringVar(&c.ShadowRole, "shadow.role", c.ShadowRole, "candidate or noise_baseline")
-	fs.StringVar(&c.ShadowURL, "shadow.url", c.ShadowURL, "shadow base URL (captured path appended) or full endpoint URL (required)")
-	fs.StringVar(&c.ShadowModel, "shadow.model-name", c.ShadowModel, "shadow model name")
-	fs.StringVar(&c.ShadowVersion, "shadow.model-version", c.ShadowVersion, "shadow model version")
-	fs.StringVar(&c.Protocol, "shadow.protocol", c.Protocol, "how to extract predictions: oip-v2, kserve-v1 or json-pointer:/path")
-	fs.DurationVar(&c.Timeout, "shadow.timeout", c.Timeout, "time limit of one shadow call")
-	fs.IntVar(&c.Concurrency, "shadow.concurrency", c.Concurrency, "shadow calls in flight per replica")
-	fs.IntVar(&c.ResponseMaxBytes, "shadow.response-max-bytes", c.ResponseMaxBytes, "shadow response bodies kept up to this size")
+	fs.StringVar(&c.InstanceID, "instance-id", c.InstanceID, "stable id of this replica (transactional id suffix); must differ between replicas and survive restarts")
+	fs.StringVar(&c.ExperimentsFile, "experiments.file", c.ExperimentsFile, "YAML experiments file (reloaded on SIGHUP); without it the shadow.* flags define one shadow")
+	fs.IntVar(&c.MaxBatch, "batch.max-events", c.MaxBatch, "events per Kafka transaction")
+	fs.StringVar(&c.Experiment, "experiment", c.Experiment, "single shadow: experiment to shadow (* for all)")
+	fs.StringVar(&c.ShadowName, "shadow.name", c.ShadowName, "single shadow: name used in results and comparisons")
+	fs.StringVar(&c.ShadowRole, "shadow.role", c.ShadowRole, "single shadow: candidate or noise_baseline")
+	fs.StringVar(&c.ShadowURL, "shadow.url", c.ShadowURL, "single shadow: base URL (captured path appended) or full endpoint URL")
+	fs.StringVar(&c.ShadowModel, "shadow.model-name", c.ShadowModel, "single shadow: model name (default: the shadow name)")
+	fs.StringVar(&c.ShadowVersion, "shadow.model-version", c.ShadowVersion, "single shadow: model version")
+	fs.StringVar(&c.Protocol, "shadow.protocol", c.Protocol, "single shadow: oip-v2, kserve-v1 or json-pointer:/path")
+	fs.DurationVar(&c.Timeout, "shadow.timeout", c.Timeout, "single shadow: time limit of one call")
+	fs.IntVar(&c.MaxInFlight, "shadow.max-in-flight", c.MaxInFlight, "single shadow: calls in flight per replica")
+}
+
+// Experiments returns the experiments the config describes.
+func (c *Config) Experiments() ([]experiment.Experiment, error) {
+	if c.ExperimentsFile != "" {
+		return experiment.Load(c.ExperimentsFile)
+	}
+	s := experiment.Shadow{
+		Name: c.ShadowName, Role: c.ShadowRole, URL: c.ShadowURL, Protocol: c.Protocol,
+		Model: c.ShadowModel, Version: c.ShadowVersion, Timeout: c.Timeout, MaxInFlight: c.MaxInFlight,
+	}
+	s.Defaults()
+	exps := []experiment.Experiment{{Name: c.Experiment, Shadows: []experiment.Shadow{s}}}
+	return exps, experiment.Validate(exps)
 }
 
 // Validate reports every problem.
@@ -66,26 +93,14 @@ func (c *Config) Validate() error {
 	if c.Group == "" {
 		errs = append(errs, errors.New("kafka.group: required"))
 	}
-	if c.ShadowName == "" {
-		errs = append(errs, errors.New("shadow.name: required"))
+	if c.InstanceID == "" {
+		errs = append(errs, errors.New("instance-id: required (stable per replica)"))
 	}
-	if c.ShadowRole != schemas.RoleCandidate && c.ShadowRole != schemas.RoleNoiseBaseline {
-		errs = append(errs, fmt.Errorf("shadow.role: %q is neither candidate nor noise_baseline", c.ShadowRole))
+	if c.MaxBatch < 1 {
+		errs = append(errs, errors.New("batch.max-events: must be at least 1"))
 	}
-	if u, err := url.Parse(c.ShadowURL); err != nil || u.Scheme == "" || u.Host == "" {
-		errs = append(errs, fmt.Errorf("shadow.url: %q is not an absolute URL", c.ShadowURL))
-	}
-	if _, err := predict.Parse(c.Protocol); err != nil {
-		errs = append(errs, fmt.Errorf("shadow.protocol: %w", err))
-	}
-	if c.Timeout <= 0 {
-		errs = append(errs, errors.New("shadow.timeout: must be positive"))
-	}
-	if c.Concurrency < 1 {
-		errs = append(errs, errors.New("shadow.concurrency: must be at least 1"))
-	}
-	if c.ResponseMaxBytes < 0 {
-		errs = append(errs, errors.New("shadow.response-max-bytes: must not be negative"))
+	if _, err := c.Experiments(); err != nil {
+		errs = append(errs, fmt.Errorf("experiments: %w", err))
 	}
 	return errors.Join(errs...)
 }

@@ -1,67 +1,65 @@
-// Package app is the invoker: it consumes inference events, calls the shadow model with the
-// same request and publishes one ShadowResult per event.
+// Package app is the invoker: it consumes inference events, calls every shadow configured for
+// the event's experiment with the same request, and publishes one ShadowResult per (request,
+// shadow).
 //
-// Delivery: at-least-once. Offsets are committed only after the results of a whole batch are
-// acknowledged by Kafka, so a crash repeats shadow calls and may publish a result twice (the
-// joiner drops duplicates); shadows must therefore be free of side effects. A shadow's
-// slowness or failure only becomes a result with an error kind; it never stops the invoker.
-// Undecodable events go to the dead-letter topic. Replicas share the consumer group.
+// Delivery: exactly once as read with read_committed. Each batch of events is handled in one
+// Kafka transaction (franz-go's GroupTransactSession, transactional id
+// understudy-invoker-<instance-id>): its results, its dead letters and its consumed offsets
+// commit together or not at all; an aborted batch (crash, rebalance) is consumed again. The
+// shadow calls themselves may therefore repeat after a crash: shadows must be free of side
+// effects. A shadow's slowness or failure only becomes a result with an error kind; a slow
+// shadow holds its in-flight budget, so consumer lag grows instead of memory. Undecodable
+// events go to the dead-letter topic. Replicas share the consumer group.
 package app
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
-	"net/http"
-	"net/url"
-	"strings"
+	"os"
+	"os/signal"
+	"strconv"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
-	"github.com/understudy-ml/understudy/services/platform/consume"
+	"github.com/understudy-ml/understudy/services/invoker/experiment"
+	"github.com/understudy-ml/understudy/services/invoker/shadow"
 	"github.com/understudy-ml/understudy/services/platform/deadletter"
 	"github.com/understudy-ml/understudy/services/platform/kafka"
-	"github.com/understudy-ml/understudy/services/platform/predict"
 	"github.com/understudy-ml/understudy/services/platform/registry"
 	"github.com/understudy-ml/understudy/services/platform/server"
 	"golang.org/x/sync/errgroup"
 )
 
-// HeaderShadow marks shadow traffic so the shadow's own telemetry can tell it apart.
-const HeaderShadow = "X-Understudy-Shadow"
-
-// Error kinds of shadow results.
-const (
-	KindTimeout     = "timeout"
-	KindConnect     = "connect"
-	KindHTTPStatus  = "http_status"
-	KindBadResponse = "bad_response"
-)
-
-// Invoker calls one shadow for every captured request. Create it with New, start it with Run.
+// Invoker calls shadows for captured requests. Create it with New, start it with Run.
 type Invoker struct {
 	cfg     Config
 	logger  *slog.Logger
-	now     func() time.Time
-	client  *kgo.Client
-	http    *http.Client
+	sess    *kgo.GroupTransactSession
 	codecs  *schemas.Codecs
-	extract predict.Extractor
-	target  *url.URL
 	dlq     *deadletter.Publisher
 	ops     *server.Server
+	m       *metrics
+	callers atomic.Pointer[callerSet]
+}
 
-	calls   *prometheus.CounterVec
-	latency prometheus.Histogram
-	skipped *prometheus.CounterVec
+// callerSet is one generation of shadow callers, by experiment.
+type callerSet struct {
+	byExperiment map[string][]*shadow.Caller
+}
+
+func (cs *callerSet) close() {
+	for _, callers := range cs.byExperiment {
+		for _, c := range callers {
+			c.Close()
+		}
+	}
 }
 
 // New wires an invoker; it does not touch the network.
@@ -73,168 +71,197 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Invoker, e
 	if err != nil {
 		return nil, fmt.Errorf("codecs: %w", err)
 	}
-	cl, err := kgo.NewClient(append(cfg.Kafka.Opts(),
+	inv := &Invoker{cfg: cfg, logger: logger, codecs: codecs, m: newMetrics(reg)}
+	exps, _ := cfg.Experiments()
+	set, err := inv.buildCallers(exps)
+	if err != nil {
+		return nil, err
+	}
+	inv.callers.Store(set)
+	inv.sess, err = kgo.NewGroupTransactSession(append(cfg.Kafka.Opts(),
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(schemas.TopicInference),
+		kgo.TransactionalID("understudy-invoker-"+cfg.InstanceID),
+		kgo.TransactionTimeout(60*time.Second),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.DisableAutoCommit(),
-		kgo.BlockRebalanceOnPoll(),
+		kgo.RequireStableFetchOffsets(),
 		kgo.DefaultProduceTopic(schemas.TopicShadow),
-		kgo.ProducerLinger(2*time.Millisecond),
 	)...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)
 	}
-	target, _ := url.Parse(cfg.ShadowURL)
-	extract, _ := predict.Parse(cfg.Protocol)
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.MaxIdleConnsPerHost = cfg.Concurrency
-	f := promauto.With(reg)
-	inv := &Invoker{
-		cfg: cfg, logger: logger, now: time.Now, client: cl, codecs: codecs, extract: extract, target: target,
-		http:    &http.Client{Transport: transport, Timeout: cfg.Timeout},
-		dlq:     deadletter.New("invoker", cl, reg),
-		ops:     server.New(cfg.Ops, logger, reg),
-		calls:   f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_invoker_calls_total", Help: "Shadow calls by shadow and outcome (ok or error kind)."}, []string{"shadow", "outcome"}),
-		latency: f.NewHistogram(prometheus.HistogramOpts{Name: "understudy_invoker_call_latency_seconds", Help: "Shadow call latency.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
-		skipped: f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_invoker_events_skipped_total", Help: "Inference events not shadowed, by reason."}, []string{"reason"}),
-	}
-	inv.ops.AddCheck("kafka", func(ctx context.Context) error { return kafka.Ping(ctx, cl) })
+	inv.dlq = deadletter.New("invoker", inv.sess, reg)
+	inv.ops = server.New(cfg.Ops, logger, reg)
+	inv.ops.AddCheck("kafka", func(ctx context.Context) error { return kafka.Ping(ctx, inv.sess.Client()) })
 	return inv, nil
+}
+
+func (inv *Invoker) buildCallers(exps []experiment.Experiment) (*callerSet, error) {
+	set := &callerSet{byExperiment: map[string][]*shadow.Caller{}}
+	for _, e := range exps {
+		for _, s := range e.Shadows {
+			c, err := shadow.New(s, inv.m)
+			if err != nil {
+				return nil, fmt.Errorf("experiment %q shadow %q: %w", e.Name, s.Name, err)
+			}
+			set.byExperiment[e.Name] = append(set.byExperiment[e.Name], c)
+		}
+	}
+	return set, nil
 }
 
 // Ops returns the operational server.
 func (inv *Invoker) Ops() *server.Server { return inv.ops }
 
-// Run consumes until ctx ends, finishes the batch in progress, commits and leaves the group.
-func (inv *Invoker) Run(ctx context.Context) error {
-	defer inv.client.Close()
-	if err := registry.Configure(ctx, inv.cfg.Registry, inv.codecs); err != nil {
-		return err
+// Reload reads the experiments file again and swaps the new shadows in for the next batch.
+// An invalid file changes nothing; the error lists every problem.
+func (inv *Invoker) Reload() error {
+	if inv.cfg.ExperimentsFile == "" {
+		return errors.New("reload: no experiments file configured")
 	}
-	inv.logger.Info("invoker starting", "group", inv.cfg.Group, "shadow", inv.cfg.ShadowName, "shadow_url", inv.cfg.ShadowURL)
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return inv.ops.Run(gctx) })
-	g.Go(func() error { return consume.Loop(gctx, inv.client, inv.logger, 0, inv.handle) })
-	return g.Wait()
-}
-
-func (inv *Invoker) handle(ctx context.Context, fs kgo.Fetches) error {
-	recs := fs.Records()
-	out := make([]*kgo.Record, len(recs))
-	sem := make(chan struct{}, inv.cfg.Concurrency)
-	var wg sync.WaitGroup
-	for i, r := range recs {
-		ev, err := inv.codecs.Inference.Decode(ctx, r.Value)
-		if err != nil {
-			if err := inv.dlq.Publish(ctx, r, deadletter.ReasonDecode, err); err != nil {
-				return err
-			}
-			continue
-		}
-		if inv.cfg.Experiment != "" && ev.Experiment != inv.cfg.Experiment {
-			inv.skipped.WithLabelValues("other_experiment").Inc()
-			continue
-		}
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			res := inv.call(ctx, ev)
-			value, err := inv.codecs.Shadow.Encode(nil, res)
-			if err != nil {
-				inv.skipped.WithLabelValues("encode_failed").Inc()
-				return
-			}
-			out[i] = &kgo.Record{Key: r.Key, Value: value}
-		})
+	exps, err := inv.cfg.Experiments()
+	if err != nil {
+		return fmt.Errorf("reload rejected, keeping the current experiments: %w", err)
 	}
-	wg.Wait()
-	var produce []*kgo.Record
-	for _, r := range out {
-		if r != nil {
-			produce = append(produce, r)
-		}
+	set, err := inv.buildCallers(exps)
+	if err != nil {
+		return fmt.Errorf("reload rejected, keeping the current experiments: %w", err)
 	}
-	if err := inv.client.ProduceSync(ctx, produce...).FirstErr(); err != nil {
-		return fmt.Errorf("produce shadow results: %w", err)
-	}
-	if err := inv.client.CommitRecords(ctx, recs...); err != nil {
-		return fmt.Errorf("commit offsets: %w", err)
-	}
+	inv.callers.Swap(set).close()
+	inv.logger.Info("experiments reloaded", "experiments", len(exps))
 	return nil
 }
 
-// call replays ev against the shadow and describes the outcome; it never returns an error.
-func (inv *Invoker) call(ctx context.Context, ev schemas.InferenceEvent) schemas.ShadowResult {
-	res := schemas.ShadowResult{
-		RequestID: ev.RequestID, Experiment: ev.Experiment, Tenant: ev.Tenant,
-		Shadow: inv.cfg.ShadowName, Role: inv.cfg.ShadowRole,
-		Model:     schemas.ModelRef{Name: inv.cfg.ShadowModel, Version: inv.cfg.ShadowVersion},
-		EventTime: ev.EventTime, CalledAt: inv.now(),
+// Run consumes until ctx ends, finishes and commits the batch in progress, and leaves the group.
+func (inv *Invoker) Run(ctx context.Context) error {
+	defer inv.sess.Close()
+	defer func() { inv.callers.Load().close() }()
+	if err := registry.Configure(ctx, inv.cfg.Registry, inv.codecs); err != nil {
+		return err
 	}
-	u := *inv.target
-	if u.Path == "" || u.Path == "/" {
-		u.Path = ev.Request.Path
+	inv.logger.Info("invoker starting", "group", inv.cfg.Group, "instance_id", inv.cfg.InstanceID, "experiments", len(inv.callers.Load().byExperiment))
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return inv.ops.Run(gctx) })
+	g.Go(func() error { return inv.loop(gctx) })
+	if inv.cfg.ExperimentsFile != "" {
+		g.Go(func() error { inv.reloadOnHangup(gctx); return nil })
 	}
-	method := ev.Request.Method
-	if method == "" {
-		method = http.MethodPost
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(ev.Request.Body))
-	if err != nil {
-		res.Error = &schemas.Error{Kind: KindConnect, Message: err.Error()}
-		return res
-	}
-	for k, v := range ev.Request.Headers {
-		req.Header.Set(k, v)
-	}
-	req.Header.Set(HeaderShadow, "1")
-	req.Header.Set("X-Request-Id", ev.RequestID)
-	start := time.Now()
-	resp, err := inv.http.Do(req)
-	if err != nil {
-		res.Latency = time.Since(start)
-		res.Error = classify(err)
-		inv.observe(res)
-		return res
-	}
-	body, readErr := io.ReadAll(io.LimitReader(resp.Body, int64(inv.cfg.ResponseMaxBytes)+1))
-	_, _ = io.Copy(io.Discard, resp.Body)
-	_ = resp.Body.Close()
-	res.Latency = time.Since(start)
-	res.Response = schemas.HTTPResponse{Status: int32(resp.StatusCode), ContentType: resp.Header.Get("Content-Type"), OriginalSize: int64(len(body))}
-	res.Response.Truncated = len(body) > inv.cfg.ResponseMaxBytes
-	res.Response.Body = body[:min(len(body), inv.cfg.ResponseMaxBytes)]
-	switch {
-	case readErr != nil:
-		res.Error = classify(readErr)
-	case resp.StatusCode >= 300:
-		res.Error = &schemas.Error{Kind: KindHTTPStatus, Message: resp.Status}
-	case !res.Response.Truncated:
-		p, err := inv.extract.Extract(res.Response.Body)
-		if err != nil {
-			res.Error = &schemas.Error{Kind: KindBadResponse, Message: err.Error()}
+	return g.Wait()
+}
+
+func (inv *Invoker) loop(ctx context.Context) error {
+	var lastErr string
+	for {
+		fs := inv.sess.PollRecords(ctx, inv.cfg.MaxBatch)
+		if ctx.Err() != nil || fs.IsClientClosed() {
+			return nil
 		}
-		res.Response.Prediction = p
+		fs.EachError(func(topic string, partition int32, err error) {
+			if msg := err.Error(); msg != lastErr && !errors.Is(err, context.Canceled) {
+				lastErr = msg
+				inv.logger.Warn("fetch error", "topic", topic, "partition", partition, "err", err)
+			}
+		})
+		if fs.Empty() {
+			continue
+		}
+		if err := inv.transact(context.WithoutCancel(ctx), fs); err != nil {
+			return err
+		}
 	}
-	inv.observe(res)
-	return res
 }
 
-func (inv *Invoker) observe(res schemas.ShadowResult) {
-	outcome := "ok"
-	if res.Error != nil {
-		outcome = res.Error.Kind
+// transact handles one batch in one transaction.
+func (inv *Invoker) transact(ctx context.Context, fs kgo.Fetches) error {
+	if err := inv.sess.Begin(); err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
 	}
-	inv.calls.WithLabelValues(res.Shadow, outcome).Inc()
-	inv.latency.Observe(res.Latency.Seconds())
+	out, err := inv.process(ctx, fs)
+	commit := kgo.TryCommit
+	if err == nil {
+		if err = inv.sess.ProduceSync(ctx, out...).FirstErr(); err != nil {
+			inv.logger.Warn("producing results failed; aborting the batch", "err", err)
+		}
+	}
+	if err != nil {
+		commit = kgo.TryAbort
+	}
+	committed, endErr := inv.sess.End(ctx, commit)
+	if endErr != nil {
+		return fmt.Errorf("end transaction: %w", endErr)
+	}
+	if committed {
+		inv.m.transactions.WithLabelValues("committed").Inc()
+	} else {
+		inv.m.transactions.WithLabelValues("aborted").Inc()
+	}
+	fs.EachPartition(func(p kgo.FetchTopicPartition) {
+		if n := len(p.Records); n > 0 {
+			inv.m.lag.WithLabelValues(strconv.Itoa(int(p.Partition))).Set(float64(p.HighWatermark - p.Records[n-1].Offset - 1))
+		}
+	})
+	return nil
 }
 
-// classify maps a transport error to a result error kind.
-func classify(err error) *schemas.Error {
-	var ne net.Error
-	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
-		return &schemas.Error{Kind: KindTimeout, Message: err.Error()}
+// process calls the shadows for every event of a batch and returns the records to produce.
+func (inv *Invoker) process(ctx context.Context, fs kgo.Fetches) ([]*kgo.Record, error) {
+	set := inv.callers.Load()
+	var (
+		mu  sync.Mutex
+		out []*kgo.Record
+		wg  sync.WaitGroup
+		err error
+	)
+	fs.EachRecord(func(r *kgo.Record) {
+		if err != nil {
+			return
+		}
+		ev, derr := inv.codecs.Inference.Decode(ctx, r.Value)
+		if derr != nil {
+			mu.Lock()
+			out = append(out, deadletter.Record("invoker", r, deadletter.ReasonDecode, derr))
+			mu.Unlock()
+			inv.dlq.Count(deadletter.ReasonDecode)
+			return
+		}
+		callers := set.byExperiment[ev.Experiment]
+		if len(callers) == 0 {
+			callers = set.byExperiment[AnyExperiment]
+		}
+		if len(callers) == 0 {
+			inv.m.ignored.WithLabelValues("no_shadow_configured").Inc()
+			return
+		}
+		for _, c := range callers {
+			wg.Go(func() {
+				res := c.Call(ctx, ev, "")
+				value, eerr := inv.codecs.Shadow.Encode(nil, res)
+				mu.Lock()
+				defer mu.Unlock()
+				if eerr != nil {
+					err = fmt.Errorf("encode result: %w", eerr)
+					return
+				}
+				out = append(out, &kgo.Record{Topic: schemas.TopicShadow, Key: []byte(ev.RequestID), Value: value})
+			})
+		}
+	})
+	wg.Wait()
+	return out, err
+}
+
+func (inv *Invoker) reloadOnHangup(ctx context.Context) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := inv.Reload(); err != nil {
+				inv.logger.Error("experiments reload failed", "err", err)
+			}
+		}
 	}
-	return &schemas.Error{Kind: KindConnect, Message: strings.TrimSpace(err.Error())}
 }

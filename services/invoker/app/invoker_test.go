@@ -6,8 +6,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,31 +18,29 @@ import (
 	"github.com/understudy-ml/understudy/schemas"
 )
 
-func TestShadowsEveryEventAndDeadLettersGarbage(t *testing.T) {
-	var shadowHeader atomic.Value
-	shadow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		shadowHeader.Store(r.Header.Get(HeaderShadow))
-		b, _ := io.ReadAll(r.Body)
-		switch {
-		case strings.Contains(string(b), "slow"):
-			time.Sleep(300 * time.Millisecond)
-		case strings.Contains(string(b), "garbage"):
-			_, _ = w.Write([]byte("<html>oops"))
-			return
-		}
+// TestShadowsEveryEventOnceAndDeadLettersGarbage runs the invoker on an in-process broker
+// with transactions: two shadows, one of them broken, and an undecodable event.
+func TestShadowsEveryEventOnceAndDeadLettersGarbage(t *testing.T) {
+	good := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
 		_, _ = w.Write([]byte(`{"outputs":[{"data":[0.25]}]}`))
 	}))
-	defer shadow.Close()
+	defer good.Close()
+	bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("garbage")) }))
+	defer bad.Close()
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, schemas.Topics...))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cluster.Close()
+	file := filepath.Join(t.TempDir(), "experiments.yaml")
+	if err := os.WriteFile(file, []byte("experiments:\n  - name: e\n    shadows:\n      - {name: good, url: "+good.URL+"}\n      - {name: bad, url: "+bad.URL+"}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfg := NewDefaultConfig()
 	cfg.Kafka.Brokers = strings.Join(cluster.ListenAddrs(), ",")
 	cfg.Ops.ListenAddr = "127.0.0.1:0"
-	cfg.ShadowURL = shadow.URL
-	cfg.Timeout = 100 * time.Millisecond
+	cfg.ExperimentsFile = file
 	inv, err := New(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -50,28 +49,33 @@ func TestShadowsEveryEventAndDeadLettersGarbage(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- inv.Run(ctx) }()
 
-	producer, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.ConsumeTopics(schemas.TopicShadow, schemas.TopicDeadLetter))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.ConsumeTopics(schemas.TopicShadow, schemas.TopicDeadLetter),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer producer.Close()
-	for _, body := range []string{"fast", "slow", "garbage"} {
-		v, err := inv.codecs.Inference.Encode(nil, schemas.InferenceEvent{RequestID: body, Experiment: "e", Request: schemas.HTTPRequest{Path: "/v2/models/m/infer", Body: []byte(body)}})
+	defer cl.Close()
+	const n = 50
+	for i := range n {
+		id := "r" + string(rune('A'+i%26)) + string(rune('a'+i/26))
+		v, err := inv.codecs.Inference.Encode(nil, schemas.InferenceEvent{RequestID: id, Experiment: "e", Request: schemas.HTTPRequest{Path: "/v2/models/m/infer", Body: []byte(`{}`)}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		producer.ProduceSync(ctx, &kgo.Record{Topic: schemas.TopicInference, Key: []byte(body), Value: v})
+		cl.ProduceSync(ctx, &kgo.Record{Topic: schemas.TopicInference, Key: []byte(id), Value: v})
 	}
-	producer.ProduceSync(ctx, &kgo.Record{Topic: schemas.TopicInference, Key: []byte("bad"), Value: []byte("not avro")})
+	cl.ProduceSync(ctx, &kgo.Record{Topic: schemas.TopicInference, Key: []byte("junk"), Value: []byte("not avro")})
+	cl.ProduceSync(ctx, &kgo.Record{Topic: schemas.TopicInference, Key: []byte("other"), Value: mustEncode(t, inv, "unknown-experiment")})
 
-	kinds := map[string]string{}
+	type key struct{ id, shadow string }
+	seen := map[key]string{}
 	dead := 0
-	deadline, cancelPoll := context.WithTimeout(ctx, 15*time.Second)
-	defer cancelPoll()
-	for len(kinds) < 3 || dead < 1 {
-		fs := producer.PollFetches(deadline)
+	pctx, pcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer pcancel()
+	for len(seen) < 2*n || dead < 1 {
+		fs := cl.PollFetches(pctx)
 		if err := fs.Err0(); err != nil {
-			t.Fatalf("waiting for results: %v (got %v, %d dead letters)", err, kinds, dead)
+			t.Fatalf("have %d results, %d dead letters: %v", len(seen), dead, err)
 		}
 		for _, r := range fs.Records() {
 			if r.Topic == schemas.TopicDeadLetter {
@@ -82,27 +86,32 @@ func TestShadowsEveryEventAndDeadLettersGarbage(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			kind := "ok"
-			if res.Error != nil {
-				kind = res.Error.Kind
+			k := key{res.RequestID, res.Shadow}
+			if _, dup := seen[k]; dup {
+				t.Fatalf("second result for %v", k)
 			}
-			kinds[res.RequestID] = kind
+			seen[k] = "ok"
+			if res.Error != nil {
+				seen[k] = res.Error.Kind
+			}
 		}
 	}
-	want := map[string]string{"fast": "ok", "slow": KindTimeout, "garbage": KindBadResponse}
-	for k, v := range want {
-		if kinds[k] != v {
-			t.Errorf("result of %s: %q, want %q", k, kinds[k], v)
+	for k, v := range seen {
+		if (k.shadow == "good" && v != "ok") || (k.shadow == "bad" && v != "bad_response") {
+			t.Fatalf("%v: %s", k, v)
 		}
-	}
-	if dead != 1 {
-		t.Errorf("%d dead letters, want 1", dead)
-	}
-	if shadowHeader.Load() != "1" {
-		t.Errorf("shadow saw %s=%v, want 1", HeaderShadow, shadowHeader.Load())
 	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+func mustEncode(t *testing.T, inv *Invoker, experiment string) []byte {
+	t.Helper()
+	v, err := inv.codecs.Inference.Encode(nil, schemas.InferenceEvent{RequestID: "other", Experiment: experiment})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }

@@ -75,6 +75,10 @@ func Record(service string, src *kgo.Record, reason string, cause error) *kgo.Re
 	}
 }
 
+// Count counts one dead letter by reason, for callers that produce Record themselves (for
+// example inside a transaction).
+func (p *Publisher) Count(reason string) { p.sent.WithLabelValues(reason).Inc() }
+
 // Publish synchronously produces the dead-letter copy of src and counts it by reason. It
 // returns an error when the produce failed, so the caller does not commit past src.
 func (p *Publisher) Publish(ctx context.Context, src *kgo.Record, reason string, cause error) error {

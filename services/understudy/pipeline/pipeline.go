@@ -80,6 +80,7 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 	ic := invoker.NewDefaultConfig()
 	ic.Kafka.Brokers, ic.Ops.ListenAddr = o.Brokers, local
 	ic.ShadowURL, ic.ShadowName, ic.Experiment, ic.ShadowModel = o.ShadowURL, o.ShadowName, o.Experiment, o.ShadowName
+	ic.InstanceID = "pipeline-" + o.Experiment // one transactional id per in-process pipeline
 	inv, err := invoker.New(ic, o.Logger.With("service", "invoker"), p.Registries["invoker"])
 	if err != nil {
 		return nil, fmt.Errorf("invoker: %w", err)

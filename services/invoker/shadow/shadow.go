@@ -1,0 +1,265 @@
+// Package shadow calls one shadow model with captured requests, within the shadow's budget:
+// bounded in-flight calls (callers wait: backpressure, so a slow shadow grows consumer lag,
+// not memory), a token-bucket rate (calls beyond it are not made and reported as
+// rate_limited), deterministic sampling (reported as skipped) and a circuit breaker (reported
+// as circuit_open). Every call yields exactly one result with an error kind when it failed;
+// Call never returns an error.
+package shadow
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/understudy-ml/understudy/schemas"
+	"github.com/understudy-ml/understudy/services/invoker/experiment"
+	"github.com/understudy-ml/understudy/services/platform/predict"
+	"github.com/understudy-ml/understudy/services/platform/sample"
+	"github.com/valyala/fasthttp"
+	"golang.org/x/time/rate"
+)
+
+// Error kinds of shadow results.
+const (
+	KindTimeout     = "timeout"
+	KindConnect     = "connect"
+	KindHTTPStatus  = "http_status"
+	KindBadResponse = "bad_response"
+	KindCircuitOpen = "circuit_open"
+	KindRateLimited = "rate_limited"
+	KindSkipped     = "skipped"
+)
+
+// Kinds lists every error kind, for metrics.
+var Kinds = []string{KindTimeout, KindConnect, KindHTTPStatus, KindBadResponse, KindCircuitOpen, KindRateLimited, KindSkipped}
+
+// HeaderShadow marks shadow traffic so the shadow's own telemetry can tell it apart.
+const HeaderShadow = "X-Understudy-Shadow"
+
+// Observer receives what a Caller does, for metrics. Methods must be cheap and concurrent-safe.
+type Observer interface {
+	Called(shadow, outcome string, latency time.Duration)
+	InFlight(shadow string, delta int)
+	Circuit(shadow string, open bool)
+}
+
+// Caller calls one shadow. It is safe for concurrent use.
+type Caller struct {
+	cfg     experiment.Shadow
+	target  *url.URL
+	client  *fasthttp.HostClient
+	extract predict.Extractor
+	slots   chan struct{}
+	limiter *rate.Limiter
+	breaker breaker
+	obs     Observer
+	now     func() time.Time
+}
+
+// New returns a caller for a validated shadow config (see experiment.Shadow.Defaults).
+func New(cfg experiment.Shadow, obs Observer) (*Caller, error) {
+	target, err := url.Parse(cfg.URL)
+	if err != nil {
+		return nil, err
+	}
+	extract, err := predict.Parse(cfg.Protocol)
+	if err != nil {
+		return nil, err
+	}
+	addr := target.Host
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		if target.Scheme == "https" {
+			addr += ":443"
+		} else {
+			addr += ":80"
+		}
+	}
+	c := &Caller{
+		cfg: cfg, target: target, extract: extract, obs: obs, now: time.Now,
+		slots: make(chan struct{}, cfg.MaxInFlight),
+		client: &fasthttp.HostClient{
+			Addr: addr, IsTLS: target.Scheme == "https", MaxConns: cfg.MaxInFlight,
+			NoDefaultUserAgentHeader: true, DisablePathNormalizing: true,
+			MaxResponseBodySize: 16 << 20, MaxIdleConnDuration: 90 * time.Second,
+		},
+		breaker: breaker{threshold: cfg.Circuit.Failures, cooldown: cfg.Circuit.Cooldown},
+	}
+	if cfg.RateLimit > 0 {
+		c.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), cfg.Burst)
+	}
+	return c, nil
+}
+
+// Name returns the shadow's name.
+func (c *Caller) Name() string { return c.cfg.Name }
+
+// Close releases idle connections.
+func (c *Caller) Close() { c.client.CloseIdleConnections() }
+
+// Call replays ev against the shadow and describes the outcome in a result tagged runID. It
+// blocks while the shadow's in-flight budget is used up, or until ctx ends (then the result
+// has kind skipped).
+func (c *Caller) Call(ctx context.Context, ev schemas.InferenceEvent, runID string) schemas.ShadowResult {
+	res := schemas.ShadowResult{
+		RequestID: ev.RequestID, Experiment: ev.Experiment, Tenant: ev.Tenant,
+		Shadow: c.cfg.Name, Role: c.cfg.Role, Model: schemas.ModelRef{Name: c.cfg.Model, Version: c.cfg.Version},
+		EventTime: ev.EventTime, CalledAt: c.now(), RunID: runID,
+	}
+	fail := func(kind, msg string) schemas.ShadowResult {
+		res.Error = &schemas.Error{Kind: kind, Message: msg}
+		c.obs.Called(c.cfg.Name, kind, 0)
+		return res
+	}
+	key := ev.RequestID
+	if h, ok := strings.CutPrefix(c.cfg.Sampling.Key, "header:"); ok {
+		if v := ev.Request.Headers[strings.ToLower(h)]; v != "" {
+			key = v
+		}
+	}
+	if !sample.In(key, c.cfg.Sampling.Rate1()) {
+		return fail(KindSkipped, "not in this shadow's sample")
+	}
+	if ev.Request.Truncated {
+		return fail(KindSkipped, "the captured request body was truncated")
+	}
+	if !c.breaker.allow(c.now()) {
+		return fail(KindCircuitOpen, "circuit open after repeated failures")
+	}
+	if c.limiter != nil && !c.limiter.Allow() {
+		c.breaker.release()
+		return fail(KindRateLimited, "over the shadow's rate limit")
+	}
+	select {
+	case c.slots <- struct{}{}:
+	case <-ctx.Done():
+		c.breaker.release()
+		return fail(KindSkipped, "stopped before the call: "+ctx.Err().Error())
+	}
+	c.obs.InFlight(c.cfg.Name, 1)
+	defer func() { <-c.slots; c.obs.InFlight(c.cfg.Name, -1) }()
+	res.CalledAt = c.now()
+	kind, msg := c.do(ev, &res)
+	if kind != "" {
+		res.Error = &schemas.Error{Kind: kind, Message: msg}
+	}
+	failed := kind == KindTimeout || kind == KindConnect || (kind == KindHTTPStatus && res.Response.Status >= 500)
+	if changed, open := c.breaker.record(!failed, c.now()); changed {
+		c.obs.Circuit(c.cfg.Name, open)
+	}
+	outcome := kind
+	if outcome == "" {
+		outcome = "ok"
+	}
+	c.obs.Called(c.cfg.Name, outcome, res.Latency)
+	return res
+}
+
+func (c *Caller) do(ev schemas.InferenceEvent, res *schemas.ShadowResult) (kind, msg string) {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	u := *c.target
+	if u.Path == "" || u.Path == "/" {
+		u.Path = ev.Request.Path
+	}
+	req.SetRequestURI(u.String())
+	req.Header.SetHost(c.target.Host) // the shadow's own Host
+	method := ev.Request.Method
+	if method == "" {
+		method = fasthttp.MethodPost
+	}
+	req.Header.SetMethod(method)
+	for k, v := range ev.Request.Headers {
+		req.Header.Set(k, v)
+	}
+	req.Header.Set(HeaderShadow, "1")
+	req.Header.Set("X-Request-Id", ev.RequestID)
+	req.SetBody(ev.Request.Body)
+	start := time.Now()
+	err := c.client.DoTimeout(req, resp, c.cfg.Timeout)
+	res.Latency = time.Since(start)
+	if err != nil {
+		if errors.Is(err, fasthttp.ErrTimeout) {
+			return KindTimeout, "no answer within " + c.cfg.Timeout.String()
+		}
+		return KindConnect, err.Error()
+	}
+	body := resp.Body()
+	limit := c.cfg.MaxBodyKB << 10
+	res.Response = schemas.HTTPResponse{
+		Status: int32(resp.StatusCode()), ContentType: string(resp.Header.ContentType()),
+		OriginalSize: int64(len(body)), Truncated: len(body) > limit,
+		Body: append([]byte(nil), body[:min(len(body), limit)]...),
+	}
+	if resp.StatusCode() >= 300 {
+		return KindHTTPStatus, strings.TrimSpace(string(resp.Header.StatusMessage()) + " " + fasthttp.StatusMessage(resp.StatusCode()))
+	}
+	p, err := c.extract.Extract(body)
+	if err != nil {
+		return KindBadResponse, err.Error()
+	}
+	res.Response.Prediction = p
+	return "", ""
+}
+
+// breaker is a consecutive-failure circuit breaker with a single half-open probe.
+type breaker struct {
+	threshold int // <= 0: disabled
+	cooldown  time.Duration
+
+	mu       sync.Mutex
+	failures int
+	openTill time.Time
+	probing  bool
+}
+
+// allow reports whether a call may proceed; while open it refuses until the cooldown ends,
+// then lets exactly one probe through.
+func (b *breaker) allow(now time.Time) bool {
+	if b.threshold <= 0 {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.failures < b.threshold {
+		return true
+	}
+	if now.Before(b.openTill) || b.probing {
+		return false
+	}
+	b.probing = true
+	return true
+}
+
+// release gives back a probe slot that was not used for a call.
+func (b *breaker) release() {
+	b.mu.Lock()
+	b.probing = false
+	b.mu.Unlock()
+}
+
+// record notes a call's outcome; it reports whether the circuit changed state and whether it
+// is now open.
+func (b *breaker) record(ok bool, now time.Time) (changed, open bool) {
+	if b.threshold <= 0 {
+		return false, false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	wasOpen := b.failures >= b.threshold
+	b.probing = false
+	if ok {
+		b.failures = 0
+		return wasOpen, false
+	}
+	b.failures++
+	if b.failures >= b.threshold {
+		b.openTill = now.Add(b.cooldown)
+		return !wasOpen, true
+	}
+	return false, false
+}
