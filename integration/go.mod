@@ -24,6 +24,7 @@ require (
 	github.com/twmb/franz-go/pkg/kadm v1.20.0
 	github.com/understudy-ml/understudy/schemas v0.0.0
 	github.com/understudy-ml/understudy/services/aggregator v0.0.0
+	github.com/understudy-ml/understudy/services/invoker v0.0.0
 	github.com/understudy-ml/understudy/services/platform v0.0.0
 	github.com/understudy-ml/understudy/services/tap v0.0.0
 	github.com/understudy-ml/understudy/services/understudy v0.0.0
@@ -51,7 +52,6 @@ require (
 	github.com/rs/dnscache v0.0.0-20230804202142-fc85eb664529 // indirect
 	github.com/twmb/franz-go/pkg/kmsg v1.15.1 // indirect
 	github.com/twmb/franz-go/pkg/sr v1.8.0 // indirect
-	github.com/understudy-ml/understudy/services/invoker v0.0.0 // indirect
 	github.com/understudy-ml/understudy/services/joiner v0.0.0 // indirect
 	github.com/valyala/bytebufferpool v1.0.0 // indirect
 	github.com/valyala/fasthttp v1.78.0 // indirect

@@ -126,28 +126,29 @@ func (c *Caller) Call(ctx context.Context, ev schemas.InferenceEvent, runID stri
 	if ev.Request.Truncated {
 		return fail(KindSkipped, "the captured request body was truncated")
 	}
-	if !c.breaker.allow(c.now()) {
+	allowed, probe := c.breaker.allow(c.now())
+	if !allowed {
 		return fail(KindCircuitOpen, "circuit open after repeated failures")
 	}
 	if c.limiter != nil && !c.limiter.Allow() {
-		c.breaker.release()
+		c.breaker.release(probe)
 		return fail(KindRateLimited, "over the shadow's rate limit")
 	}
 	select {
 	case c.slots <- struct{}{}:
 	case <-ctx.Done():
-		c.breaker.release()
+		c.breaker.release(probe)
 		return fail(KindSkipped, "stopped before the call: "+ctx.Err().Error())
 	}
 	c.obs.InFlight(c.cfg.Name, 1)
-	defer func() { <-c.slots; c.obs.InFlight(c.cfg.Name, -1) }()
+	defer func() { c.obs.InFlight(c.cfg.Name, -1); <-c.slots }()
 	res.CalledAt = c.now()
 	kind, msg := c.do(ev, &res)
 	if kind != "" {
 		res.Error = &schemas.Error{Kind: kind, Message: msg}
 	}
 	failed := kind == KindTimeout || kind == KindConnect || (kind == KindHTTPStatus && res.Response.Status >= 500)
-	if changed, open := c.breaker.record(!failed, c.now()); changed {
+	if changed, open := c.breaker.record(!failed, probe, c.now()); changed {
 		c.obs.Circuit(c.cfg.Name, open)
 	}
 	outcome := kind
@@ -206,7 +207,9 @@ func (c *Caller) do(ev schemas.InferenceEvent, res *schemas.ShadowResult) (kind,
 	return "", ""
 }
 
-// breaker is a consecutive-failure circuit breaker with a single half-open probe.
+// breaker is a consecutive-failure circuit breaker with a single half-open probe. While it is
+// open, only the probe's outcome can close it: successes of calls admitted before it opened
+// do not.
 type breaker struct {
 	threshold int // <= 0: disabled
 	cooldown  time.Duration
@@ -217,26 +220,31 @@ type breaker struct {
 	probing  bool
 }
 
-// allow reports whether a call may proceed; while open it refuses until the cooldown ends,
-// then lets exactly one probe through.
-func (b *breaker) allow(now time.Time) bool {
+func (b *breaker) isOpen() bool { return b.threshold > 0 && b.failures >= b.threshold }
+
+// allow reports whether a call may proceed, and whether it is the half-open probe; while open
+// it refuses until the cooldown ends, then lets exactly one probe through.
+func (b *breaker) allow(now time.Time) (allowed, probe bool) {
 	if b.threshold <= 0 {
-		return true
+		return true, false
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.failures < b.threshold {
-		return true
+	if !b.isOpen() {
+		return true, false
 	}
 	if now.Before(b.openTill) || b.probing {
-		return false
+		return false, false
 	}
 	b.probing = true
-	return true
+	return true, true
 }
 
 // release gives back a probe slot that was not used for a call.
-func (b *breaker) release() {
+func (b *breaker) release(probe bool) {
+	if !probe {
+		return
+	}
 	b.mu.Lock()
 	b.probing = false
 	b.mu.Unlock()
@@ -244,20 +252,27 @@ func (b *breaker) release() {
 
 // record notes a call's outcome; it reports whether the circuit changed state and whether it
 // is now open.
-func (b *breaker) record(ok bool, now time.Time) (changed, open bool) {
+func (b *breaker) record(ok, probe bool, now time.Time) (changed, open bool) {
 	if b.threshold <= 0 {
 		return false, false
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	wasOpen := b.failures >= b.threshold
-	b.probing = false
-	if ok {
+	wasOpen := b.isOpen()
+	if probe {
+		b.probing = false
+	}
+	switch {
+	case ok && (!wasOpen || probe):
 		b.failures = 0
 		return wasOpen, false
+	case ok:
+		return false, true // a call admitted before the circuit opened: not evidence of recovery
+	case wasOpen && !probe:
+		return false, true
 	}
 	b.failures++
-	if b.failures >= b.threshold {
+	if b.isOpen() {
 		b.openTill = now.Add(b.cooldown)
 		return !wasOpen, true
 	}
