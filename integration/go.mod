@@ -28,6 +28,7 @@ require (
 	github.com/understudy-ml/understudy/services/platform v0.0.0
 	github.com/understudy-ml/understudy/services/tap v0.0.0
 	github.com/understudy-ml/understudy/services/understudy v0.0.0
+	github.com/valyala/fasthttp v1.78.0
 )
 
 require (
@@ -54,7 +55,6 @@ require (
 	github.com/twmb/franz-go/pkg/sr v1.8.0 // indirect
 	github.com/understudy-ml/understudy/services/joiner v0.0.0 // indirect
 	github.com/valyala/bytebufferpool v1.0.0 // indirect
-	github.com/valyala/fasthttp v1.78.0 // indirect
 	golang.org/x/net v0.62.0 // indirect
 	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect

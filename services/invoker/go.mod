@@ -9,6 +9,7 @@ replace github.com/understudy-ml/understudy/services/platform => ../platform
 require (
 	github.com/prometheus/client_golang v1.25.0
 	github.com/twmb/franz-go v1.22.3
+	github.com/twmb/franz-go/pkg/kadm v1.20.0
 	github.com/twmb/franz-go/pkg/kfake v0.0.0-20260918054303-01f206a7e32c
 	github.com/understudy-ml/understudy/schemas v0.0.0
 	github.com/understudy-ml/understudy/services/platform v0.0.0

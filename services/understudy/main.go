@@ -20,6 +20,7 @@ type command struct {
 var commands = []command{
 	{"demo", "run the whole pipeline in one process with demo models and traffic", runDemo},
 	{"topics", "create Understudy's topics (`understudy topics create`)", runTopics},
+	{"replay", "replay recorded traffic of a time window into a shadow, tagged with a run id", runReplay},
 	{"model", "serve a demo model (champion or candidate) over the Open Inference Protocol v2", runModel},
 }
 
