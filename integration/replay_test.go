@@ -39,8 +39,10 @@ func TestReplayWindowIntoNewShadow(t *testing.T) {
 	for i := range 300 {
 		at := base.Add(time.Duration(i) * 36 * time.Second) // 300 events over 3 h
 		id := fmt.Sprintf("%s-%03d", experimentName, i)
-		v, _ := codecs.Inference.Encode(nil, schemas.InferenceEvent{RequestID: id, Experiment: experimentName, EventTime: at,
-			Request: schemas.HTTPRequest{Method: "POST", Path: "/v2/models/m/infer", Body: []byte(`{}`)}})
+		v, _ := codecs.Inference.Encode(nil, schemas.InferenceEvent{
+			RequestID: id, Experiment: experimentName, EventTime: at,
+			Request: schemas.HTTPRequest{Method: "POST", Path: "/v2/models/m/infer", Body: []byte(`{}`)},
+		})
 		if err := cl.ProduceSync(ctx, &kgo.Record{Key: []byte(id), Value: v, Timestamp: at}).FirstErr(); err != nil {
 			t.Fatal(err)
 		}

@@ -172,8 +172,10 @@ func produce(brokers, exp string, n int) error {
 	body := []byte(`{"inputs":[{"name":"features","shape":[1,4],"datatype":"FP64","data":[0.5,-1.25,0.75,2]}]}`)
 	for i := range n {
 		id := fmt.Sprintf("%s-%07d", exp, i)
-		v, err := codecs.Inference.Encode(nil, schemas.InferenceEvent{RequestID: id, Experiment: exp, EventTime: time.Now(),
-			Request: schemas.HTTPRequest{Method: "POST", Path: "/v2/models/m/infer", ContentType: "application/json", Body: body}})
+		v, err := codecs.Inference.Encode(nil, schemas.InferenceEvent{
+			RequestID: id, Experiment: exp, EventTime: time.Now(),
+			Request: schemas.HTTPRequest{Method: "POST", Path: "/v2/models/m/infer", ContentType: "application/json", Body: body},
+		})
 		if err != nil {
 			return err
 		}

@@ -84,7 +84,6 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Invoker, e
 		kgo.TransactionalID("understudy-invoker-"+cfg.InstanceID),
 		kgo.TransactionTimeout(60*time.Second),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.RequireStableFetchOffsets(),
 		kgo.DefaultProduceTopic(schemas.TopicShadow),
 	)...)
 	if err != nil {
