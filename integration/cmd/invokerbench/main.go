@@ -84,38 +84,40 @@ func run(events, shadows, slowEvents int, slowLatency, slowFor time.Duration, ou
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), host, runtime.NumCPU())
 
 	// Throughput.
-	exp := fmt.Sprintf("tput-%d", time.Now().UnixNano())
-	step("producing %d events", events)
-	if err := produce(brokers, exp, events); err != nil {
-		return err
+	if events > 0 {
+		exp := fmt.Sprintf("tput-%d", time.Now().UnixNano())
+		step("producing %d events", events)
+		if err := produce(brokers, exp, events); err != nil {
+			return err
+		}
+		var yaml strings.Builder
+		fmt.Fprintf(&yaml, "experiments:\n  - name: %s\n    shadows:\n", exp)
+		for i := range shadows {
+			fmt.Fprintf(&yaml, "      - {name: s%d, url: %s, max_in_flight: 128}\n", i, fast)
+		}
+		cmd, ops, err := startInvoker(tmp, bin, brokers, exp, yaml.String())
+		if err != nil {
+			return err
+		}
+		if profile != "" {
+			go fetch(ops+"/debug/pprof/profile?seconds=8", profile)
+		}
+		want := float64(events * shadows)
+		first, last := waitCalls(ops, want, 5*time.Minute)
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		rate := want / last.Sub(first).Seconds()
+		step("throughput: %.0f calls/s", rate)
+		fmt.Fprintf(&report, "## Throughput against a fast local shadow\n\n%d events × %d shadows = %.0f calls, %d-event transactions: **%.0f calls/s** (%.0f events/s), from the first result to the last.\n\n",
+			events, shadows, want, 2000, rate, rate/float64(shadows))
 	}
-	var yaml strings.Builder
-	fmt.Fprintf(&yaml, "experiments:\n  - name: %s\n    shadows:\n", exp)
-	for i := range shadows {
-		fmt.Fprintf(&yaml, "      - {name: s%d, url: %s, max_in_flight: 128}\n", i, fast)
-	}
-	cmd, ops, err := startInvoker(tmp, bin, brokers, exp, yaml.String())
-	if err != nil {
-		return err
-	}
-	if profile != "" {
-		go fetch(ops+"/debug/pprof/profile?seconds=8", profile)
-	}
-	want := float64(events * shadows)
-	first, last := waitCalls(ops, want, 5*time.Minute)
-	_ = cmd.Process.Kill()
-	_ = cmd.Wait()
-	rate := want / last.Sub(first).Seconds()
-	step("throughput: %.0f calls/s", rate)
-	fmt.Fprintf(&report, "## Throughput against a fast local shadow\n\n%d events × %d shadows = %.0f calls, %d-event transactions: **%.0f calls/s** (%.0f events/s), from the first result to the last.\n\n",
-		events, shadows, want, 2000, rate, rate/float64(shadows))
 
 	// Memory under a slow shadow.
-	exp = fmt.Sprintf("slow-%d", time.Now().UnixNano())
+	exp := fmt.Sprintf("slow-%d", time.Now().UnixNano())
 	if err := produce(brokers, exp, slowEvents); err != nil {
 		return err
 	}
-	cmd, ops, err = startInvoker(tmp, bin, brokers, exp, fmt.Sprintf("experiments:\n  - name: %s\n    shadows:\n      - {name: slow, url: %s, max_in_flight: 8, timeout: 1s}\n", exp, slow))
+	cmd, ops, err := startInvoker(tmp, bin, brokers, exp, fmt.Sprintf("experiments:\n  - name: %s\n    shadows:\n      - {name: slow, url: %s, max_in_flight: 8, timeout: 1s}\n", exp, slow))
 	if err != nil {
 		return err
 	}

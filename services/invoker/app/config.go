@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/understudy-ml/understudy/schemas"
@@ -25,6 +26,7 @@ type Config struct {
 	InstanceID      string // stable per replica: the transactional id is understudy-invoker-<instance-id>
 	ExperimentsFile string // YAML experiments; reloaded on SIGHUP
 	MaxBatch        int    // events per transaction
+	FetchMaxBytes   int32  // bytes fetched ahead of processing; with MaxBatch, bounds memory under lag
 
 	// The single shadow used when ExperimentsFile is empty.
 	Experiment    string
@@ -42,16 +44,17 @@ type Config struct {
 func NewDefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
-		Common:      svc.NewCommon("invoker", ":9102"),
-		Group:       "understudy-invoker",
-		InstanceID:  host,
-		MaxBatch:    2000,
-		Experiment:  AnyExperiment,
-		ShadowName:  "candidate",
-		ShadowRole:  schemas.RoleCandidate,
-		Protocol:    predict.ProtocolOIPv2,
-		Timeout:     2 * time.Second,
-		MaxInFlight: 64,
+		Common:        svc.NewCommon("invoker", ":9102"),
+		Group:         "understudy-invoker",
+		InstanceID:    host,
+		MaxBatch:      2000,
+		FetchMaxBytes: 8 << 20,
+		Experiment:    AnyExperiment,
+		ShadowName:    "candidate",
+		ShadowRole:    schemas.RoleCandidate,
+		Protocol:      predict.ProtocolOIPv2,
+		Timeout:       2 * time.Second,
+		MaxInFlight:   64,
 	}
 }
 
@@ -62,6 +65,11 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.InstanceID, "instance-id", c.InstanceID, "stable id of this replica (transactional id suffix); must differ between replicas and survive restarts")
 	fs.StringVar(&c.ExperimentsFile, "experiments.file", c.ExperimentsFile, "YAML experiments file (reloaded on SIGHUP); without it the shadow.* flags define one shadow")
 	fs.IntVar(&c.MaxBatch, "batch.max-events", c.MaxBatch, "events per Kafka transaction")
+	fs.Func("batch.fetch-max-bytes", fmt.Sprintf("bytes fetched ahead of processing; with batch.max-events it bounds memory while a slow shadow builds lag (default %d)", c.FetchMaxBytes), func(v string) error {
+		n, err := strconv.ParseInt(v, 10, 32)
+		c.FetchMaxBytes = int32(n)
+		return err
+	})
 	fs.StringVar(&c.Experiment, "experiment", c.Experiment, "single shadow: experiment to shadow (* for all)")
 	fs.StringVar(&c.ShadowName, "shadow.name", c.ShadowName, "single shadow: name used in results and comparisons")
 	fs.StringVar(&c.ShadowRole, "shadow.role", c.ShadowRole, "single shadow: candidate or noise_baseline")
@@ -95,6 +103,9 @@ func (c *Config) Validate() error {
 	}
 	if c.InstanceID == "" {
 		errs = append(errs, errors.New("instance-id: required (stable per replica)"))
+	}
+	if c.FetchMaxBytes < 1<<20 {
+		errs = append(errs, errors.New("batch.fetch-max-bytes: must be at least 1 MiB"))
 	}
 	if c.MaxBatch < 1 {
 		errs = append(errs, errors.New("batch.max-events: must be at least 1"))

@@ -84,6 +84,8 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Invoker, e
 		kgo.TransactionalID("understudy-invoker-"+cfg.InstanceID),
 		kgo.TransactionTimeout(60*time.Second),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxBytes(cfg.FetchMaxBytes),
+		kgo.FetchMaxPartitionBytes(min(cfg.FetchMaxBytes, 1<<20)),
 		kgo.DefaultProduceTopic(schemas.TopicShadow),
 	)...)
 	if err != nil {
