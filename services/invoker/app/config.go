@@ -26,7 +26,7 @@ type Config struct {
 	InstanceID      string // stable per replica: the transactional id is understudy-invoker-<instance-id>
 	ExperimentsFile string // YAML experiments; reloaded on SIGHUP
 	MaxBatch        int    // events per transaction
-	FetchMaxBytes   int32  // bytes fetched ahead of processing; with MaxBatch, bounds memory under lag
+	FetchMaxBytes   int32  // compressed bytes fetched ahead of processing; with MaxBatch, bounds memory under lag
 
 	// The single shadow used when ExperimentsFile is empty.
 	Experiment    string
@@ -48,7 +48,7 @@ func NewDefaultConfig() Config {
 		Group:         "understudy-invoker",
 		InstanceID:    host,
 		MaxBatch:      2000,
-		FetchMaxBytes: 8 << 20,
+		FetchMaxBytes: 1 << 20,
 		Experiment:    AnyExperiment,
 		ShadowName:    "candidate",
 		ShadowRole:    schemas.RoleCandidate,
@@ -65,7 +65,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.InstanceID, "instance-id", c.InstanceID, "stable id of this replica (transactional id suffix); must differ between replicas and survive restarts")
 	fs.StringVar(&c.ExperimentsFile, "experiments.file", c.ExperimentsFile, "YAML experiments file (reloaded on SIGHUP); without it the shadow.* flags define one shadow")
 	fs.IntVar(&c.MaxBatch, "batch.max-events", c.MaxBatch, "events per Kafka transaction")
-	fs.Func("batch.fetch-max-bytes", fmt.Sprintf("bytes fetched ahead of processing; with batch.max-events it bounds memory while a slow shadow builds lag (default %d)", c.FetchMaxBytes), func(v string) error {
+	fs.Func("batch.fetch-max-bytes", fmt.Sprintf("compressed bytes fetched ahead of processing (events compress about 10x); with batch.max-events it bounds memory while a slow shadow builds lag (default %d)", c.FetchMaxBytes), func(v string) error {
 		n, err := strconv.ParseInt(v, 10, 32)
 		c.FetchMaxBytes = int32(n)
 		return err
@@ -104,8 +104,8 @@ func (c *Config) Validate() error {
 	if c.InstanceID == "" {
 		errs = append(errs, errors.New("instance-id: required (stable per replica)"))
 	}
-	if c.FetchMaxBytes < 1<<20 {
-		errs = append(errs, errors.New("batch.fetch-max-bytes: must be at least 1 MiB"))
+	if c.FetchMaxBytes < 64<<10 {
+		errs = append(errs, errors.New("batch.fetch-max-bytes: must be at least 64 KiB"))
 	}
 	if c.MaxBatch < 1 {
 		errs = append(errs, errors.New("batch.max-events: must be at least 1"))
