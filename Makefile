@@ -50,6 +50,10 @@ golden-python: ## Prove Python (fastavro) writes byte-identical events to the go
 bench-tap: ## Tap latency and CPU vs direct and nginx+mirror, plus Kafka isolation (writes bench-results/tap.md).
 	@scripts/bench-tap.sh
 
+.PHONY: bench-invoker
+bench-invoker: ## Invoker throughput and memory under a slow shadow on the real broker (writes bench-results/invoker.md).
+	@scripts/bench-invoker.sh
+
 .PHONY: bench
 bench: ## Run the Go benchmarks of every module.
 	@for m in $(UNIT_MODULES); do (cd $$m && go test -run '^$$' -bench . -benchmem ./...) || exit 1; done

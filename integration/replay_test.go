@@ -23,21 +23,21 @@ func (nopObserver) Called(string, string, time.Duration) {}
 func (nopObserver) InFlight(string, int)                 {}
 func (nopObserver) Circuit(string, bool)                 {}
 
-// TestReplayWindowIntoNewShadow records 300 events spread over three hours (record timestamps
-// equal to event times), replays the middle hour into a new shadow, interrupts the replay
-// after its first batch and resumes it: exactly the 100 events of the window get one result
-// each, tagged with the run id.
+// TestReplayWindowIntoNewShadow records 300 events 10 ms apart (record timestamps equal to event
+// times, increasing like a real log's), replays the middle second into a new shadow, interrupts
+// the replay after its first batch and resumes it: exactly the 100 events of the window get
+// one result each, tagged with the run id.
 func TestReplayWindowIntoNewShadow(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	ensureTopics(ctx, t)
 	experimentName := fmt.Sprintf("replay-%d", time.Now().UnixNano())
-	base := time.Now().Add(-6 * time.Hour).Truncate(time.Hour)
+	base := time.Now().Truncate(time.Millisecond)
 	codecs, _ := schemas.NewCodecs()
 	cl := newClient(t, kgo.DefaultProduceTopic(schemas.TopicInference))
 	inWindow := map[string]bool{}
 	for i := range 300 {
-		at := base.Add(time.Duration(i) * 36 * time.Second) // 300 events over 3 h
+		at := base.Add(time.Duration(i) * 10 * time.Millisecond)
 		id := fmt.Sprintf("%s-%03d", experimentName, i)
 		v, _ := codecs.Inference.Encode(nil, schemas.InferenceEvent{
 			RequestID: id, Experiment: experimentName, EventTime: at,
@@ -46,7 +46,7 @@ func TestReplayWindowIntoNewShadow(t *testing.T) {
 		if err := cl.ProduceSync(ctx, &kgo.Record{Key: []byte(id), Value: v, Timestamp: at}).FirstErr(); err != nil {
 			t.Fatal(err)
 		}
-		if !at.Before(base.Add(time.Hour)) && at.Before(base.Add(2*time.Hour)) {
+		if !at.Before(base.Add(time.Second)) && at.Before(base.Add(2*time.Second)) {
 			inWindow[id] = true
 		}
 	}
@@ -59,7 +59,7 @@ func TestReplayWindowIntoNewShadow(t *testing.T) {
 	s := experiment.Shadow{Name: "v8", URL: shadowURL, MaxInFlight: 1}
 	s.Defaults()
 	opts := replay.Options{
-		Kafka: kc, Experiment: experimentName, From: base.Add(time.Hour), To: base.Add(2 * time.Hour),
+		Kafka: kc, Experiment: experimentName, From: base.Add(time.Second), To: base.Add(2 * time.Second),
 		Shadow: s, RunID: "run-" + experimentName, StateFile: filepath.Join(t.TempDir(), "state.json"), Batch: 25,
 	}
 	// First attempt: interrupted after its first acknowledged batch.
