@@ -8,10 +8,13 @@ const (
 	TopicLabels      = "understudy.labels.v1"
 	TopicComparisons = "understudy.comparisons.v1"
 	TopicDeadLetter  = "understudy.deadletter.v1"
+	// TopicJoinerState is the joiner's compacted changelog of pending joins (values are
+	// Comparison records with status "pending" or "emitted"; a tombstone forgets a key).
+	TopicJoinerState = "understudy.joiner-state.v1"
 )
 
 // Topics lists every Understudy topic in a stable order.
-var Topics = []string{TopicInference, TopicShadow, TopicLabels, TopicComparisons, TopicDeadLetter}
+var Topics = []string{TopicInference, TopicShadow, TopicLabels, TopicComparisons, TopicDeadLetter, TopicJoinerState}
 
 // Dead-letter convention: a record that a service cannot process is copied to TopicDeadLetter
 // with its original key and value bytes untouched and these headers (values are UTF-8 text).

@@ -139,6 +139,10 @@ const (
 	StatusShadowMissing   = "shadow_missing"
 	StatusChampionMissing = "champion_missing"
 	StatusShadowError     = "shadow_error"
+
+	// StatusPending and StatusEmitted appear only in the joiner's state changelog.
+	StatusPending = "pending"
+	StatusEmitted = "emitted"
 )
 
 // Outcome is one side of a comparison: the champion or one shadow.

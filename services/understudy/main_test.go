@@ -32,8 +32,8 @@ func TestTopicsCreateIsIdempotent(t *testing.T) {
 		if code := runTopics(context.Background(), args, &out, &errOut); code != 0 {
 			t.Fatalf("run %d: code %d: %s", i, code, errOut.String())
 		}
-		if n := strings.Count(out.String(), verb); n != 5 {
-			t.Fatalf("run %d: want 5 topics %q, got:\n%s", i, verb, out.String())
+		if n := strings.Count(out.String(), verb); n != 6 {
+			t.Fatalf("run %d: want 6 topics %q, got:\n%s", i, verb, out.String())
 		}
 	}
 }

@@ -80,9 +80,12 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Invoker, e
 	inv.callers.Store(set)
 	inv.sess, err = kgo.NewGroupTransactSession(append(cfg.Kafka.Opts(),
 		kgo.ConsumerGroup(cfg.Group),
+		// Static membership: a restarted replica takes its place back at once instead of
+		// waiting for its predecessor's session to time out.
+		kgo.InstanceID("understudy-invoker-"+cfg.InstanceID),
 		kgo.ConsumeTopics(schemas.TopicInference),
 		kgo.TransactionalID("understudy-invoker-"+cfg.InstanceID),
-		kgo.TransactionTimeout(60*time.Second),
+		kgo.TransactionTimeout(30*time.Second), // results are produced at the end of a batch, so transactions are short
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.FetchMaxBytes(cfg.FetchMaxBytes),
 		kgo.FetchMaxPartitionBytes(min(cfg.FetchMaxBytes, 1<<20)),
@@ -139,6 +142,14 @@ func (inv *Invoker) Run(ctx context.Context) error {
 	defer func() { inv.callers.Load().close() }()
 	if err := registry.Configure(ctx, inv.cfg.Registry, inv.codecs); err != nil {
 		return err
+	}
+	// Loading the producer id now fences a crashed predecessor with the same transactional id
+	// and aborts its open transaction, instead of waiting for the broker's timeout.
+	if _, _, err := inv.sess.Client().ProducerID(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("init transactional producer: %w", err)
 	}
 	inv.logger.Info("invoker starting", "group", inv.cfg.Group, "instance_id", inv.cfg.InstanceID, "experiments", len(inv.callers.Load().byExperiment))
 	g, gctx := errgroup.WithContext(ctx)

@@ -60,7 +60,8 @@ func (c *Config) Validate() error {
 // Spec is one topic to ensure.
 type Spec struct {
 	Name      string
-	Retention time.Duration
+	Retention time.Duration // ignored for compacted topics
+	Compact   bool          // cleanup.policy=compact: keep the latest value per key
 }
 
 // Result says what Ensure did with one topic.
@@ -91,7 +92,10 @@ func Ensure(ctx context.Context, cl *kgo.Client, c Config, specs []Spec) ([]Resu
 			continue
 		}
 		configs := map[string]*string{}
-		if s.Retention > 0 {
+		if s.Compact {
+			compact := "compact"
+			configs["cleanup.policy"] = &compact
+		} else if s.Retention > 0 {
 			ms := strconv.FormatInt(s.Retention.Milliseconds(), 10)
 			configs["retention.ms"] = &ms
 		}
@@ -197,8 +201,8 @@ func checkCounts(counts map[string]int, want int) error {
 	return fmt.Errorf("%w: partition counts %s; every joined topic needs the same count or records of one request land on different partitions", ErrPartitionMismatch, strings.Join(all, ", "))
 }
 
-// Understudy returns the specs of every Understudy topic under c: data topics with c.Retention
-// and the dead-letter topic with c.DeadLetterRetention.
+// Understudy returns the specs of every Understudy topic under c: data topics with c.Retention,
+// the dead-letter topic with c.DeadLetterRetention and the joiner's compacted state changelog.
 func Understudy(c Config) []Spec {
 	return []Spec{
 		{Name: schemas.TopicInference, Retention: c.Retention},
@@ -206,5 +210,6 @@ func Understudy(c Config) []Spec {
 		{Name: schemas.TopicLabels, Retention: c.Retention},
 		{Name: schemas.TopicComparisons, Retention: c.Retention},
 		{Name: schemas.TopicDeadLetter, Retention: c.DeadLetterRetention},
+		{Name: schemas.TopicJoinerState, Compact: true},
 	}
 }

@@ -38,7 +38,7 @@ func TestEnsureIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(first) != 5 || len(second) != 5 {
+	if len(first) != 6 || len(second) != 6 {
 		t.Fatalf("results: %v / %v", first, second)
 	}
 	for i := range first {
