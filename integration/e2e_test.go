@@ -66,17 +66,16 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	// Wait until the aggregator has stored offsets at the end of the comparisons topic and
-	// the joiner has nothing pending, so a late duplicate would have been counted by now.
-	adm := kadm.NewClient(cl)
+	// Wait for the 1,000th comparison in Postgres, read the whole comparisons topic, then wait
+	// until the aggregator's stored offsets are past its last record, so that a late duplicate
+	// would have been counted by now.
 	deadline := time.Now().Add(2 * time.Minute)
-	var counts map[string]int64
 	for {
-		counts, err = aggregator.Counts(ctx, db, experiment)
+		counts, err := aggregator.Counts(ctx, db, experiment)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if sum(counts) >= requests && caughtUp(ctx, t, adm, db) {
+		if sum(counts) >= requests {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -84,10 +83,20 @@ func TestEndToEnd(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	ids, last := readComparisonIDs(ctx, t, experiment)
+	for !caughtUp(ctx, t, db, last) {
+		if time.Now().After(deadline) {
+			t.Fatal("the aggregator never consumed the whole comparisons topic")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	counts, err := aggregator.Counts(ctx, db, experiment)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if sum(counts) != requests || counts[schemas.StatusComplete] != requests {
 		t.Fatalf("Postgres counts %v, want exactly %d complete comparisons", counts, requests)
 	}
-	ids := readComparisonIDs(ctx, t, experiment)
 	if len(ids) != requests {
 		t.Fatalf("%d distinct request ids in the comparisons topic, want %d", len(ids), requests)
 	}
@@ -132,40 +141,39 @@ func waitReady(t *testing.T, ctx context.Context, p *pipeline.Pipeline) {
 	}
 }
 
-// caughtUp reports whether the aggregator's stored offsets reach the end of every partition
-// of the comparisons topic.
-func caughtUp(ctx context.Context, t *testing.T, adm *kadm.Client, db *pgxpool.Pool) bool {
+// caughtUp reports whether the aggregator's stored offsets are past the last comparison record
+// of every partition (last holds those records' offsets).
+func caughtUp(ctx context.Context, t *testing.T, db *pgxpool.Pool, last map[int32]int64) bool {
 	t.Helper()
-	ends, err := adm.ListEndOffsets(ctx, schemas.TopicComparisons)
-	if err != nil {
-		t.Fatal(err)
-	}
 	stored, err := aggregator.StoredOffsets(ctx, db, aggregator.NewDefaultConfig().Group)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ok := true
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 && stored[o.Topic][o.Partition] != o.Offset {
-			ok = false
+	for p, off := range last {
+		if stored[schemas.TopicComparisons][p] <= off {
+			return false
 		}
-	})
-	return ok
+	}
+	return true
 }
 
-func readComparisonIDs(ctx context.Context, t *testing.T, experiment string) map[string]int {
+// readComparisonIDs reads the comparisons topic to its end (read_committed) and returns how
+// many comparisons each request id of experiment has, and the last data record's offset of
+// every partition. Transaction markers are kept so that the end is seen even when it is one.
+func readComparisonIDs(ctx context.Context, t *testing.T, experiment string) (map[string]int, map[int32]int64) {
 	t.Helper()
 	codecs, err := schemas.NewCodecs()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(broker.Brokers, ",")...), kgo.ConsumeTopics(schemas.TopicComparisons),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
+	last := map[int32]int64{}
 	ends, err := adm.ListEndOffsets(ctx, schemas.TopicComparisons)
 	if err != nil {
 		t.Fatal(err)
@@ -188,6 +196,10 @@ func readComparisonIDs(ctx context.Context, t *testing.T, experiment string) map
 			if r.Offset+1 >= remaining[r.Partition] {
 				delete(remaining, r.Partition)
 			}
+			if r.Attrs.IsControl() {
+				return
+			}
+			last[r.Partition] = r.Offset
 			c, err := codecs.Comparison.Decode(ctx, r.Value)
 			if err != nil {
 				t.Errorf("undecodable comparison at %d@%d: %v", r.Partition, r.Offset, err)
@@ -198,7 +210,7 @@ func readComparisonIDs(ctx context.Context, t *testing.T, experiment string) map
 			}
 		})
 	}
-	return ids
+	return ids, last
 }
 
 func sum(m map[string]int64) int64 {

@@ -7,146 +7,232 @@ import (
 	"github.com/understudy-ml/understudy/schemas"
 )
 
-// topicPartition identifies an input partition.
-type topicPartition struct {
-	topic     string
-	partition int32
-}
-
-// pending is a join waiting for its missing sides.
+// pending is a join waiting for its missing sides: a partial Comparison (champion nil until it
+// arrives) and when it was first seen (processing time).
 type pending struct {
-	champion  *schemas.InferenceEvent
-	shadows   map[string]schemas.ShadowResult
+	cmp       schemas.Comparison
 	firstSeen time.Time
-	partition int32
-	offsets   map[string]int64 // lowest input offset per topic that contributed to this join
 }
 
-// joinState aligns champion events and shadow results by request id. It is not safe for
-// concurrent use. A join completes when the champion and every expected shadow have arrived,
-// or expires window after its first input (processing time); each request id is emitted once
-// while it is remembered (2×window after emission), later duplicates are counted and dropped.
+// partState is the state of one input partition.
+type partState struct {
+	pending   map[string]*pending
+	emitted   map[string]time.Time // request ids already emitted, when (processing time)
+	watermark time.Time            // latest event time seen on the partition
+}
+
+func newPartState() *partState {
+	return &partState{pending: map[string]*pending{}, emitted: map[string]time.Time{}}
+}
+
+// change is one key's state as written to the changelog: a pending join, an emitted marker,
+// or nothing (a tombstone).
+type change struct {
+	partition int32
+	id        string
+	pending   *pending
+	emittedAt time.Time // set for an emitted marker
+}
+
+// undoEntry is a key's state before the current batch touched it.
+type undoEntry struct {
+	partition int32
+	pending   *pending
+	emitted   time.Time
+	hadEmit   bool
+}
+
+// joinState aligns champion events and shadow results by request id, partition by partition.
+// It is not safe for concurrent use.
+//
+// A join completes when the champion and every expected shadow have arrived. It closes
+// incomplete when the partition's event-time watermark passes its event time by window+grace,
+// or, for idle partitions, window+grace after it was first seen (processing time). Each request
+// id is emitted once; emitted ids are remembered for 2×(window+grace) to drop late duplicates.
+// Every change of the current batch is recorded so that it can be written to the changelog in
+// the batch's transaction (changes) and undone if the transaction aborts (rollback).
 type joinState struct {
 	expected []string
-	window   time.Duration
-	pending  map[string]*pending
-	emitted  map[string]time.Time
-	consumed map[topicPartition]int64 // next offset to consume per input partition
+	horizon  time.Duration // window + grace
+	parts    map[int32]*partState
+	undo     map[string]undoEntry
+	dirty    map[string]int32
 	dupes    int
 }
 
-func newJoinState(expected []string, window time.Duration) *joinState {
-	return &joinState{
-		expected: expected, window: window,
-		pending:  map[string]*pending{},
-		emitted:  map[string]time.Time{},
-		consumed: map[topicPartition]int64{},
-	}
+func newJoinState(expected []string, window, grace time.Duration) *joinState {
+	return &joinState{expected: expected, horizon: window + grace, parts: map[int32]*partState{}, undo: map[string]undoEntry{}, dirty: map[string]int32{}}
 }
 
-func (j *joinState) entry(id string, tp topicPartition, offset int64, now time.Time) *pending {
-	j.consumed[tp] = offset + 1
-	if _, done := j.emitted[id]; done {
+func (j *joinState) part(p int32) *partState {
+	ps := j.parts[p]
+	if ps == nil {
+		ps = newPartState()
+		j.parts[p] = ps
+	}
+	return ps
+}
+
+// touch records a key's state before its first change in this batch.
+func (j *joinState) touch(p int32, id string) {
+	j.dirty[id] = p
+	if _, ok := j.undo[id]; ok {
+		return
+	}
+	ps := j.part(p)
+	u := undoEntry{partition: p}
+	if pd := ps.pending[id]; pd != nil {
+		c := *pd
+		c.cmp.Shadows = append([]schemas.Outcome(nil), pd.cmp.Shadows...)
+		u.pending = &c
+	}
+	u.emitted, u.hadEmit = ps.emitted[id]
+	j.undo[id] = u
+}
+
+// entry returns the pending join of id, creating it; nil when id was already emitted.
+func (j *joinState) entry(p int32, id string, eventTime, now time.Time) *pending {
+	ps := j.part(p)
+	if eventTime.After(ps.watermark) {
+		ps.watermark = eventTime
+	}
+	if _, done := ps.emitted[id]; done {
 		j.dupes++
 		return nil
 	}
-	p := j.pending[id]
-	if p == nil {
-		p = &pending{shadows: map[string]schemas.ShadowResult{}, firstSeen: now, partition: tp.partition, offsets: map[string]int64{}}
-		j.pending[id] = p
+	j.touch(p, id)
+	pd := ps.pending[id]
+	if pd == nil {
+		pd = &pending{cmp: schemas.Comparison{RequestID: id, EventTime: eventTime}, firstSeen: now}
+		ps.pending[id] = pd
 	}
-	if o, ok := p.offsets[tp.topic]; !ok || offset < o {
-		p.offsets[tp.topic] = offset
-	}
-	return p
+	return pd
 }
 
 // addChampion records a champion event and returns the comparison it completes, if any.
-func (j *joinState) addChampion(ev schemas.InferenceEvent, tp topicPartition, offset int64, now time.Time) *schemas.Comparison {
-	p := j.entry(ev.RequestID, tp, offset, now)
-	if p == nil {
+func (j *joinState) addChampion(p int32, ev schemas.InferenceEvent, now time.Time) *schemas.Comparison {
+	pd := j.entry(p, ev.RequestID, ev.EventTime, now)
+	if pd == nil {
 		return nil
 	}
-	if p.champion != nil {
+	if pd.cmp.Champion != nil {
 		j.dupes++
 		return nil
 	}
-	p.champion = &ev
-	return j.completeIf(ev.RequestID, p, now)
+	pd.cmp.Experiment, pd.cmp.Tenant, pd.cmp.EventTime = ev.Experiment, ev.Tenant, ev.EventTime
+	pd.cmp.Champion = &schemas.Outcome{
+		Name: ev.Model.Name, Version: ev.Model.Version, Role: schemas.RoleChampion, Status: ev.Response.Status,
+		Prediction: ev.Response.Prediction, Latency: ev.Latency, Error: ev.Error,
+	}
+	return j.completeIf(p, pd, now)
 }
 
-// addShadow records a shadow result and returns the comparison it completes, if any.
-func (j *joinState) addShadow(res schemas.ShadowResult, tp topicPartition, offset int64, now time.Time) *schemas.Comparison {
-	p := j.entry(res.RequestID, tp, offset, now)
-	if p == nil {
+// addShadow records a shadow result and returns the comparison it completes, if any. Replay
+// results (with a run id) are not part of the live join and are ignored.
+func (j *joinState) addShadow(p int32, res schemas.ShadowResult, now time.Time) *schemas.Comparison {
+	if res.RunID != "" {
 		return nil
 	}
-	if _, seen := p.shadows[res.Shadow]; seen {
-		j.dupes++
+	pd := j.entry(p, res.RequestID, res.EventTime, now)
+	if pd == nil {
 		return nil
 	}
-	p.shadows[res.Shadow] = res
-	return j.completeIf(res.RequestID, p, now)
-}
-
-func (j *joinState) completeIf(id string, p *pending, now time.Time) *schemas.Comparison {
-	if p.champion == nil {
-		return nil
-	}
-	for _, s := range j.expected {
-		if _, ok := p.shadows[s]; !ok {
+	for _, s := range pd.cmp.Shadows {
+		if s.Name == res.Shadow {
+			j.dupes++
 			return nil
 		}
 	}
-	c := j.emit(id, p, now)
+	if pd.cmp.Champion == nil {
+		pd.cmp.Experiment, pd.cmp.Tenant = res.Experiment, res.Tenant
+	}
+	pd.cmp.Shadows = append(pd.cmp.Shadows, schemas.Outcome{
+		Name: res.Shadow, Version: res.Model.Version, Role: res.Role, Status: res.Response.Status,
+		Prediction: res.Response.Prediction, Latency: res.Latency, Error: res.Error,
+	})
+	return j.completeIf(p, pd, now)
+}
+
+func (j *joinState) completeIf(p int32, pd *pending, now time.Time) *schemas.Comparison {
+	if pd.cmp.Champion == nil {
+		return nil
+	}
+	have := map[string]bool{}
+	for _, s := range pd.cmp.Shadows {
+		have[s.Name] = true
+	}
+	for _, s := range j.expected {
+		if !have[s] {
+			return nil
+		}
+	}
+	c := j.emit(p, pd, now)
 	return &c
 }
 
-// expire emits every join older than the window, incomplete.
+// due reports whether any join or emitted marker can expire at now.
+func (j *joinState) due(now time.Time) bool {
+	for _, ps := range j.parts {
+		for _, pd := range ps.pending {
+			if j.expired(ps, pd, now) {
+				return true
+			}
+		}
+		for _, at := range ps.emitted {
+			if now.Sub(at) >= 2*j.horizon {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (j *joinState) expired(ps *partState, pd *pending, now time.Time) bool {
+	return ps.watermark.Sub(pd.cmp.EventTime) >= j.horizon || now.Sub(pd.firstSeen) >= j.horizon
+}
+
+// expire closes every join past its window, incomplete, and forgets old emitted markers.
 func (j *joinState) expire(now time.Time) []schemas.Comparison {
 	var out []schemas.Comparison
-	for id, p := range j.pending {
-		if now.Sub(p.firstSeen) >= j.window {
-			out = append(out, j.emit(id, p, now))
+	for p, ps := range j.parts {
+		for id, pd := range ps.pending {
+			if j.expired(ps, pd, now) {
+				j.touch(p, id)
+				out = append(out, j.emit(p, pd, now))
+			}
+		}
+		for id, at := range ps.emitted {
+			if now.Sub(at) >= 2*j.horizon {
+				j.touch(p, id)
+				delete(ps.emitted, id)
+			}
 		}
 	}
-	for id, at := range j.emitted {
-		if now.Sub(at) >= 2*j.window {
-			delete(j.emitted, id)
-		}
-	}
+	sort.Slice(out, func(a, b int) bool { return out[a].RequestID < out[b].RequestID })
 	return out
 }
 
-func (j *joinState) emit(id string, p *pending, now time.Time) schemas.Comparison {
-	delete(j.pending, id)
-	j.emitted[id] = now
-	c := schemas.Comparison{RequestID: id, EmittedAt: now}
-	names := make([]string, 0, len(p.shadows))
-	for n := range p.shadows {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+func (j *joinState) emit(p int32, pd *pending, now time.Time) schemas.Comparison {
+	ps := j.part(p)
+	id := pd.cmp.RequestID
+	delete(ps.pending, id)
+	ps.emitted[id] = now
+	c := pd.cmp
+	c.EmittedAt = now
+	c.Shadows = append([]schemas.Outcome(nil), pd.cmp.Shadows...)
+	sort.Slice(c.Shadows, func(a, b int) bool { return c.Shadows[a].Name < c.Shadows[b].Name })
+	have := map[string]bool{}
 	shadowErr := false
-	for _, n := range names {
-		r := p.shadows[n]
-		c.Experiment, c.Tenant, c.EventTime = r.Experiment, r.Tenant, r.EventTime
-		c.Shadows = append(c.Shadows, schemas.Outcome{
-			Name: r.Shadow, Version: r.Model.Version, Role: r.Role, Status: r.Response.Status,
-			Prediction: r.Response.Prediction, Latency: r.Latency, Error: r.Error,
-		})
-		shadowErr = shadowErr || r.Error != nil
+	for _, s := range c.Shadows {
+		have[s.Name] = true
+		shadowErr = shadowErr || s.Error != nil
 	}
-	missing := len(p.shadows) < len(j.expected)
-	if ev := p.champion; ev != nil {
-		c.Experiment, c.Tenant, c.EventTime = ev.Experiment, ev.Tenant, ev.EventTime
-		c.Champion = &schemas.Outcome{
-			Name: ev.Model.Name, Version: ev.Model.Version, Role: schemas.RoleChampion, Status: ev.Response.Status,
-			Prediction: ev.Response.Prediction, Latency: ev.Latency, Error: ev.Error,
-		}
+	missing := false
+	for _, s := range j.expected {
+		missing = missing || !have[s]
 	}
 	switch {
-	case p.champion == nil:
+	case c.Champion == nil:
 		c.Status = schemas.StatusChampionMissing
 	case missing:
 		c.Status = schemas.StatusShadowMissing
@@ -158,37 +244,74 @@ func (j *joinState) emit(id string, p *pending, now time.Time) schemas.Compariso
 	return c
 }
 
-// commitOffsets returns, per consumed input partition, the offset that is safe to commit:
-// the lowest offset still held by a pending join, or the next offset to consume. Committing
-// it means a restart re-reads every input of every pending join (at-least-once; duplicates
-// of emitted joins are dropped while remembered).
-func (j *joinState) commitOffsets() map[topicPartition]int64 {
-	out := make(map[topicPartition]int64, len(j.consumed))
-	for tp, next := range j.consumed {
-		out[tp] = next
-	}
-	for _, p := range j.pending {
-		for topic, off := range p.offsets {
-			tp := topicPartition{topic, p.partition}
-			if cur, ok := out[tp]; ok && off < cur {
-				out[tp] = off
-			}
+// changes returns the batch's changes for the changelog, in a stable order.
+func (j *joinState) changes() []change {
+	out := make([]change, 0, len(j.dirty))
+	for id, p := range j.dirty {
+		ps := j.part(p)
+		c := change{partition: p, id: id, pending: ps.pending[id]}
+		if at, ok := ps.emitted[id]; ok {
+			c.emittedAt = at
 		}
+		out = append(out, c)
 	}
+	sort.Slice(out, func(a, b int) bool { return out[a].id < out[b].id })
 	return out
 }
 
-// drop forgets the state of partitions this member no longer owns; their new owner rebuilds
-// it from the committed offsets.
-func (j *joinState) drop(partitions map[int32]bool) {
-	for id, p := range j.pending {
-		if partitions[p.partition] {
-			delete(j.pending, id)
+// commit forgets the undo log: the batch is durable.
+func (j *joinState) commit() {
+	clear(j.undo)
+	clear(j.dirty)
+	j.dupes = 0
+}
+
+// rollback restores every key the batch changed.
+func (j *joinState) rollback() {
+	for id, u := range j.undo {
+		ps := j.part(u.partition)
+		if u.pending != nil {
+			ps.pending[id] = u.pending
+		} else {
+			delete(ps.pending, id)
+		}
+		if u.hadEmit {
+			ps.emitted[id] = u.emitted
+		} else {
+			delete(ps.emitted, id)
 		}
 	}
-	for tp := range j.consumed {
-		if partitions[tp.partition] {
-			delete(j.consumed, tp)
+	clear(j.undo)
+	clear(j.dirty)
+	j.dupes = 0
+}
+
+// restore loads one changelog entry of partition p (nil c: the key was forgotten).
+func (j *joinState) restore(p int32, id string, c *schemas.Comparison) {
+	ps := j.part(p)
+	delete(ps.pending, id)
+	delete(ps.emitted, id)
+	switch {
+	case c == nil:
+	case c.Status == schemas.StatusEmitted:
+		ps.emitted[id] = c.EmittedAt
+	default:
+		cmp := *c
+		ps.pending[id] = &pending{cmp: cmp, firstSeen: c.EmittedAt}
+		if c.EventTime.After(ps.watermark) {
+			ps.watermark = c.EventTime
 		}
 	}
+}
+
+// drop forgets a partition this member no longer owns.
+func (j *joinState) drop(p int32) { delete(j.parts, p) }
+
+// size returns the number of pending joins.
+func (j *joinState) size() int {
+	n := 0
+	for _, ps := range j.parts {
+		n += len(ps.pending)
+	}
+	return n
 }

@@ -7,57 +7,53 @@ import (
 	"github.com/understudy-ml/understudy/schemas"
 )
 
-var (
-	t0      = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-	infTP   = topicPartition{schemas.TopicInference, 2}
-	shadTP  = topicPartition{schemas.TopicShadow, 2}
-	champEv = func(id string) schemas.InferenceEvent {
-		return schemas.InferenceEvent{RequestID: id, Experiment: "e", Model: schemas.ModelRef{Name: "m"}, Response: schemas.HTTPResponse{Status: 200, Prediction: schemas.Number(1)}}
-	}
-	shadowRes = func(id, name string, failed bool) schemas.ShadowResult {
-		r := schemas.ShadowResult{RequestID: id, Experiment: "e", Shadow: name, Response: schemas.HTTPResponse{Status: 200}}
-		if failed {
-			r.Error = &schemas.Error{Kind: "timeout"}
-		}
-		return r
-	}
-)
+var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
-func TestJoinStatuses(t *testing.T) {
-	j := newJoinState([]string{"a", "b"}, time.Minute)
+func champEv(id string, at time.Time) schemas.InferenceEvent {
+	return schemas.InferenceEvent{RequestID: id, Experiment: "e", EventTime: at, Model: schemas.ModelRef{Name: "m"}, Response: schemas.HTTPResponse{Status: 200, Prediction: schemas.Number(1)}}
+}
+
+func shadowRes(id, name string, at time.Time, failed bool) schemas.ShadowResult {
+	r := schemas.ShadowResult{RequestID: id, Experiment: "e", Shadow: name, EventTime: at, Response: schemas.HTTPResponse{Status: 200}}
+	if failed {
+		r.Error = &schemas.Error{Kind: "timeout"}
+	}
+	return r
+}
+
+func TestJoinStatusesWindowsAndDuplicates(t *testing.T) {
+	j := newJoinState([]string{"a", "b"}, time.Minute, 5*time.Second)
 	var got []schemas.Comparison
 	add := func(c *schemas.Comparison) {
 		if c != nil {
 			got = append(got, *c)
 		}
 	}
-	// r1: complete, shadows first (out of order).
-	add(j.addShadow(shadowRes("r1", "b", false), shadTP, 10, t0))
-	add(j.addShadow(shadowRes("r1", "a", false), shadTP, 11, t0))
-	add(j.addChampion(champEv("r1"), infTP, 5, t0))
-	// r2: one shadow failed.
-	add(j.addChampion(champEv("r2"), infTP, 6, t0))
-	add(j.addShadow(shadowRes("r2", "a", true), shadTP, 12, t0))
-	add(j.addShadow(shadowRes("r2", "b", false), shadTP, 13, t0))
-	// r3: shadow b never answers; r4: champion never arrives.
-	add(j.addChampion(champEv("r3"), infTP, 7, t0))
-	add(j.addShadow(shadowRes("r3", "a", false), shadTP, 14, t0))
-	add(j.addShadow(shadowRes("r4", "a", false), shadTP, 15, t0.Add(time.Second)))
-	// Duplicates of emitted and pending sides are dropped.
-	add(j.addChampion(champEv("r1"), infTP, 8, t0))
-	add(j.addShadow(shadowRes("r3", "a", false), shadTP, 16, t0))
+	add(j.addShadow(2, shadowRes("r1", "b", t0, false), t0)) // out of order
+	add(j.addShadow(2, shadowRes("r1", "a", t0, false), t0))
+	add(j.addChampion(2, champEv("r1", t0), t0))
+	add(j.addChampion(2, champEv("r2", t0), t0))
+	add(j.addShadow(2, shadowRes("r2", "a", t0, true), t0))
+	add(j.addShadow(2, shadowRes("r2", "b", t0, false), t0))
+	add(j.addChampion(2, champEv("r3", t0), t0))
+	add(j.addShadow(2, shadowRes("r3", "a", t0, false), t0))
+	add(j.addShadow(3, shadowRes("r4", "a", t0, false), t0))
+	add(j.addChampion(2, champEv("r1", t0), t0)) // duplicate of an emitted request
+	add(j.addShadow(2, shadowRes("r3", "a", t0, false), t0))
+	replay := shadowRes("r3", "b", t0, false)
+	replay.RunID = "replay-1"
+	add(j.addShadow(2, replay, t0)) // replay results are not part of the live join
 	if len(got) != 2 || j.dupes != 2 {
 		t.Fatalf("before expiry: %d comparisons, %d dupes", len(got), j.dupes)
 	}
-	// The pending r3 (inference offset 7, shadow 14) holds the commit point back.
-	off := j.commitOffsets()
-	if off[infTP] != 7 || off[shadTP] != 14 {
-		t.Fatalf("commit offsets = %v, want inference 7 and shadow 14", off)
+	j.commit()
+	// Event time on partition 2 advances past r3's window; partition 3 is idle.
+	add(j.addChampion(2, champEv("r5", t0.Add(66*time.Second)), t0.Add(time.Second)))
+	got = append(got, j.expire(t0.Add(time.Second))...)
+	if len(got) != 3 || got[2].RequestID != "r3" || got[2].Status != schemas.StatusShadowMissing {
+		t.Fatalf("event-time expiry: %+v", got)
 	}
-	if n := len(j.expire(t0.Add(59 * time.Second))); n != 0 {
-		t.Fatalf("%d joins expired before the window", n)
-	}
-	got = append(got, j.expire(t0.Add(61*time.Second))...)
+	got = append(got, j.expire(t0.Add(65*time.Second))...) // r4 by processing time
 	status := map[string]string{}
 	for _, c := range got {
 		status[c.RequestID] = c.Status
@@ -65,18 +61,57 @@ func TestJoinStatuses(t *testing.T) {
 	want := map[string]string{"r1": schemas.StatusComplete, "r2": schemas.StatusShadowError, "r3": schemas.StatusShadowMissing, "r4": schemas.StatusChampionMissing}
 	for id, s := range want {
 		if status[id] != s {
-			t.Errorf("%s: status %q, want %q", id, status[id], s)
+			t.Errorf("%s: %q, want %q", id, status[id], s)
 		}
 	}
-	if len(got) != 4 {
-		t.Fatalf("%d comparisons, want 4", len(got))
+}
+
+// TestRollbackRestoresTheBatch: an aborted transaction must leave the state as it was, or a
+// retried batch would see its own inputs as duplicates.
+func TestRollbackRestoresTheBatch(t *testing.T) {
+	j := newJoinState([]string{"a"}, time.Minute, 0)
+	j.addChampion(0, champEv("r1", t0), t0)
+	j.commit()
+	if c := j.addShadow(0, shadowRes("r1", "a", t0, false), t0); c == nil {
+		t.Fatal("join should complete")
 	}
-	off = j.commitOffsets()
-	if off[infTP] != 9 || off[shadTP] != 17 {
-		t.Fatalf("commit offsets after expiry = %v, want next offsets 9 and 17", off)
+	j.addChampion(0, champEv("r2", t0), t0)
+	j.rollback()
+	if c := j.addShadow(0, shadowRes("r1", "a", t0, false), t0); c == nil || c.Status != schemas.StatusComplete {
+		t.Fatalf("after rollback the retried input must complete the join again, got %+v", c)
 	}
-	j.drop(map[int32]bool{2: true})
-	if len(j.pending) != 0 || len(j.commitOffsets()) != 0 {
-		t.Fatal("drop kept state of a revoked partition")
+	if _, ok := j.parts[0].pending["r2"]; ok {
+		t.Fatal("r2 survived the rollback")
+	}
+}
+
+// TestChangesRestoreTheSameState: what the changelog gets is enough to rebuild the state.
+func TestChangesRestoreTheSameState(t *testing.T) {
+	j := newJoinState([]string{"a", "b"}, time.Minute, 0)
+	j.addChampion(1, champEv("p1", t0), t0)
+	j.addShadow(1, shadowRes("p1", "a", t0, false), t0)
+	j.addChampion(1, champEv("done", t0), t0)
+	j.addShadow(1, shadowRes("done", "a", t0, false), t0)
+	j.addShadow(1, shadowRes("done", "b", t0, false), t0)
+	changes := j.changes()
+	j.commit()
+	k := newJoinState([]string{"a", "b"}, time.Minute, 0)
+	for _, ch := range changes {
+		var c *schemas.Comparison
+		switch {
+		case ch.pending != nil:
+			v := ch.pending.cmp
+			v.Status, v.EmittedAt = schemas.StatusPending, ch.pending.firstSeen
+			c = &v
+		case !ch.emittedAt.IsZero():
+			c = &schemas.Comparison{RequestID: ch.id, Status: schemas.StatusEmitted, EmittedAt: ch.emittedAt}
+		}
+		k.restore(ch.partition, ch.id, c)
+	}
+	if c := k.addShadow(1, shadowRes("p1", "b", t0, false), t0); c == nil || c.Status != schemas.StatusComplete || c.Champion == nil {
+		t.Fatalf("restored pending join did not complete: %+v", c)
+	}
+	if c := k.addShadow(1, shadowRes("done", "b", t0, false), t0); c != nil || k.dupes != 1 {
+		t.Fatal("restored emitted marker did not drop the duplicate")
 	}
 }
