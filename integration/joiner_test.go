@@ -29,23 +29,27 @@ func TestJoinerSIGKILLExactlyOnce(t *testing.T) {
 	now := time.Now()
 	for i := range n {
 		id := fmt.Sprintf("%s-%06d", experiment, i)
-		ev, _ := codecs.Inference.Encode(nil, schemas.InferenceEvent{RequestID: id, Experiment: experiment, EventTime: now,
-			Model: schemas.ModelRef{Name: "m"}, Response: schemas.HTTPResponse{Status: 200, Prediction: schemas.Number(0.5)}})
-		res, _ := codecs.Shadow.Encode(nil, schemas.ShadowResult{RequestID: id, Experiment: experiment, Shadow: "a", EventTime: now,
-			Response: schemas.HTTPResponse{Status: 200, Prediction: schemas.Number(0.6)}})
+		ev, _ := codecs.Inference.Encode(nil, schemas.InferenceEvent{
+			RequestID: id, Experiment: experiment, EventTime: now,
+			Model: schemas.ModelRef{Name: "m"}, Response: schemas.HTTPResponse{Status: 200, Prediction: schemas.Number(0.5)},
+		})
 		cl.Produce(ctx, &kgo.Record{Topic: schemas.TopicInference, Key: []byte(id), Value: ev}, nil)
 		// Shadow results trail their events, as in production.
 		if i >= 500 {
 			prev := fmt.Sprintf("%s-%06d", experiment, i-500)
-			res, _ = codecs.Shadow.Encode(nil, schemas.ShadowResult{RequestID: prev, Experiment: experiment, Shadow: "a", EventTime: now,
-				Response: schemas.HTTPResponse{Status: 200, Prediction: schemas.Number(0.6)}})
+			res, _ := codecs.Shadow.Encode(nil, schemas.ShadowResult{
+				RequestID: prev, Experiment: experiment, Shadow: "a", EventTime: now,
+				Response: schemas.HTTPResponse{Status: 200, Prediction: schemas.Number(0.6)},
+			})
 			cl.Produce(ctx, &kgo.Record{Topic: schemas.TopicShadow, Key: []byte(prev), Value: res}, nil)
 		}
 	}
 	for i := n - 500; i < n; i++ {
 		id := fmt.Sprintf("%s-%06d", experiment, i)
-		res, _ := codecs.Shadow.Encode(nil, schemas.ShadowResult{RequestID: id, Experiment: experiment, Shadow: "a", EventTime: now,
-			Response: schemas.HTTPResponse{Status: 200, Prediction: schemas.Number(0.6)}})
+		res, _ := codecs.Shadow.Encode(nil, schemas.ShadowResult{
+			RequestID: id, Experiment: experiment, Shadow: "a", EventTime: now,
+			Response: schemas.HTTPResponse{Status: 200, Prediction: schemas.Number(0.6)},
+		})
 		cl.Produce(ctx, &kgo.Record{Topic: schemas.TopicShadow, Key: []byte(id), Value: res}, nil)
 	}
 	if err := cl.Flush(ctx); err != nil {
