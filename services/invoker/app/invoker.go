@@ -17,12 +17,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"os/signal"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +29,7 @@ import (
 	"github.com/understudy-ml/understudy/services/invoker/shadow"
 	"github.com/understudy-ml/understudy/services/platform/deadletter"
 	"github.com/understudy-ml/understudy/services/platform/kafka"
+	"github.com/understudy-ml/understudy/services/platform/launch"
 	"github.com/understudy-ml/understudy/services/platform/registry"
 	"github.com/understudy-ml/understudy/services/platform/server"
 	"golang.org/x/sync/errgroup"
@@ -156,7 +154,7 @@ func (inv *Invoker) Run(ctx context.Context) error {
 	g.Go(func() error { return inv.ops.Run(gctx) })
 	g.Go(func() error { return inv.loop(gctx) })
 	if inv.cfg.ExperimentsFile != "" {
-		g.Go(func() error { inv.reloadOnHangup(gctx); return nil })
+		g.Go(func() error { launch.ReloadOnHangup(gctx, inv.logger, "experiments", inv.Reload); return nil })
 	}
 	return g.Wait()
 }
@@ -260,20 +258,4 @@ func (inv *Invoker) process(ctx context.Context, fs kgo.Fetches) ([]*kgo.Record,
 	})
 	wg.Wait()
 	return out, err
-}
-
-func (inv *Invoker) reloadOnHangup(ctx context.Context) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-hup:
-			if err := inv.Reload(); err != nil {
-				inv.logger.Error("experiments reload failed", "err", err)
-			}
-		}
-	}
 }

@@ -63,3 +63,21 @@ func Main(service string, cfg Configurable, args []string, build func(*slog.Logg
 	logger.Info("stopped")
 	return 0
 }
+
+// ReloadOnHangup calls reload on every SIGHUP until ctx ends, logging failures (the caller's
+// reload keeps its old configuration when the new one is invalid).
+func ReloadOnHangup(ctx context.Context, logger *slog.Logger, what string, reload func() error) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := reload(); err != nil {
+				logger.Error(what+" reload failed", "err", err)
+			}
+		}
+	}
+}

@@ -18,16 +18,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"os/signal"
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/understudy-ml/understudy/schemas"
+	"github.com/understudy-ml/understudy/services/platform/launch"
 	"github.com/understudy-ml/understudy/services/platform/registry"
 	"github.com/understudy-ml/understudy/services/platform/server"
 	"github.com/understudy-ml/understudy/services/tap/producer"
@@ -169,7 +167,7 @@ func (t *Tap) Run(ctx context.Context) error {
 		return server.Serve(gctx, t.logger.With("server", "proxy"), t.ln, t.Handler(), t.cfg.ShutdownTimeout)
 	})
 	if t.cfg.RoutesFile != "" {
-		g.Go(func() error { t.reloadOnHangup(gctx); return nil })
+		g.Go(func() error { launch.ReloadOnHangup(gctx, t.logger, "routes", t.Reload); return nil })
 	}
 	err := g.Wait()
 	// The proxy has drained: no handler can enqueue any more.
@@ -202,20 +200,4 @@ func (t *Tap) serveFastUntil(ctx context.Context) error {
 		return fmt.Errorf("proxy shutdown: %w", err)
 	}
 	return nil
-}
-
-func (t *Tap) reloadOnHangup(ctx context.Context) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-hup:
-			if err := t.Reload(); err != nil {
-				t.logger.Error("routes reload failed", "err", err)
-			}
-		}
-	}
 }
