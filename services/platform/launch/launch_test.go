@@ -4,12 +4,19 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
+	"os/signal"
 	"syscall"
 	"testing"
 	"time"
 )
 
 func TestReloadOnHangup(t *testing.T) {
+	// Catch SIGHUP in the test too: one sent before ReloadOnHangup installs its handler would
+	// otherwise end the test process.
+	guard := make(chan os.Signal, 16)
+	signal.Notify(guard, syscall.SIGHUP)
+	defer signal.Stop(guard)
 	ctx, cancel := context.WithCancel(context.Background())
 	calls := make(chan struct{}, 2)
 	done := make(chan struct{})
