@@ -7,13 +7,16 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/understudy-ml/understudy/integration/harness"
 	"github.com/understudy-ml/understudy/schemas"
+	"github.com/understudy-ml/understudy/services/platform/kafka"
 	"github.com/understudy-ml/understudy/services/platform/topics"
 	tap "github.com/understudy-ml/understudy/services/tap/app"
 	"github.com/understudy-ml/understudy/services/understudy/demo"
@@ -25,7 +28,23 @@ import (
 func TestTapSurvivesKafkaOutage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cl := newClient(t)
+	broker := broker
+	if !broker.Owned() {
+		// KAFKA_BROKERS points at a broker that is not ours to kill: use a private one.
+		own, err := harness.StartOwnKafka()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = own.Stop() }()
+		broker = own
+	}
+	kc := kafka.NewDefaultConfig("integration")
+	kc.Brokers = broker.Brokers
+	cl, err := kgo.NewClient(kc.Opts()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
 	tc := topics.NewDefaultConfig()
 	tc.Partitions = 4
 	if _, err := topics.Ensure(ctx, cl, tc, topics.Understudy(tc)); err != nil {
@@ -95,7 +114,7 @@ func TestTapSurvivesKafkaOutage(t *testing.T) {
 		t.Fatalf("%d of %d callers noticed the outage, e.g. %s", len(failed), len(sent), failed[0])
 	}
 
-	got := readEventIDs(ctx, t, cfg.Experiment, len(sent))
+	got := readEventIDs(ctx, t, broker.Brokers, cfg.Experiment, len(sent))
 	stop()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -129,13 +148,17 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 
 // readEventIDs reads the inference topic until want events of experiment arrived (or a
 // minute passed) and counts each request id.
-func readEventIDs(ctx context.Context, t *testing.T, experiment string, want int) map[string]int {
+func readEventIDs(ctx context.Context, t *testing.T, brokers, experiment string, want int) map[string]int {
 	t.Helper()
 	codecs, err := schemas.NewCodecs()
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newClient(t, kgo.ConsumeTopics(schemas.TopicInference), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	c, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...), kgo.ConsumeTopics(schemas.TopicInference), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
 	got := map[string]int{}
 	total := 0
 	deadline := time.Now().Add(90 * time.Second)

@@ -36,6 +36,14 @@ func StartKafka() (*Kafka, error) {
 	if b := os.Getenv("KAFKA_BROKERS"); b != "" {
 		return &Kafka{Brokers: b}, nil
 	}
+	return StartOwnKafka()
+}
+
+// Owned reports whether the harness started this broker (and may kill and restart it).
+func (k *Kafka) Owned() bool { return k.dir != "" }
+
+// StartOwnKafka starts a fresh single-node broker in a temp dir, whatever KAFKA_BROKERS says.
+func StartOwnKafka() (*Kafka, error) {
 	dir, err := os.MkdirTemp("", "understudy-kafka-")
 	if err != nil {
 		return nil, fmt.Errorf("kafka temp dir: %w", err)
