@@ -49,7 +49,8 @@ type Codec[T any] struct {
 	fp      uint64 // its CRC-64-AVRO fingerprint
 	to      func(T) map[string]any
 	from    func(fields) (T, error)
-	fast    func([]byte, T) []byte // hand-written body encoder, or nil to use goavro
+	fast    func([]byte, T) []byte  // hand-written body encoder, or nil to use goavro
+	fastDec func([]byte) (T, error) // hand-written body decoder for the current schema, or nil
 	soe     [soeHeaderLen]byte
 
 	mu      sync.RWMutex
@@ -100,8 +101,11 @@ func (c *Codec[T]) AddWriterSchema(schema string) error {
 	if err != nil {
 		return err
 	}
+	fp := Fingerprint64([]byte(canon))
 	c.mu.Lock()
-	c.byFP[Fingerprint64([]byte(canon))] = w
+	if _, known := c.byFP[fp]; !known { // the current schema keeps its own codec (and fast path)
+		c.byFP[fp] = w
+	}
 	c.mu.Unlock()
 	return nil
 }
@@ -156,6 +160,13 @@ func (c *Codec[T]) Decode(ctx context.Context, b []byte) (T, error) {
 	w, body, err := c.writer(ctx, b)
 	if err != nil {
 		return zero, err
+	}
+	if c.fastDec != nil && w == c.current {
+		v, err := c.fastDec(body)
+		if err != nil {
+			return zero, fmt.Errorf("%w: %w", ErrMalformed, err)
+		}
+		return v, nil
 	}
 	native, rest, err := w.NativeFromBinary(body)
 	if err != nil {

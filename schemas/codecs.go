@@ -61,6 +61,7 @@ func NewCodecs() (*Codecs, error) {
 		return nil, fmt.Errorf("inference event: %w", err)
 	}
 	cs.Inference.fast = appendInferenceEvent
+	cs.Inference.fastDec = readInferenceEvent
 	if cs.Shadow, err = newCodec(shadow, shadowToNative, shadowFromNative); err != nil {
 		return nil, fmt.Errorf("shadow result: %w", err)
 	}

@@ -108,3 +108,89 @@ func TestFastEncoderSortsHeaders(t *testing.T) {
 		t.Fatalf("headers %v, %v", back.Request.Headers, err)
 	}
 }
+
+// goavroInference decodes with goavro only, for equivalence checks.
+func goavroInference(cs *Codecs, b []byte) (InferenceEvent, error) {
+	native, rest, err := cs.Inference.current.NativeFromBinary(b[soeHeaderLen:])
+	if err != nil {
+		return InferenceEvent{}, err
+	}
+	if len(rest) > 0 {
+		return InferenceEvent{}, ErrMalformed
+	}
+	return inferenceFromNative(native.(map[string]any))
+}
+
+// TestFastDecoderMatchesGoavro decodes random events with both decoders.
+func TestFastDecoderMatchesGoavro(t *testing.T) {
+	cs, err := NewCodecs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := range 5000 {
+		ev := randomEvent(r)
+		b, err := cs.Inference.Encode(nil, ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fast, err := cs.Inference.Decode(context.Background(), b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slow, err := goavroInference(cs, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("event %d: decoders disagree\nfast %+v\nslow %+v", i, fast, slow)
+		}
+	}
+}
+
+// FuzzFastDecodeMatchesGoavro: on any input the hand-written decoder and goavro agree on
+// accepting it and on the value.
+func FuzzFastDecodeMatchesGoavro(f *testing.F) {
+	seedGolden(f)
+	cs, err := NewCodecs()
+	if err != nil {
+		f.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	for range 20 {
+		b, _ := cs.Inference.Encode(nil, randomEvent(r))
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) < soeHeaderLen || b[0] != soeMagic0 || b[1] != soeMagic1 {
+			return
+		}
+		copy(b[2:soeHeaderLen], cs.Inference.soe[2:]) // always the current schema
+		fast, ferr := cs.Inference.Decode(context.Background(), b)
+		slow, serr := goavroInference(cs, b)
+		if (ferr == nil) != (serr == nil) {
+			t.Fatalf("fast err %v, goavro err %v", ferr, serr)
+		}
+		if ferr == nil && !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("decoders disagree\nfast %+v\nslow %+v", fast, slow)
+		}
+	})
+}
+
+// The fast decoder must really be the one in use for the current schema: an earlier version
+// once replaced the current codec by an equal copy, silently disabling it.
+func TestFastDecoderIsUsed(t *testing.T) {
+	cs, err := NewCodecs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := cs.Inference.Encode(nil, InferenceEvent{RequestID: "r"})
+	w, _, err := cs.Inference.writer(context.Background(), b)
+	if err != nil || w != cs.Inference.current {
+		t.Fatalf("writer codec for the current fingerprint is not the current codec (err %v)", err)
+	}
+	allocs := testing.AllocsPerRun(100, func() { _, _ = cs.Inference.Decode(context.Background(), b) })
+	if allocs > 10 {
+		t.Fatalf("decode made %.0f allocations: the goavro path, not the fast one", allocs)
+	}
+}
