@@ -14,7 +14,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
 	aggregator "github.com/understudy-ml/understudy/services/aggregator/app"
-	"github.com/understudy-ml/understudy/services/platform/topics"
 	"github.com/understudy-ml/understudy/services/understudy/demo"
 	"github.com/understudy-ml/understudy/services/understudy/pipeline"
 )
@@ -29,16 +28,7 @@ func TestEndToEnd(t *testing.T) {
 	defer cancel()
 	experiment := fmt.Sprintf("e2e-%d", time.Now().UnixNano())
 
-	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(broker.Brokers, ",")...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	tc := topics.NewDefaultConfig()
-	tc.Partitions = 4
-	if _, err := topics.Ensure(ctx, cl, tc, topics.Understudy(tc)); err != nil {
-		t.Fatal(err)
-	}
+	ensureTopics(ctx, t)
 	champion, candidate := demo.Champion(), demo.Candidate()
 	championURL := serve(t, champion)
 	candidateURL := serve(t, candidate)

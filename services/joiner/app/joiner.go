@@ -286,24 +286,25 @@ func (j *Joiner) transact(ctx context.Context, fs kgo.Fetches) error {
 	var out []schemas.Comparison
 	var recs []*kgo.Record
 	fs.EachRecord(func(r *kgo.Record) {
-		var c *schemas.Comparison
+		var (
+			c   *schemas.Comparison
+			err error
+		)
 		switch r.Topic {
 		case schemas.TopicInference:
-			ev, err := j.codecs.Inference.Decode(ctx, r.Value)
-			if err != nil {
-				recs = append(recs, deadletter.Record("joiner", r, deadletter.ReasonDecode, err))
-				j.dlq.Count(deadletter.ReasonDecode)
-				return
+			var ev schemas.InferenceEvent
+			if ev, err = j.codecs.Inference.Decode(ctx, r.Value); err == nil {
+				c = j.state.addChampion(r.Partition, ev, now)
 			}
-			c = j.state.addChampion(r.Partition, ev, now)
 		case schemas.TopicShadow:
-			res, err := j.codecs.Shadow.Decode(ctx, r.Value)
-			if err != nil {
-				recs = append(recs, deadletter.Record("joiner", r, deadletter.ReasonDecode, err))
-				j.dlq.Count(deadletter.ReasonDecode)
-				return
+			var res schemas.ShadowResult
+			if res, err = j.codecs.Shadow.Decode(ctx, r.Value); err == nil {
+				c = j.state.addShadow(r.Partition, res, now)
 			}
-			c = j.state.addShadow(r.Partition, res, now)
+		}
+		if err != nil {
+			recs = append(recs, deadletter.Record("joiner", r, deadletter.ReasonDecode, err))
+			j.dlq.Count(deadletter.ReasonDecode)
 		}
 		if c != nil {
 			out = append(out, *c)
