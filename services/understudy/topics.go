@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -26,7 +27,7 @@ func runTopics(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if err := flagenv.Parse(fs, "cli", args[1:], flagenv.LookupEnv); err != nil {
 		return 2
 	}
-	if err := joinErrs(kc.Validate(), tc.Validate()); err != nil {
+	if err := errors.Join(kc.Validate(), tc.Validate()); err != nil {
 		fmt.Fprintf(stderr, "understudy topics create: invalid configuration:\n%v\n", err)
 		return 2
 	}

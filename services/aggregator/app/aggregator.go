@@ -107,7 +107,7 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	a.logger.Info("aggregator starting", "group", a.cfg.Group, "window", a.cfg.Window.String(), "migrations_applied", len(applied))
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.ops.Run(gctx) })
-	g.Go(func() error { return consume.Loop(gctx, a.client, a.logger, 0, a.handle) })
+	g.Go(func() error { return consume.Loop(gctx, a.client, a.logger, a.handle) })
 	return g.Wait()
 }
 

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -19,19 +18,13 @@ import (
 // progress at shutdown completes.
 type Handler func(ctx context.Context, fs kgo.Fetches) error
 
-// Loop polls cl until ctx ends or handle fails. Fetch errors are logged once per change of
-// error and retried by the client; a closed client ends the loop. When idle is positive, a
-// poll that finds nothing for idle calls handle with empty fetches, so handlers that close
-// time windows run even without traffic; with idle zero only non-empty batches are handled.
-func Loop(ctx context.Context, cl *kgo.Client, logger *slog.Logger, idle time.Duration, handle Handler) error {
+// Loop polls cl until ctx ends or handle fails, handing every non-empty batch to handle.
+// Fetch errors are logged once per change of error and retried by the client; a closed client
+// ends the loop.
+func Loop(ctx context.Context, cl *kgo.Client, logger *slog.Logger, handle Handler) error {
 	var lastErr string
 	for {
-		pctx, cancel := ctx, context.CancelFunc(func() {})
-		if idle > 0 {
-			pctx, cancel = context.WithTimeout(ctx, idle)
-		}
-		fs := cl.PollFetches(pctx)
-		cancel()
+		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
 			cl.AllowRebalance()
 			return nil
@@ -40,7 +33,7 @@ func Loop(ctx context.Context, cl *kgo.Client, logger *slog.Logger, idle time.Du
 			return nil
 		}
 		fs.EachError(func(topic string, partition int32, err error) {
-			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			if errors.Is(err, context.Canceled) {
 				return
 			}
 			if msg := err.Error(); msg != lastErr {
@@ -48,7 +41,7 @@ func Loop(ctx context.Context, cl *kgo.Client, logger *slog.Logger, idle time.Du
 				logger.Warn("fetch error", "topic", topic, "partition", partition, "err", err)
 			}
 		})
-		if !fs.Empty() || idle > 0 {
+		if !fs.Empty() {
 			if err := handle(context.WithoutCancel(ctx), fs); err != nil {
 				cl.AllowRebalance()
 				return fmt.Errorf("handle batch: %w", err)
