@@ -25,6 +25,7 @@ require (
 	github.com/understudy-ml/understudy/schemas v0.0.0
 	github.com/understudy-ml/understudy/services/aggregator v0.0.0
 	github.com/understudy-ml/understudy/services/invoker v0.0.0
+	github.com/understudy-ml/understudy/services/joiner v0.0.0
 	github.com/understudy-ml/understudy/services/platform v0.0.0
 	github.com/understudy-ml/understudy/services/tap v0.0.0
 	github.com/understudy-ml/understudy/services/understudy v0.0.0
@@ -53,7 +54,6 @@ require (
 	github.com/rs/dnscache v0.0.0-20230804202142-fc85eb664529 // indirect
 	github.com/twmb/franz-go/pkg/kmsg v1.15.1 // indirect
 	github.com/twmb/franz-go/pkg/sr v1.8.0 // indirect
-	github.com/understudy-ml/understudy/services/joiner v0.0.0 // indirect
 	github.com/valyala/bytebufferpool v1.0.0 // indirect
 	golang.org/x/net v0.62.0 // indirect
 	golang.org/x/sync v0.25.0 // indirect

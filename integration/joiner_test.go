@@ -66,7 +66,7 @@ func TestJoinerSIGKILLExactlyOnce(t *testing.T) {
 	logPath := filepath.Join(dir, "joiner.log")
 	start := func() *exec.Cmd {
 		cmd := exec.Command(bin, "--kafka.brokers="+broker.Brokers, "--http.listen-addr=127.0.0.1:0", "--instance-id="+experiment,
-			"--kafka.group="+experiment, "--join.expected-shadows=a", "--join.window=5m", "--batch.max-records=100")
+			"--kafka.group="+experiment, "--join.expected-shadows=a", "--join.window=5m", "--batch.max-records=100", "--database.url="+postgres.URL)
 		logf, _ := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 		cmd.Stdout, cmd.Stderr = logf, logf
 		if err := cmd.Start(); err != nil {

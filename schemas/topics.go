@@ -11,10 +11,14 @@ const (
 	// TopicJoinerState is the joiner's compacted changelog of pending joins (values are
 	// Comparison records with status "pending" or "emitted"; a tombstone forgets a key).
 	TopicJoinerState = "understudy.joiner-state.v1"
+	// TopicJoinerLabels is the joiner's changelog of its long-lived label state (a time-retained
+	// log, not compacted): final comparisons awaiting labels, labels awaiting predictions, and
+	// match markers. Postgres holds the materialized state; this log is its source of truth.
+	TopicJoinerLabels = "understudy.joiner-labels.v1"
 )
 
 // Topics lists every Understudy topic in a stable order.
-var Topics = []string{TopicInference, TopicShadow, TopicLabels, TopicComparisons, TopicDeadLetter, TopicJoinerState}
+var Topics = []string{TopicInference, TopicShadow, TopicLabels, TopicComparisons, TopicDeadLetter, TopicJoinerState, TopicJoinerLabels}
 
 // Dead-letter convention: a record that a service cannot process is copied to TopicDeadLetter
 // with its original key and value bytes untouched and these headers (values are UTF-8 text).

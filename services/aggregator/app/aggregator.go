@@ -134,7 +134,13 @@ func (a *Aggregator) handle(ctx context.Context, fs kgo.Fetches) error {
 			err = a.dlq.Publish(ctx, r, deadletter.ReasonDecode, derr)
 			return
 		}
-		counts[countKey{c.Experiment, c.EventTime.Truncate(a.cfg.Window), c.Status}]++
+		status := c.Status
+		if c.Label != nil {
+			// A labeled comparison repeats a final one with its label: count it apart so
+			// that status counts stay one per request.
+			status = "labeled"
+		}
+		counts[countKey{c.Experiment, c.EventTime.Truncate(a.cfg.Window), status}]++
 	})
 	if err != nil {
 		return err

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/understudy-ml/understudy/schemas"
-	"github.com/understudy-ml/understudy/services/invoker/experiment"
+	"github.com/understudy-ml/understudy/services/platform/experiment"
 	"github.com/understudy-ml/understudy/services/platform/predict"
 	"github.com/understudy-ml/understudy/services/platform/svc"
 )

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/understudy-ml/understudy/schemas"
-	"github.com/understudy-ml/understudy/services/invoker/experiment"
+	"github.com/understudy-ml/understudy/services/platform/experiment"
 )
 
 type nopObserver struct {

@@ -8,10 +8,49 @@ import (
 )
 
 // pending is a join waiting for its missing sides: a partial Comparison (champion nil until it
-// arrives) and when it was first seen (processing time).
+// arrives), when it was first seen (processing time) and its experiment's rules.
 type pending struct {
 	cmp       schemas.Comparison
 	firstSeen time.Time
+	rules     *rules
+}
+
+// rules are one experiment's join settings.
+type rules struct {
+	expected    []string      // shadows a complete comparison needs
+	horizon     time.Duration // window + grace
+	labelWindow time.Duration // label event time minus request event time
+}
+
+// policy maps experiments to their rules; experiments not listed get the defaults.
+type policy struct {
+	def  *rules
+	exps map[string]*rules
+}
+
+func (p *policy) of(experiment string) *rules {
+	if r := p.exps[experiment]; r != nil {
+		return r
+	}
+	return p.def
+}
+
+// maxHorizon is the longest horizon of any experiment.
+func (p *policy) maxHorizon() time.Duration {
+	h := p.def.horizon
+	for _, r := range p.exps {
+		h = max(h, r.horizon)
+	}
+	return h
+}
+
+// maxLabelWindow is the longest label window of any experiment.
+func (p *policy) maxLabelWindow() time.Duration {
+	w := p.def.labelWindow
+	for _, r := range p.exps {
+		w = max(w, r.labelWindow)
+	}
+	return w
 }
 
 // partState is the state of one input partition.
@@ -45,23 +84,23 @@ type undoEntry struct {
 // joinState aligns champion events and shadow results by request id, partition by partition.
 // It is not safe for concurrent use.
 //
-// A join completes when the champion and every expected shadow have arrived. It closes
-// incomplete when the partition's event-time watermark passes its event time by window+grace,
-// or, for idle partitions, window+grace after it was first seen (processing time). Each request
-// id is emitted once; emitted ids are remembered for 2×(window+grace) to drop late duplicates.
+// A join completes when the champion and every shadow its experiment expects have arrived. It
+// closes incomplete when the partition's event-time watermark passes its event time by the
+// experiment's window+grace, or, for idle partitions, window+grace after it was first seen
+// (processing time). Each request id is emitted once; emitted ids are remembered for twice the
+// longest window+grace to drop late duplicates.
 // Every change of the current batch is recorded so that it can be written to the changelog in
 // the batch's transaction (changes) and undone if the transaction aborts (rollback).
 type joinState struct {
-	expected []string
-	horizon  time.Duration // window + grace
+	policy   *policy
 	parts    map[int32]*partState
 	undo     map[string]undoEntry
 	dirty    map[string]int32
 	dupes    int
 }
 
-func newJoinState(expected []string, window, grace time.Duration) *joinState {
-	return &joinState{expected: expected, horizon: window + grace, parts: map[int32]*partState{}, undo: map[string]undoEntry{}, dirty: map[string]int32{}}
+func newJoinState(p *policy) *joinState {
+	return &joinState{policy: p, parts: map[int32]*partState{}, undo: map[string]undoEntry{}, dirty: map[string]int32{}}
 }
 
 func (j *joinState) part(p int32) *partState {
@@ -91,7 +130,7 @@ func (j *joinState) touch(p int32, id string) {
 }
 
 // entry returns the pending join of id, creating it; nil when id was already emitted.
-func (j *joinState) entry(p int32, id string, eventTime, now time.Time) *pending {
+func (j *joinState) entry(p int32, id, experiment string, eventTime, now time.Time) *pending {
 	ps := j.part(p)
 	if eventTime.After(ps.watermark) {
 		ps.watermark = eventTime
@@ -103,7 +142,7 @@ func (j *joinState) entry(p int32, id string, eventTime, now time.Time) *pending
 	j.touch(p, id)
 	pd := ps.pending[id]
 	if pd == nil {
-		pd = &pending{cmp: schemas.Comparison{RequestID: id, EventTime: eventTime}, firstSeen: now}
+		pd = &pending{cmp: schemas.Comparison{RequestID: id, EventTime: eventTime}, firstSeen: now, rules: j.policy.of(experiment)}
 		ps.pending[id] = pd
 	}
 	return pd
@@ -111,7 +150,7 @@ func (j *joinState) entry(p int32, id string, eventTime, now time.Time) *pending
 
 // addChampion records a champion event and returns the comparison it completes, if any.
 func (j *joinState) addChampion(p int32, ev schemas.InferenceEvent, now time.Time) *schemas.Comparison {
-	pd := j.entry(p, ev.RequestID, ev.EventTime, now)
+	pd := j.entry(p, ev.RequestID, ev.Experiment, ev.EventTime, now)
 	if pd == nil {
 		return nil
 	}
@@ -133,7 +172,7 @@ func (j *joinState) addShadow(p int32, res schemas.ShadowResult, now time.Time) 
 	if res.RunID != "" {
 		return nil
 	}
-	pd := j.entry(p, res.RequestID, res.EventTime, now)
+	pd := j.entry(p, res.RequestID, res.Experiment, res.EventTime, now)
 	if pd == nil {
 		return nil
 	}
@@ -161,7 +200,7 @@ func (j *joinState) completeIf(p int32, pd *pending, now time.Time) *schemas.Com
 	for _, s := range pd.cmp.Shadows {
 		have[s.Name] = true
 	}
-	for _, s := range j.expected {
+	for _, s := range pd.rules.expected {
 		if !have[s] {
 			return nil
 		}
@@ -179,7 +218,7 @@ func (j *joinState) due(now time.Time) bool {
 			}
 		}
 		for _, at := range ps.emitted {
-			if now.Sub(at) >= 2*j.horizon {
+			if now.Sub(at) >= j.forget() {
 				return true
 			}
 		}
@@ -188,8 +227,12 @@ func (j *joinState) due(now time.Time) bool {
 }
 
 func (j *joinState) expired(ps *partState, pd *pending, now time.Time) bool {
-	return ps.watermark.Sub(pd.cmp.EventTime) >= j.horizon || now.Sub(pd.firstSeen) >= j.horizon
+	h := pd.rules.horizon
+	return ps.watermark.Sub(pd.cmp.EventTime) >= h || now.Sub(pd.firstSeen) >= h
 }
+
+// forget is how long emitted ids are remembered.
+func (j *joinState) forget() time.Duration { return 2 * j.policy.maxHorizon() }
 
 // expire closes every join past its window, incomplete, and forgets old emitted markers.
 func (j *joinState) expire(now time.Time) []schemas.Comparison {
@@ -202,7 +245,7 @@ func (j *joinState) expire(now time.Time) []schemas.Comparison {
 			}
 		}
 		for id, at := range ps.emitted {
-			if now.Sub(at) >= 2*j.horizon {
+			if now.Sub(at) >= j.forget() {
 				j.touch(p, id)
 				delete(ps.emitted, id)
 			}
@@ -228,7 +271,7 @@ func (j *joinState) emit(p int32, pd *pending, now time.Time) schemas.Comparison
 		shadowErr = shadowErr || s.Error != nil
 	}
 	missing := false
-	for _, s := range j.expected {
+	for _, s := range pd.rules.expected {
 		missing = missing || !have[s]
 	}
 	switch {
@@ -297,7 +340,7 @@ func (j *joinState) restore(p int32, id string, c *schemas.Comparison) {
 		ps.emitted[id] = c.EmittedAt
 	default:
 		cmp := *c
-		ps.pending[id] = &pending{cmp: cmp, firstSeen: c.EmittedAt}
+		ps.pending[id] = &pending{cmp: cmp, firstSeen: c.EmittedAt, rules: j.policy.of(c.Experiment)}
 		if c.EventTime.After(ps.watermark) {
 			ps.watermark = c.EventTime
 		}

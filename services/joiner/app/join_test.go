@@ -22,7 +22,7 @@ func shadowRes(id, name string, at time.Time, failed bool) schemas.ShadowResult 
 }
 
 func TestJoinStatusesWindowsAndDuplicates(t *testing.T) {
-	j := newJoinState([]string{"a", "b"}, time.Minute, 5*time.Second)
+	j := newJoinState(testPolicy([]string{"a", "b"}, time.Minute, 5*time.Second))
 	var got []schemas.Comparison
 	add := func(c *schemas.Comparison) {
 		if c != nil {
@@ -69,7 +69,7 @@ func TestJoinStatusesWindowsAndDuplicates(t *testing.T) {
 // TestRollbackRestoresTheBatch: an aborted transaction must leave the state as it was, or a
 // retried batch would see its own inputs as duplicates.
 func TestRollbackRestoresTheBatch(t *testing.T) {
-	j := newJoinState([]string{"a"}, time.Minute, 0)
+	j := newJoinState(testPolicy([]string{"a"}, time.Minute, 0))
 	j.addChampion(0, champEv("r1", t0), t0)
 	j.commit()
 	if c := j.addShadow(0, shadowRes("r1", "a", t0, false), t0); c == nil {
@@ -87,7 +87,7 @@ func TestRollbackRestoresTheBatch(t *testing.T) {
 
 // TestChangesRestoreTheSameState: what the changelog gets is enough to rebuild the state.
 func TestChangesRestoreTheSameState(t *testing.T) {
-	j := newJoinState([]string{"a", "b"}, time.Minute, 0)
+	j := newJoinState(testPolicy([]string{"a", "b"}, time.Minute, 0))
 	j.addChampion(1, champEv("p1", t0), t0)
 	j.addShadow(1, shadowRes("p1", "a", t0, false), t0)
 	j.addChampion(1, champEv("done", t0), t0)
@@ -95,7 +95,7 @@ func TestChangesRestoreTheSameState(t *testing.T) {
 	j.addShadow(1, shadowRes("done", "b", t0, false), t0)
 	changes := j.changes()
 	j.commit()
-	k := newJoinState([]string{"a", "b"}, time.Minute, 0)
+	k := newJoinState(testPolicy([]string{"a", "b"}, time.Minute, 0))
 	for _, ch := range changes {
 		var c *schemas.Comparison
 		switch {
@@ -113,5 +113,42 @@ func TestChangesRestoreTheSameState(t *testing.T) {
 	}
 	if c := k.addShadow(1, shadowRes("done", "b", t0, false), t0); c != nil || k.dupes != 1 {
 		t.Fatal("restored emitted marker did not drop the duplicate")
+	}
+}
+
+func testPolicy(expected []string, window, grace time.Duration) *policy {
+	return &policy{def: &rules{expected: expected, horizon: window + grace, labelWindow: 7 * 24 * time.Hour}}
+}
+
+// TestPerExperimentRules: each experiment waits for its own shadows and for its own window.
+func TestPerExperimentRules(t *testing.T) {
+	p := testPolicy([]string{"a"}, time.Minute, 0)
+	p.exps = map[string]*rules{"slow": {expected: []string{"x", "y"}, horizon: 10 * time.Minute}}
+	j := newJoinState(p)
+	slow := champEv("s1", t0)
+	slow.Experiment = "slow"
+	if c := j.addChampion(0, slow, t0); c != nil {
+		t.Fatal("completed without shadows")
+	}
+	sx := shadowRes("s1", "x", t0, false)
+	sx.Experiment = "slow"
+	if c := j.addShadow(0, sx, t0); c != nil {
+		t.Fatal("completed with one of two shadows")
+	}
+	if c := j.addChampion(0, champEv("d1", t0), t0); c != nil {
+		t.Fatal("default experiment completed without its shadow")
+	}
+	// Two minutes later the default join has expired; the slow experiment's has not.
+	out := j.expire(t0.Add(2 * time.Minute))
+	if len(out) != 1 || out[0].RequestID != "d1" || out[0].Status != schemas.StatusShadowMissing {
+		t.Fatalf("after 2m: %+v", out)
+	}
+	sy := shadowRes("s1", "y", t0, false)
+	sy.Experiment = "slow"
+	if c := j.addShadow(0, sy, t0.Add(3*time.Minute)); c == nil || c.Status != schemas.StatusComplete || len(c.Shadows) != 2 {
+		t.Fatalf("slow experiment: %+v", c)
+	}
+	if p.maxHorizon() != 10*time.Minute || p.maxLabelWindow() != 7*24*time.Hour {
+		t.Fatalf("max horizon %v, label window %v", p.maxHorizon(), p.maxLabelWindow())
 	}
 }

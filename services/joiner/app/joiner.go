@@ -1,9 +1,10 @@
 // Package app is the joiner: it aligns champion inference events and shadow results by request
-// id and emits one Comparison per request.
+// id and emits one final Comparison per request, then, when the request's ground-truth label
+// arrives within the label window, one labeled Comparison (the same comparison with its label).
 //
-// Partition p of the inference and shadow topics is owned by one member (RangeBalancer over
-// co-partitioned topics, static membership); the joiner refuses to start when their partition
-// counts differ.
+// Partition p of the inference, shadow and labels topics is owned by one member (RangeBalancer
+// over co-partitioned topics, static membership); the joiner refuses to start when their
+// partition counts differ.
 //
 // Delivery: exactly once as read with read_committed. Each batch is one Kafka transaction
 // (GroupTransactSession, transactional id understudy-joiner-<instance-id>) holding the
@@ -14,6 +15,15 @@
 // the changelog before its inputs are handled. The set of comparisons is therefore the same
 // whether or not the joiner crashed. Memory is bounded by join.max-pending: at the limit,
 // fetching pauses until joins complete or expire, and lag grows instead of memory.
+//
+// Labels can come days after their request, so that state lives in Postgres (labelstore),
+// not in memory. The transaction that emits a final comparison or reads a label also writes
+// it to the label-state changelog understudy.joiner-labels.v1; once the transaction commits,
+// the joiner applies those records to Postgres together with the changelog offset. Requests
+// whose prediction and label are then both known are emitted labeled in a following
+// transaction, with a matched marker in the changelog. On assignment the joiner re-applies
+// the changelog from the stored offset (idempotently) and loads the ready queue, so labeled
+// comparisons, too, are neither lost nor doubled by a crash.
 package app
 
 import (
@@ -26,9 +36,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
+	"github.com/understudy-ml/understudy/services/joiner/labelstore"
 	"github.com/understudy-ml/understudy/services/platform/deadletter"
 	"github.com/understudy-ml/understudy/services/platform/kafka"
 	"github.com/understudy-ml/understudy/services/platform/registry"
@@ -37,7 +49,6 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-var inputs = []string{schemas.TopicInference, schemas.TopicShadow}
 
 // Joiner emits comparisons. Create it with New, start it with Run.
 type Joiner struct {
@@ -49,6 +60,10 @@ type Joiner struct {
 	dlq    *deadletter.Publisher
 	ops    *server.Server
 	state  *joinState
+	labels *labelJoin // nil when labels are disabled
+	db     *pgxpool.Pool
+	inputs []string
+	stateTopic, labelsTopic string // changelogs
 	paused bool
 
 	mu       sync.Mutex
@@ -60,6 +75,9 @@ type Joiner struct {
 	duplicates prometheus.Counter
 	restored   prometheus.Counter
 	txns       *prometheus.CounterVec
+	lag        prometheus.Gauge
+	keys       *prometheus.GaugeVec
+	owned      map[int32]bool
 }
 
 // New wires a joiner; it does not touch the network.
@@ -71,15 +89,28 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Joiner, er
 	if err != nil {
 		return nil, fmt.Errorf("codecs: %w", err)
 	}
+	pol, err := cfg.policy()
+	if err != nil {
+		return nil, fmt.Errorf("experiments: %w", err)
+	}
 	j := &Joiner{
 		cfg: cfg, logger: logger, now: time.Now, codecs: codecs,
-		state:    newJoinState(cfg.Shadows(), cfg.Window, cfg.Grace),
-		assigned: map[int32]bool{}, revoked: map[int32]bool{},
+		state:    newJoinState(pol),
+		assigned: map[int32]bool{}, revoked: map[int32]bool{}, owned: map[int32]bool{},
+		inputs:   []string{schemas.TopicInference, schemas.TopicShadow},
+	}
+	j.stateTopic, j.labelsTopic = cfg.changelogs()
+	if cfg.Labels {
+		j.inputs = append(j.inputs, schemas.TopicLabels)
+		if j.db, err = pgxpool.New(context.Background(), cfg.DatabaseURL); err != nil {
+			return nil, fmt.Errorf("postgres pool: %w", err)
+		}
+		j.labels = newLabelJoin(labelstore.New(j.db, cfg.Group, cfg.LabelBucket), pol, cfg.LabelBucket, reg)
 	}
 	j.sess, err = kgo.NewGroupTransactSession(append(cfg.Kafka.Opts(),
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.InstanceID("understudy-joiner-"+cfg.InstanceID),
-		kgo.ConsumeTopics(inputs...),
+		kgo.ConsumeTopics(j.inputs...),
 		kgo.Balancers(kgo.RangeBalancer()),
 		kgo.TransactionalID("understudy-joiner-"+cfg.InstanceID),
 		kgo.TransactionTimeout(30*time.Second),
@@ -97,11 +128,16 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Joiner, er
 	j.dlq = deadletter.New("joiner", j.sess, reg)
 	j.ops = server.New(cfg.Ops, logger, reg)
 	j.ops.AddCheck("kafka", func(ctx context.Context) error { return kafka.Ping(ctx, j.sess.Client()) })
+	if j.labels != nil {
+		j.ops.AddCheck("postgres", j.labels.store.Ping)
+	}
 	j.emitted = f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_joiner_comparisons_total", Help: "Comparisons committed, by status."}, []string{"status"})
 	j.pendingG = f.NewGauge(prometheus.GaugeOpts{Name: "understudy_joiner_pending_joins", Help: "Joins waiting for a missing side."})
 	j.duplicates = f.NewCounter(prometheus.CounterOpts{Name: "understudy_joiner_duplicate_inputs_total", Help: "Inputs dropped because their side had already arrived or been emitted."})
 	j.restored = f.NewCounter(prometheus.CounterOpts{Name: "understudy_joiner_state_restored_total", Help: "Changelog entries read while restoring assigned partitions."})
 	j.txns = f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_joiner_transactions_total", Help: "Kafka transactions by result."}, []string{"result"})
+	j.lag = f.NewGauge(prometheus.GaugeOpts{Name: "understudy_joiner_window_lag_seconds", Help: "Wall clock minus the oldest event-time watermark of the owned partitions: how far behind real time joins close."})
+	j.keys = f.NewGaugeVec(prometheus.GaugeOpts{Name: "understudy_joiner_state_keys", Help: "Keys in the in-memory join state: pending joins and remembered emitted ids."}, []string{"kind"})
 	return j, nil
 }
 
@@ -133,10 +169,21 @@ func (j *Joiner) Ops() *server.Server { return j.ops }
 // Run checks co-partitioning, then joins until ctx ends; it commits the batch in progress.
 func (j *Joiner) Run(ctx context.Context) error {
 	defer j.sess.Close()
+	if j.db != nil {
+		defer j.db.Close()
+	}
 	if err := registry.Configure(ctx, j.cfg.Registry, j.codecs); err != nil {
 		return err
 	}
-	n, err := topics.CheckCoPartitioned(ctx, j.sess.Client(), append(inputs, schemas.TopicJoinerState)...)
+	if j.labels != nil {
+		if err := j.labels.store.Migrate(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("label store: %w", err)
+		}
+	}
+	n, err := j.checkTopics(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -152,11 +199,56 @@ func (j *Joiner) Run(ctx context.Context) error {
 		return fmt.Errorf("init transactional producer: %w", err)
 	}
 	j.logger.Info("joiner starting", "group", j.cfg.Group, "instance_id", j.cfg.InstanceID, "partitions", n,
-		"expected_shadows", j.cfg.ExpectedShadows, "window", j.cfg.Window.String(), "grace", j.cfg.Grace.String())
+		"expected_shadows", j.cfg.ExpectedShadows, "window", j.cfg.Window.String(), "grace", j.cfg.Grace.String(),
+		"experiments", len(j.state.policy.exps), "labels", j.labels != nil)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return j.ops.Run(gctx) })
 	g.Go(func() error { return j.loop(gctx) })
+	if j.labels != nil {
+		g.Go(func() error { j.retainLoop(gctx); return nil })
+	}
 	return g.Wait()
+}
+
+// checkTopics checks that the inputs are co-partitioned, creates missing changelogs with the
+// inputs' partition count, and checks the changelogs too.
+func (j *Joiner) checkTopics(ctx context.Context) (int, error) {
+	n, err := topics.CheckCoPartitioned(ctx, j.sess.Client(), j.inputs...)
+	if err != nil {
+		return 0, err
+	}
+	tc := topics.NewDefaultConfig()
+	tc.Partitions = n
+	specs := []topics.Spec{{Name: j.stateTopic, Compact: true}}
+	if j.labels != nil {
+		// Keep the label changelog at least as long as the label state it rebuilds.
+		keep := max(tc.LabelStateRetention, j.state.policy.maxLabelWindow()+2*j.cfg.LabelBucket)
+		specs = append(specs, topics.Spec{Name: j.labelsTopic, Retention: keep})
+	}
+	if _, err := topics.Ensure(ctx, j.sess.Client(), tc, specs); err != nil {
+		return 0, fmt.Errorf("changelog topics: %w", err)
+	}
+	all := append([]string{j.stateTopic}, j.inputs...)
+	if j.labels != nil {
+		all = append(all, j.labelsTopic)
+	}
+	return topics.CheckCoPartitioned(ctx, j.sess.Client(), all...)
+}
+
+// retainLoop drops expired label-state buckets every labels.retention-interval.
+func (j *Joiner) retainLoop(ctx context.Context) {
+	t := time.NewTicker(j.cfg.RetainInterval)
+	defer t.Stop()
+	for {
+		if err := j.labels.retain(ctx, j.now()); err != nil && ctx.Err() == nil {
+			j.logger.Warn("label-state retention failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 func (j *Joiner) loop(ctx context.Context) error {
@@ -178,14 +270,25 @@ func (j *Joiner) loop(ctx context.Context) error {
 			}
 		})
 		bctx := context.WithoutCancel(ctx)
-		if err := j.applyAssignment(bctx); err != nil {
+		if err := j.applyAssignment(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
 			return err
 		}
-		if fs.Empty() && !j.state.due(j.now()) {
+		if fs.Empty() && !j.state.due(j.now()) && (j.labels == nil || len(j.labels.ready) == 0) {
 			continue
 		}
-		if err := j.transact(bctx, fs); err != nil {
+		entries, err := j.transact(bctx, fs)
+		if err != nil {
 			return err
+		}
+		if j.labels != nil {
+			if err := j.labels.apply(ctx, entries, j.owns, func(err error) {
+				j.logger.Warn("applying label state to Postgres failed; retrying", "err", err)
+			}); err != nil {
+				return nil // ctx ended; the next start re-applies from the stored offsets
+			}
 		}
 	}
 }
@@ -198,6 +301,10 @@ func (j *Joiner) applyAssignment(ctx context.Context) error {
 	j.mu.Unlock()
 	for p := range revoked {
 		j.state.drop(p)
+		delete(j.owned, p)
+		if j.labels != nil {
+			j.labels.drop(p)
+		}
 	}
 	if len(assigned) == 0 {
 		return nil
@@ -207,80 +314,156 @@ func (j *Joiner) applyAssignment(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("restore join state: %w", err)
 	}
+	for p := range assigned {
+		j.owned[p] = true
+	}
 	j.restored.Add(float64(n))
 	j.logger.Info("join state restored", "partitions", len(assigned), "entries", n, "pending", j.state.size(), "took", time.Since(start).String())
+	if j.labels != nil {
+		start = time.Now()
+		applied, ready, err := j.catchUpLabels(ctx, assigned)
+		if err != nil {
+			return fmt.Errorf("catch up label state: %w", err)
+		}
+		j.logger.Info("label state caught up", "partitions", len(assigned), "applied", applied, "ready", ready, "took", time.Since(start).String())
+	}
 	return nil
+}
+
+func (j *Joiner) owns(p int32) bool { return j.owned[p] }
+
+// catchUpLabels applies the label-state changelog of parts from the offsets stored in
+// Postgres to its end, then loads their ready queue.
+func (j *Joiner) catchUpLabels(ctx context.Context, parts map[int32]bool) (applied, ready int, err error) {
+	list := make([]int32, 0, len(parts))
+	for p := range parts {
+		list = append(list, p)
+	}
+	from, err := j.labels.store.Offsets(ctx, list)
+	if err != nil {
+		return 0, 0, err
+	}
+	var batch []labelstore.Entry
+	flush := func() error {
+		applied += len(batch)
+		err := j.labels.apply(ctx, batch, j.owns, func(err error) { j.logger.Warn("applying label state failed; retrying", "err", err) })
+		batch = batch[:0]
+		return err
+	}
+	err = readLog(ctx, j.cfg.Kafka.Opts(), j.labelsTopic, from, func(r *kgo.Record) error {
+		e, err := entryOf(r)
+		if err != nil {
+			j.logger.Warn("skipping a label-state record", "err", err)
+			return nil
+		}
+		if batch = append(batch, e); len(batch) >= 5000 {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		return applied, 0, err
+	}
+	q, err := j.labels.store.LoadReady(ctx, list)
+	if err != nil {
+		return applied, 0, err
+	}
+	j.labels.add(q, j.owns)
+	return applied, len(q), nil
 }
 
 // restore reads partitions' changelog up to its last stable offset.
 func (j *Joiner) restore(ctx context.Context, parts map[int32]bool) (int, error) {
+	from := map[int32]int64{}
 	for p := range parts {
 		j.state.drop(p)
 		j.state.part(p)
+		from[p] = 0
 	}
-	adm := kadm.NewClient(j.sess.Client())
-	ends, err := adm.ListCommittedOffsets(ctx, schemas.TopicJoinerState)
+	n := 0
+	err := readLog(ctx, j.cfg.Kafka.Opts(), j.stateTopic, from, func(r *kgo.Record) error {
+		var c *schemas.Comparison
+		if r.Value != nil {
+			v, err := j.codecs.Comparison.Decode(ctx, r.Value)
+			if err != nil {
+				return nil // a corrupt entry loses one join's state, never the process
+			}
+			c = &v
+		}
+		j.state.restore(r.Partition, string(r.Key), c)
+		n++
+		return nil
+	})
+	return n, err
+}
+
+// readLog reads topic's partitions from the given offsets up to their last stable offset, with
+// read_committed, calling fn for every data record in offset order per partition.
+func readLog(ctx context.Context, opts []kgo.Opt, topic string, from map[int32]int64, fn func(*kgo.Record) error) error {
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
-		return 0, err
+		return err
+	}
+	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, topic)
+	cl.Close()
+	if err != nil {
+		return err
 	}
 	offsets := map[int32]kgo.Offset{}
 	remaining := map[int32]int64{}
 	ends.Each(func(o kadm.ListedOffset) {
-		if parts[o.Partition] && o.Offset > 0 {
-			offsets[o.Partition] = kgo.NewOffset().AtStart()
+		if start, ok := from[o.Partition]; ok && o.Offset > start {
+			offsets[o.Partition] = kgo.NewOffset().At(start)
 			remaining[o.Partition] = o.Offset
 		}
 	})
 	if len(offsets) == 0 {
-		return 0, nil
+		return nil
 	}
 	// Control records (transaction markers) are kept so that the end of the log is seen even
 	// when it is a marker: reading stops at the last stable offset, never at a timeout.
-	cl, err := kgo.NewClient(append(j.cfg.Kafka.Opts(),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{schemas.TopicJoinerState: offsets}),
+	cl, err = kgo.NewClient(append(opts,
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offsets}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.KeepControlRecords(),
 	)...)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer cl.Close()
-	n := 0
 	for len(remaining) > 0 {
 		fs := cl.PollFetches(ctx)
 		if err := fs.Err0(); err != nil {
-			return n, err
+			return err
 		}
+		var ferr error
 		fs.EachRecord(func(r *kgo.Record) {
 			end, ok := remaining[r.Partition]
-			if !ok || r.Offset >= end {
+			if !ok || r.Offset >= end || ferr != nil {
 				return
 			}
 			if r.Offset+1 >= end {
 				delete(remaining, r.Partition)
 			}
-			if r.Attrs.IsControl() {
-				return
+			if !r.Attrs.IsControl() {
+				ferr = fn(r)
 			}
-			var c *schemas.Comparison
-			if r.Value != nil {
-				v, err := j.codecs.Comparison.Decode(ctx, r.Value)
-				if err != nil {
-					return // a corrupt entry loses one join's state, never the process
-				}
-				c = &v
-			}
-			j.state.restore(r.Partition, string(r.Key), c)
-			n++
 		})
+		if ferr != nil {
+			return ferr
+		}
 	}
-	return n, nil
+	return nil
 }
 
-// transact handles one batch in one transaction.
-func (j *Joiner) transact(ctx context.Context, fs kgo.Fetches) error {
+// transact handles one batch in one transaction and returns the label-state entries it
+// committed (to apply to Postgres).
+func (j *Joiner) transact(ctx context.Context, fs kgo.Fetches) ([]labelstore.Entry, error) {
 	if err := j.sess.Begin(); err != nil {
-		return fmt.Errorf("begin transaction: %w", err)
+		return nil, fmt.Errorf("begin transaction: %w", err)
 	}
 	now := j.now()
 	var out []schemas.Comparison
@@ -290,6 +473,7 @@ func (j *Joiner) transact(ctx context.Context, fs kgo.Fetches) error {
 			c   *schemas.Comparison
 			err error
 		)
+		reason := deadletter.ReasonDecode
 		switch r.Topic {
 		case schemas.TopicInference:
 			var ev schemas.InferenceEvent
@@ -301,10 +485,19 @@ func (j *Joiner) transact(ctx context.Context, fs kgo.Fetches) error {
 			if res, err = j.codecs.Shadow.Decode(ctx, r.Value); err == nil {
 				c = j.state.addShadow(r.Partition, res, now)
 			}
+		case schemas.TopicLabels:
+			var lab schemas.LabelEvent
+			if lab, err = j.codecs.Label.Decode(ctx, r.Value); err == nil {
+				if lab.RequestID == "" || lab.RequestID != string(r.Key) {
+					err, reason = fmt.Errorf("label request id %q does not match the record key", lab.RequestID), deadletter.ReasonInvalid
+				} else if rec := j.labels.onLabel(j.labelsTopic, r.Value, lab, now); rec != nil {
+					recs = append(recs, rec)
+				}
+			}
 		}
 		if err != nil {
-			recs = append(recs, deadletter.Record("joiner", r, deadletter.ReasonDecode, err))
-			j.dlq.Count(deadletter.ReasonDecode)
+			recs = append(recs, deadletter.Record("joiner", r, reason, err))
+			j.dlq.Count(reason)
 		}
 		if c != nil {
 			out = append(out, *c)
@@ -319,9 +512,29 @@ func (j *Joiner) transact(ctx context.Context, fs kgo.Fetches) error {
 			break
 		}
 		recs = append(recs, &kgo.Record{Topic: schemas.TopicComparisons, Key: []byte(c.RequestID), Value: v})
+		if j.labels != nil {
+			recs = append(recs, stateRecord(j.labelsTopic, labelstore.KindPrediction, c.RequestID, c.EventTime, v, c.Experiment))
+		}
+	}
+	var labeled []schemas.Comparison
+	if j.labels != nil && err == nil {
+		var markers []*kgo.Record
+		labeled, markers = j.labels.take(j.labelsTopic, j.codecs, now)
+		for _, c := range labeled {
+			v, eerr := j.codecs.Comparison.Encode(nil, c)
+			if eerr != nil {
+				err = fmt.Errorf("encode labeled comparison: %w", eerr)
+				break
+			}
+			recs = append(recs, &kgo.Record{Topic: schemas.TopicComparisons, Key: []byte(c.RequestID), Value: v})
+		}
+		recs = append(recs, markers...)
 	}
 	for _, ch := range j.state.changes() {
-		rec := &kgo.Record{Topic: schemas.TopicJoinerState, Key: []byte(ch.id)}
+		if err != nil {
+			break
+		}
+		rec := &kgo.Record{Topic: j.stateTopic, Key: []byte(ch.id)}
 		switch {
 		case ch.pending != nil:
 			state := ch.pending.cmp
@@ -329,9 +542,6 @@ func (j *Joiner) transact(ctx context.Context, fs kgo.Fetches) error {
 			rec.Value, err = j.codecs.Comparison.Encode(nil, state)
 		case !ch.emittedAt.IsZero():
 			rec.Value, err = j.codecs.Comparison.Encode(nil, schemas.Comparison{RequestID: ch.id, Status: schemas.StatusEmitted, EmittedAt: ch.emittedAt})
-		}
-		if err != nil {
-			break
 		}
 		recs = append(recs, rec)
 	}
@@ -345,14 +555,16 @@ func (j *Joiner) transact(ctx context.Context, fs kgo.Fetches) error {
 		commit = kgo.TryAbort
 	}
 	committed, endErr := j.sess.End(ctx, commit)
-	if endErr != nil {
+	if endErr != nil || !committed {
 		j.state.rollback()
-		return fmt.Errorf("end transaction: %w", endErr)
-	}
-	if !committed {
-		j.state.rollback()
+		if j.labels != nil {
+			j.labels.aborted()
+		}
+		if endErr != nil {
+			return nil, fmt.Errorf("end transaction: %w", endErr)
+		}
 		j.txns.WithLabelValues("aborted").Inc()
-		return nil
+		return nil, nil
 	}
 	j.duplicates.Add(float64(j.state.dupes))
 	j.state.commit()
@@ -360,20 +572,53 @@ func (j *Joiner) transact(ctx context.Context, fs kgo.Fetches) error {
 	for _, c := range out {
 		j.emitted.WithLabelValues(c.Status).Inc()
 	}
-	j.pendingG.Set(float64(j.state.size()))
+	var entries []labelstore.Entry
+	if j.labels != nil {
+		j.labels.committed(labeled)
+		for _, r := range recs {
+			if r.Topic != j.labelsTopic {
+				continue
+			}
+			e, eerr := entryOf(r)
+			if eerr != nil {
+				return nil, eerr // our own records: a bug, not bad input
+			}
+			entries = append(entries, e)
+		}
+	}
+	j.observe(now)
 	j.backpressure()
-	return nil
+	return entries, nil
+}
+
+// observe updates the state gauges.
+func (j *Joiner) observe(now time.Time) {
+	pending, emitted := 0, 0
+	var oldest time.Time
+	for p, ps := range j.state.parts {
+		pending += len(ps.pending)
+		emitted += len(ps.emitted)
+		if j.owned[p] && !ps.watermark.IsZero() && (oldest.IsZero() || ps.watermark.Before(oldest)) {
+			oldest = ps.watermark
+		}
+	}
+	j.pendingG.Set(float64(pending))
+	j.keys.WithLabelValues("pending").Set(float64(pending))
+	j.keys.WithLabelValues("emitted").Set(float64(emitted))
+	if !oldest.IsZero() {
+		j.lag.Set(now.Sub(oldest).Seconds())
+	}
 }
 
 func (j *Joiner) backpressure() {
 	full := j.state.size() >= j.cfg.MaxPending
 	switch {
 	case full && !j.paused:
-		j.sess.Client().PauseFetchTopics(inputs...)
+		j.sess.Client().PauseFetchTopics(j.inputs...)
 		j.paused = true
 		j.logger.Warn("pending joins at limit: fetching paused", "pending", j.state.size())
 	case !full && j.paused:
-		j.sess.Client().ResumeFetchTopics(inputs...)
+		j.sess.Client().ResumeFetchTopics(j.inputs...)
 		j.paused = false
 	}
 }

@@ -30,11 +30,12 @@ type Config struct {
 	ReplicationFactor   int
 	Retention           time.Duration // retention.ms of data topics; <= 0 keeps the broker default
 	DeadLetterRetention time.Duration
+	LabelStateRetention time.Duration // retention.ms of the joiner's label-state changelog
 }
 
 // NewDefaultConfig returns defaults suited to a single-node development cluster.
 func NewDefaultConfig() Config {
-	return Config{Partitions: 8, ReplicationFactor: 1, Retention: 7 * 24 * time.Hour, DeadLetterRetention: 30 * 24 * time.Hour}
+	return Config{Partitions: 8, ReplicationFactor: 1, Retention: 7 * 24 * time.Hour, DeadLetterRetention: 30 * 24 * time.Hour, LabelStateRetention: 8 * 24 * time.Hour}
 }
 
 // RegisterFlags registers topics.* flags.
@@ -43,6 +44,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.ReplicationFactor, "topics.replication-factor", c.ReplicationFactor, "replication factor of every topic")
 	fs.DurationVar(&c.Retention, "topics.retention", c.Retention, "retention of data topics (0: broker default)")
 	fs.DurationVar(&c.DeadLetterRetention, "topics.dead-letter-retention", c.DeadLetterRetention, "retention of the dead-letter topic (0: broker default)")
+	fs.DurationVar(&c.LabelStateRetention, "topics.label-state-retention", c.LabelStateRetention, "retention of the joiner's label-state changelog; keep it above the longest label window (0: broker default)")
 }
 
 // Validate reports every problem with the config.
@@ -202,7 +204,8 @@ func checkCounts(counts map[string]int, want int) error {
 }
 
 // Understudy returns the specs of every Understudy topic under c: data topics with c.Retention,
-// the dead-letter topic with c.DeadLetterRetention and the joiner's compacted state changelog.
+// the dead-letter topic with c.DeadLetterRetention, the joiner's compacted state changelog and
+// its label-state changelog with c.LabelStateRetention.
 func Understudy(c Config) []Spec {
 	return []Spec{
 		{Name: schemas.TopicInference, Retention: c.Retention},
@@ -211,5 +214,6 @@ func Understudy(c Config) []Spec {
 		{Name: schemas.TopicComparisons, Retention: c.Retention},
 		{Name: schemas.TopicDeadLetter, Retention: c.DeadLetterRetention},
 		{Name: schemas.TopicJoinerState, Compact: true},
+		{Name: schemas.TopicJoinerLabels, Retention: c.LabelStateRetention},
 	}
 }

@@ -87,7 +87,7 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 	}
 
 	jc := joiner.NewDefaultConfig()
-	jc.Kafka.Brokers, jc.Ops.ListenAddr, jc.ExpectedShadows = o.Brokers, local, o.ShadowName
+	jc.Kafka.Brokers, jc.Ops.ListenAddr, jc.ExpectedShadows, jc.DatabaseURL = o.Brokers, local, o.ShadowName, o.DatabaseURL
 	jc.InstanceID = "pipeline-" + o.Experiment
 	if o.JoinWindow > 0 {
 		jc.Window = o.JoinWindow

@@ -1,6 +1,8 @@
-// Package experiment holds the invoker's experiments configuration: for each experiment, the
-// shadows to call and each shadow's budget (timeout, in-flight calls, rate), sampling and
-// circuit breaker. It parses and validates the YAML file; it does no I/O besides reading it.
+// Package experiment holds the experiments configuration shared by the invoker and the joiner:
+// for each experiment, the shadows to call and each shadow's budget (timeout, in-flight calls,
+// rate), sampling and circuit breaker (invoker), and how long its comparisons wait for missing
+// sides and for labels (joiner). It parses and validates the YAML file; it does no I/O besides
+// reading it.
 package experiment
 
 import (
@@ -25,6 +27,24 @@ type File struct {
 type Experiment struct {
 	Name    string   `yaml:"name"`
 	Shadows []Shadow `yaml:"shadows"`
+	Join    Join     `yaml:"join"`
+}
+
+// Join says how long the joiner waits for an experiment's inputs. Zero values mean the joiner's
+// flag defaults (--join.window, --join.grace, --labels.window).
+type Join struct {
+	Window      time.Duration `yaml:"window"`       // champion and shadows, in event time
+	Grace       time.Duration `yaml:"grace"`        // extra event time for late or out-of-order inputs
+	LabelWindow time.Duration `yaml:"label_window"` // label event time minus request event time
+}
+
+// ShadowNames returns the names of the experiment's shadows, in file order.
+func (e Experiment) ShadowNames() []string {
+	out := make([]string, len(e.Shadows))
+	for i, s := range e.Shadows {
+		out[i] = s.Name
+	}
+	return out
 }
 
 // Shadow is one candidate (or noise baseline) model and its budget.
@@ -141,6 +161,9 @@ func Validate(exps []Experiment) error {
 		seen[e.Name] = true
 		if len(e.Shadows) == 0 {
 			errs = append(errs, fmt.Errorf("experiment %q: at least one shadow is required", e.Name))
+		}
+		if e.Join.Window < 0 || e.Join.Grace < 0 || e.Join.LabelWindow < 0 {
+			errs = append(errs, fmt.Errorf("experiment %q: join.window, join.grace and join.label_window must not be negative", e.Name))
 		}
 		names := map[string]bool{}
 		for _, s := range e.Shadows {

@@ -1,0 +1,235 @@
+package app
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/understudy-ml/understudy/schemas"
+	"github.com/understudy-ml/understudy/services/joiner/labelstore"
+)
+
+// Label-state changelog headers: the entry kind and the event time (big-endian Unix micros).
+const (
+	headerLabelKind  = "understudy.label-state.kind"
+	headerEventTime  = "understudy.label-state.event-time"
+	headerExperiment = "understudy.label-state.experiment"
+)
+
+// Label outcomes counted by understudy_joiner_labels_total.
+const (
+	labelReceived = "received" // a valid label was read
+	labelMatched  = "matched"  // a labeled comparison was committed
+	labelLate     = "late"     // it came after the label window
+	labelOrphaned = "orphaned" // its predictions never came within the label window
+)
+
+type readyKey struct {
+	partition int32
+	id        string
+}
+
+// labelJoin is the label side of the joiner: long-lived state in Postgres (labelstore), kept
+// as a materialized view of the label-state changelog that the joiner writes in its
+// transactions. Requests whose prediction and label are both known are ready: their labeled
+// comparison is emitted in the next transaction, with a matched marker. It is used by the
+// joiner's loop goroutine only.
+type labelJoin struct {
+	store  *labelstore.Store
+	policy *policy
+	bucket time.Duration
+	ready  map[readyKey]labelstore.Ready
+	taken  []readyKey     // emitted in the open transaction
+	late   map[string]int // late verdicts of the open transaction, by experiment
+
+	labels    *prometheus.CounterVec
+	unlabeled prometheus.Counter
+	readyG    prometheus.Gauge
+	rows      *prometheus.GaugeVec
+	applyDur  prometheus.Histogram
+}
+
+func newLabelJoin(store *labelstore.Store, p *policy, bucket time.Duration, reg prometheus.Registerer) *labelJoin {
+	f := promauto.With(reg)
+	l := &labelJoin{
+		store: store, policy: p, bucket: bucket, ready: map[readyKey]labelstore.Ready{}, late: map[string]int{},
+		labels:    f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_joiner_labels_total", Help: "Labels by experiment (as the label or its comparison names it) and outcome: received, matched (labeled comparison committed), late (after the label window) and orphaned (no predictions within the window)."}, []string{"experiment", "outcome"}),
+		unlabeled: f.NewCounter(prometheus.CounterOpts{Name: "understudy_joiner_predictions_unlabeled_total", Help: "Final comparisons that left the label window without a label."}),
+		readyG:    f.NewGauge(prometheus.GaugeOpts{Name: "understudy_joiner_labels_ready", Help: "Requests with prediction and label known whose labeled comparison is not committed yet."}),
+		rows:      f.NewGaugeVec(prometheus.GaugeOpts{Name: "understudy_joiner_label_state_rows", Help: "Estimated rows of the label state in Postgres, by table."}, []string{"table"}),
+		applyDur:  f.NewHistogram(prometheus.HistogramOpts{Name: "understudy_joiner_label_apply_seconds", Help: "Time to apply one transaction's label-state changes to Postgres.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+	}
+	return l
+}
+
+// stateRecord returns a label-state changelog record; keyed by the request id, it lands on the
+// partition of the request's inputs.
+func stateRecord(topic string, kind labelstore.Kind, id string, eventTime time.Time, value []byte, experiment string) *kgo.Record {
+	var ts [8]byte
+	binary.BigEndian.PutUint64(ts[:], uint64(eventTime.UnixMicro()))
+	r := &kgo.Record{
+		Topic: topic, Key: []byte(id), Value: value,
+		Headers: []kgo.RecordHeader{{Key: headerLabelKind, Value: []byte(kind.String())}, {Key: headerEventTime, Value: ts[:]}},
+	}
+	if experiment != "" {
+		r.Headers = append(r.Headers, kgo.RecordHeader{Key: headerExperiment, Value: []byte(experiment)})
+	}
+	return r
+}
+
+// entryOf reads a label-state changelog record back.
+func entryOf(r *kgo.Record) (labelstore.Entry, error) {
+	e := labelstore.Entry{Partition: r.Partition, Offset: r.Offset, RequestID: string(r.Key), Value: r.Value}
+	var kindOK, timeOK bool
+	for _, h := range r.Headers {
+		switch h.Key {
+		case headerLabelKind:
+			e.Kind, kindOK = labelstore.ParseKind(string(h.Value))
+		case headerEventTime:
+			if len(h.Value) == 8 {
+				e.EventTime, timeOK = time.UnixMicro(int64(binary.BigEndian.Uint64(h.Value))).UTC(), true
+			}
+		case headerExperiment:
+			e.Experiment = string(h.Value)
+		}
+	}
+	if !kindOK || !timeOK {
+		return e, fmt.Errorf("label-state record %d/%d lacks its kind or event time headers", r.Partition, r.Offset)
+	}
+	return e, nil
+}
+
+// cutoff is the retention horizon at now: buckets that end before it are dropped.
+func (l *labelJoin) cutoff(now time.Time) time.Time {
+	return now.Add(-l.policy.maxLabelWindow() - l.bucket)
+}
+
+// onLabel returns the changelog record that stores a label, or nil when the label is already
+// too old to meet any prediction (counted late).
+func (l *labelJoin) onLabel(topic string, raw []byte, lab schemas.LabelEvent, now time.Time) *kgo.Record {
+	l.labels.WithLabelValues(lab.Experiment, labelReceived).Inc()
+	if lab.EventTime.Before(l.cutoff(now)) {
+		l.labels.WithLabelValues(lab.Experiment, labelLate).Inc()
+		return nil
+	}
+	return stateRecord(topic, labelstore.KindLabel, lab.RequestID, lab.EventTime, raw, lab.Experiment)
+}
+
+// take returns the labeled comparisons of the ready requests of owned partitions and the
+// matched markers the transaction writes with them; late ones get a marker only.
+func (l *labelJoin) take(topic string, codecs *schemas.Codecs, now time.Time) (out []schemas.Comparison, recs []*kgo.Record) {
+	keys := make([]readyKey, 0, len(l.ready))
+	for k := range l.ready {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(a, b int) bool { return keys[a].id < keys[b].id })
+	ctx := context.Background()
+	for _, k := range keys {
+		r := l.ready[k]
+		l.taken = append(l.taken, k)
+		cmp, cerr := codecs.Comparison.Decode(ctx, r.Comparison)
+		lab, lerr := codecs.Label.Decode(ctx, r.Label)
+		if cerr == nil && lerr == nil && lab.EventTime.Sub(cmp.EventTime) <= l.policy.of(cmp.Experiment).labelWindow {
+			cmp.Label = &schemas.LabelValue{Value: lab.Value, EventTime: lab.EventTime, Source: lab.Source}
+			cmp.EmittedAt = now
+			out = append(out, cmp)
+		} else {
+			// Late, or state that no longer decodes (never expected: it was written by us):
+			// either way the request is settled without a labeled comparison.
+			l.late[cmp.Experiment]++
+		}
+		recs = append(recs, stateRecord(topic, labelstore.KindMatched, k.id, cmp.EventTime, nil, ""))
+	}
+	return out, recs
+}
+
+// committed forgets the ready requests the committed transaction settled and counts them.
+func (l *labelJoin) committed(labeled []schemas.Comparison) {
+	for _, k := range l.taken {
+		delete(l.ready, k)
+	}
+	l.taken = l.taken[:0]
+	for _, c := range labeled {
+		l.labels.WithLabelValues(c.Experiment, labelMatched).Inc()
+	}
+	for exp, n := range l.late {
+		l.labels.WithLabelValues(exp, labelLate).Add(float64(n))
+	}
+	clear(l.late)
+	l.readyG.Set(float64(len(l.ready)))
+}
+
+// aborted keeps the ready requests for the next transaction.
+func (l *labelJoin) aborted() {
+	l.taken = l.taken[:0]
+	clear(l.late)
+}
+
+// apply writes committed label-state records to Postgres, retrying until it succeeds or ctx
+// ends: the changelog already holds them, so skipping one would diverge the state. A joiner
+// that stops before applying re-applies from the stored offsets when it starts.
+func (l *labelJoin) apply(ctx context.Context, entries []labelstore.Entry, owned func(int32) bool, onErr func(error)) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	start := time.Now()
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		ready, err := l.store.Apply(ctx, entries)
+		if err == nil {
+			l.add(ready, owned)
+			l.applyDur.Observe(time.Since(start).Seconds())
+			return nil
+		}
+		onErr(err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// add queues ready requests of owned partitions.
+func (l *labelJoin) add(ready []labelstore.Ready, owned func(int32) bool) {
+	for _, r := range ready {
+		if owned(r.Partition) {
+			l.ready[readyKey{r.Partition, r.RequestID}] = r
+		}
+	}
+	l.readyG.Set(float64(len(l.ready)))
+}
+
+// drop forgets the ready requests of a partition this member no longer owns; its next owner
+// finds them in the store's ready queue.
+func (l *labelJoin) drop(p int32) {
+	for k := range l.ready {
+		if k.partition == p {
+			delete(l.ready, k)
+		}
+	}
+}
+
+// retain drops expired buckets and counts orphaned labels and unlabeled predictions.
+func (l *labelJoin) retain(ctx context.Context, now time.Time) error {
+	res, err := l.store.Retain(ctx, l.cutoff(now))
+	if err != nil {
+		return err
+	}
+	for exp, n := range res.Orphaned {
+		l.labels.WithLabelValues(exp, labelOrphaned).Add(float64(n))
+	}
+	l.unlabeled.Add(float64(res.Unlabeled))
+	rows, err := l.store.Rows(ctx)
+	if err != nil {
+		return err
+	}
+	for table, n := range rows {
+		l.rows.WithLabelValues(table).Set(float64(n))
+	}
+	return nil
+}

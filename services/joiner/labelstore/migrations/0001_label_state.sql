@@ -1,0 +1,47 @@
+-- The joiner's long-lived label state: a materialized view of the label-state changelog
+-- (understudy.joiner-labels.v1). space is the joiner's consumer group, so that joiner
+-- deployments sharing a database never see each other's state. Rows are partitioned by time bucket (a day by default) of
+-- their own event time; whole buckets are dropped once older than the label window.
+
+-- Final comparisons waiting for their label. comparison is the Avro-encoded Comparison.
+CREATE TABLE joiner_predictions (
+    bucket      timestamptz NOT NULL,
+    space       text        NOT NULL,
+    partition   int         NOT NULL,
+    request_id  text        NOT NULL,
+    event_time  timestamptz NOT NULL,
+    comparison  bytea       NOT NULL,
+    matched     boolean     NOT NULL DEFAULT false,
+    PRIMARY KEY (bucket, space, partition, request_id)
+) PARTITION BY RANGE (bucket);
+CREATE INDEX joiner_predictions_key ON joiner_predictions (space, partition, request_id);
+
+-- Labels, whether or not their predictions have arrived. label is the Avro-encoded Label.
+CREATE TABLE joiner_labels (
+    bucket      timestamptz NOT NULL,
+    space       text        NOT NULL,
+    partition   int         NOT NULL,
+    request_id  text        NOT NULL,
+    event_time  timestamptz NOT NULL,
+    experiment  text        NOT NULL DEFAULT '',
+    label       bytea       NOT NULL,
+    PRIMARY KEY (bucket, space, partition, request_id)
+) PARTITION BY RANGE (bucket);
+CREATE INDEX joiner_labels_key ON joiner_labels (space, partition, request_id);
+
+-- Requests whose prediction and label have both been applied but whose labeled comparison has
+-- not been committed yet. A restarted joiner emits these first.
+CREATE TABLE joiner_label_ready (
+    space      text NOT NULL,
+    partition  int  NOT NULL,
+    request_id text NOT NULL,
+    PRIMARY KEY (space, partition, request_id)
+);
+
+-- Next changelog offset to apply per partition, written in the same transaction as the rows.
+CREATE TABLE joiner_label_offsets (
+    space       text   NOT NULL,
+    partition   int    NOT NULL,
+    next_offset bigint NOT NULL,
+    PRIMARY KEY (space, partition)
+);
