@@ -92,11 +92,11 @@ type undoEntry struct {
 // Every change of the current batch is recorded so that it can be written to the changelog in
 // the batch's transaction (changes) and undone if the transaction aborts (rollback).
 type joinState struct {
-	policy   *policy
-	parts    map[int32]*partState
-	undo     map[string]undoEntry
-	dirty    map[string]int32
-	dupes    int
+	policy *policy
+	parts  map[int32]*partState
+	undo   map[string]undoEntry
+	dirty  map[string]int32
+	dupes  int
 }
 
 func newJoinState(p *policy) *joinState {

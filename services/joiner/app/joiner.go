@@ -34,9 +34,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
@@ -49,22 +49,21 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-
 // Joiner emits comparisons. Create it with New, start it with Run.
 type Joiner struct {
-	cfg    Config
-	logger *slog.Logger
-	now    func() time.Time
-	sess   *kgo.GroupTransactSession
-	codecs *schemas.Codecs
-	dlq    *deadletter.Publisher
-	ops    *server.Server
-	state  *joinState
-	labels *labelJoin // nil when labels are disabled
-	db     *pgxpool.Pool
-	inputs []string
+	cfg                     Config
+	logger                  *slog.Logger
+	now                     func() time.Time
+	sess                    *kgo.GroupTransactSession
+	codecs                  *schemas.Codecs
+	dlq                     *deadletter.Publisher
+	ops                     *server.Server
+	state                   *joinState
+	labels                  *labelJoin // nil when labels are disabled
+	db                      *pgxpool.Pool
+	inputs                  []string
 	stateTopic, labelsTopic string // changelogs
-	paused bool
+	paused                  bool
 
 	mu       sync.Mutex
 	assigned map[int32]bool // partitions to restore before the next batch
@@ -97,7 +96,7 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Joiner, er
 		cfg: cfg, logger: logger, now: time.Now, codecs: codecs,
 		state:    newJoinState(pol),
 		assigned: map[int32]bool{}, revoked: map[int32]bool{}, owned: map[int32]bool{},
-		inputs:   []string{schemas.TopicInference, schemas.TopicShadow},
+		inputs: []string{schemas.TopicInference, schemas.TopicShadow},
 	}
 	j.stateTopic, j.labelsTopic = cfg.changelogs()
 	if cfg.Labels {

@@ -38,7 +38,7 @@ func TestEnsureIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(first) != 6 || len(second) != 6 {
+	if len(first) != len(schemas.Topics) || len(second) != len(schemas.Topics) {
 		t.Fatalf("results: %v / %v", first, second)
 	}
 	for i := range first {
