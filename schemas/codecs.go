@@ -88,6 +88,9 @@ func NewCodecs() (*Codecs, error) {
 			}
 		}
 	}
+	cs.Shadow.fast, cs.Shadow.fastDec = appendShadowResult, readShadowResult
+	cs.Label.fast, cs.Label.fastDec = appendLabelEvent, readLabelEvent
+	cs.Comparison.fast, cs.Comparison.fastDec = appendComparison, readComparison
 	return &cs, nil
 }
 

@@ -194,3 +194,70 @@ func readInferenceEvent(b []byte) (InferenceEvent, error) {
 	}
 	return e, r.err
 }
+
+func (r *reader) end() error {
+	if r.err == nil && len(r.b) > 0 {
+		r.err = errors.New("trailing bytes")
+	}
+	return r.err
+}
+
+func readShadowResult(b []byte) (ShadowResult, error) {
+	r := &reader{b: b}
+	var s ShadowResult
+	s.RequestID, s.Experiment, s.Tenant, s.Shadow, s.Role = r.str(), r.str(), r.str(), r.str(), r.str()
+	s.Model = ModelRef{Name: r.str(), Version: r.str()}
+	s.EventTime = r.micros()
+	s.CalledAt = r.micros()
+	s.Response = r.response()
+	s.Latency = time.Duration(r.long()) * time.Microsecond
+	s.Error = r.errorValue()
+	s.RunID = r.str()
+	return s, r.end()
+}
+
+func readLabelEvent(b []byte) (LabelEvent, error) {
+	r := &reader{b: b}
+	var l LabelEvent
+	l.RequestID, l.Experiment, l.Tenant = r.str(), r.str(), r.str()
+	l.Value = r.prediction()
+	l.EventTime = r.micros()
+	l.Source = r.str()
+	return l, r.end()
+}
+
+func (r *reader) outcome() Outcome {
+	var o Outcome
+	o.Name, o.Version, o.Role = r.str(), r.str(), r.str()
+	o.Status = r.int32()
+	o.Prediction = r.prediction()
+	o.Latency = time.Duration(r.long()) * time.Microsecond
+	o.Error = r.errorValue()
+	return o
+}
+
+func readComparison(b []byte) (Comparison, error) {
+	r := &reader{b: b}
+	var c Comparison
+	c.RequestID, c.Experiment, c.Tenant = r.str(), r.str(), r.str()
+	c.EventTime = r.micros()
+	c.Status = r.str()
+	switch r.long() {
+	case 0:
+	case 1:
+		o := r.outcome()
+		c.Champion = &o
+	default:
+		r.fail(errors.New("bad union branch"))
+	}
+	r.blocks(func() { c.Shadows = append(c.Shadows, r.outcome()) })
+	switch r.long() {
+	case 0:
+	case 1:
+		c.Label = &LabelValue{Value: r.prediction(), EventTime: r.micros(), Source: r.str()}
+	default:
+		r.fail(errors.New("bad union branch"))
+	}
+	c.EmittedAt = r.micros()
+	return c, r.end()
+}

@@ -104,3 +104,67 @@ func appendInferenceEvent(b []byte, e InferenceEvent) []byte {
 	b = appendLong(b, e.Latency.Microseconds())
 	return appendError(b, e.Error)
 }
+
+func appendShadowResult(b []byte, s ShadowResult) []byte {
+	b = appendString(b, s.RequestID)
+	b = appendString(b, s.Experiment)
+	b = appendString(b, s.Tenant)
+	b = appendString(b, s.Shadow)
+	b = appendString(b, s.Role)
+	b = appendString(b, s.Model.Name)
+	b = appendString(b, s.Model.Version)
+	b = appendMicros(b, s.EventTime)
+	b = appendMicros(b, s.CalledAt)
+	b = appendResponse(b, s.Response)
+	b = appendLong(b, s.Latency.Microseconds())
+	b = appendError(b, s.Error)
+	return appendString(b, s.RunID)
+}
+
+func appendLabelEvent(b []byte, l LabelEvent) []byte {
+	b = appendString(b, l.RequestID)
+	b = appendString(b, l.Experiment)
+	b = appendString(b, l.Tenant)
+	b = appendPrediction(b, l.Value)
+	b = appendMicros(b, l.EventTime)
+	return appendString(b, l.Source)
+}
+
+func appendOutcome(b []byte, o Outcome) []byte {
+	b = appendString(b, o.Name)
+	b = appendString(b, o.Version)
+	b = appendString(b, o.Role)
+	b = appendLong(b, int64(o.Status))
+	b = appendPrediction(b, o.Prediction)
+	b = appendLong(b, o.Latency.Microseconds())
+	return appendError(b, o.Error)
+}
+
+func appendComparison(b []byte, c Comparison) []byte {
+	b = appendString(b, c.RequestID)
+	b = appendString(b, c.Experiment)
+	b = appendString(b, c.Tenant)
+	b = appendMicros(b, c.EventTime)
+	b = appendString(b, c.Status)
+	if c.Champion == nil {
+		b = appendLong(b, 0)
+	} else {
+		b = appendOutcome(appendLong(b, 1), *c.Champion)
+	}
+	if len(c.Shadows) > 0 {
+		b = appendLong(b, int64(len(c.Shadows)))
+		for _, s := range c.Shadows {
+			b = appendOutcome(b, s)
+		}
+	}
+	b = appendLong(b, 0)
+	if c.Label == nil {
+		b = appendLong(b, 0)
+	} else {
+		b = appendLong(b, 1)
+		b = appendPrediction(b, c.Label.Value)
+		b = appendMicros(b, c.Label.EventTime)
+		b = appendString(b, c.Label.Source)
+	}
+	return appendMicros(b, c.EmittedAt)
+}

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"container/heap"
 	"sort"
 	"time"
 
@@ -58,10 +59,53 @@ type partState struct {
 	pending   map[string]*pending
 	emitted   map[string]time.Time // request ids already emitted, when (processing time)
 	watermark time.Time            // latest event time seen on the partition
+
+	// Expiry indexes, so that a batch costs time in proportion to what expires, not to the
+	// state's size. Entries are never updated in place: a stale entry (its join gone, or
+	// replaced after a rollback) is skipped when it reaches the top.
+	byEvent deadlines   // pending joins by event-time deadline (event time + horizon)
+	bySeen  deadlines   // pending joins by processing-time deadline (first seen + horizon)
+	emitQ   []emitEntry // emitted markers, in (roughly) the order they were set
+}
+
+type emitEntry struct {
+	id string
+	at time.Time
+}
+
+// deadline is one pending join's expiry time in one of the indexes.
+type deadline struct {
+	at time.Time
+	pd *pending
+}
+
+// deadlines is a min-heap of deadlines.
+type deadlines []deadline
+
+func (h deadlines) Len() int           { return len(h) }
+func (h deadlines) Less(a, b int) bool { return h[a].at.Before(h[b].at) }
+func (h deadlines) Swap(a, b int)      { h[a], h[b] = h[b], h[a] }
+func (h *deadlines) Push(x any)        { *h = append(*h, x.(deadline)) }
+func (h *deadlines) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
 
 func newPartState() *partState {
 	return &partState{pending: map[string]*pending{}, emitted: map[string]time.Time{}}
+}
+
+// index adds a pending join to the expiry indexes.
+func (ps *partState) index(pd *pending) {
+	heap.Push(&ps.byEvent, deadline{at: pd.cmp.EventTime.Add(pd.rules.horizon), pd: pd})
+	heap.Push(&ps.bySeen, deadline{at: pd.firstSeen.Add(pd.rules.horizon), pd: pd})
+}
+
+// live reports whether a deadline still describes the join it points to.
+func (ps *partState) live(d deadline) bool {
+	return ps.pending[d.pd.cmp.RequestID] == d.pd
 }
 
 // change is one key's state as written to the changelog: a pending join, an emitted marker,
@@ -144,6 +188,7 @@ func (j *joinState) entry(p int32, id, experiment string, eventTime, now time.Ti
 	if pd == nil {
 		pd = &pending{cmp: schemas.Comparison{RequestID: id, EventTime: eventTime}, firstSeen: now, rules: j.policy.of(experiment)}
 		ps.pending[id] = pd
+		ps.index(pd)
 	}
 	return pd
 }
@@ -158,7 +203,11 @@ func (j *joinState) addChampion(p int32, ev schemas.InferenceEvent, now time.Tim
 		j.dupes++
 		return nil
 	}
-	pd.cmp.Experiment, pd.cmp.Tenant, pd.cmp.EventTime = ev.Experiment, ev.Tenant, ev.EventTime
+	if !ev.EventTime.Equal(pd.cmp.EventTime) {
+		pd.cmp.EventTime = ev.EventTime
+		heap.Push(&j.part(p).byEvent, deadline{at: ev.EventTime.Add(pd.rules.horizon), pd: pd})
+	}
+	pd.cmp.Experiment, pd.cmp.Tenant = ev.Experiment, ev.Tenant
 	pd.cmp.Champion = &schemas.Outcome{
 		Name: ev.Model.Name, Version: ev.Model.Version, Role: schemas.RoleChampion, Status: ev.Response.Status,
 		Prediction: ev.Response.Prediction, Latency: ev.Latency, Error: ev.Error,
@@ -212,44 +261,46 @@ func (j *joinState) completeIf(p int32, pd *pending, now time.Time) *schemas.Com
 // due reports whether any join or emitted marker can expire at now.
 func (j *joinState) due(now time.Time) bool {
 	for _, ps := range j.parts {
-		for _, pd := range ps.pending {
-			if j.expired(ps, pd, now) {
-				return true
-			}
-		}
-		for _, at := range ps.emitted {
-			if now.Sub(at) >= j.forget() {
-				return true
-			}
+		if len(ps.byEvent) > 0 && !ps.byEvent[0].at.After(ps.watermark) ||
+			len(ps.bySeen) > 0 && !ps.bySeen[0].at.After(now) ||
+			len(ps.emitQ) > 0 && now.Sub(ps.emitQ[0].at) >= j.forget() {
+			return true
 		}
 	}
 	return false
 }
 
-func (j *joinState) expired(ps *partState, pd *pending, now time.Time) bool {
-	h := pd.rules.horizon
-	return ps.watermark.Sub(pd.cmp.EventTime) >= h || now.Sub(pd.firstSeen) >= h
-}
-
 // forget is how long emitted ids are remembered.
 func (j *joinState) forget() time.Duration { return 2 * j.policy.maxHorizon() }
 
-// expire closes every join past its window, incomplete, and forgets old emitted markers.
+// expire closes every join past its window (by event time: the partition's watermark passed
+// event time + horizon; or by processing time: first seen + horizon passed), incomplete, and
+// forgets old emitted markers.
 func (j *joinState) expire(now time.Time) []schemas.Comparison {
 	var out []schemas.Comparison
 	for p, ps := range j.parts {
-		for id, pd := range ps.pending {
-			if j.expired(ps, pd, now) {
-				j.touch(p, id)
-				out = append(out, j.emit(p, pd, now))
+		closeTop := func(h *deadlines, limit time.Time) {
+			for len(*h) > 0 && !(*h)[0].at.After(limit) {
+				d := heap.Pop(h).(deadline)
+				if ps.live(d) {
+					j.touch(p, d.pd.cmp.RequestID)
+					out = append(out, j.emit(p, d.pd, now))
+				}
 			}
 		}
-		for id, at := range ps.emitted {
-			if now.Sub(at) >= j.forget() {
-				j.touch(p, id)
-				delete(ps.emitted, id)
+		closeTop(&ps.byEvent, ps.watermark)
+		closeTop(&ps.bySeen, now)
+		forget := j.forget()
+		n := 0
+		for n < len(ps.emitQ) && now.Sub(ps.emitQ[n].at) >= forget {
+			e := ps.emitQ[n]
+			if at, ok := ps.emitted[e.id]; ok && at.Equal(e.at) {
+				j.touch(p, e.id)
+				delete(ps.emitted, e.id)
 			}
+			n++
 		}
+		ps.emitQ = ps.emitQ[n:]
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].RequestID < out[b].RequestID })
 	return out
@@ -260,6 +311,7 @@ func (j *joinState) emit(p int32, pd *pending, now time.Time) schemas.Comparison
 	id := pd.cmp.RequestID
 	delete(ps.pending, id)
 	ps.emitted[id] = now
+	ps.emitQ = append(ps.emitQ, emitEntry{id: id, at: now})
 	c := pd.cmp
 	c.EmittedAt = now
 	c.Shadows = append([]schemas.Outcome(nil), pd.cmp.Shadows...)
@@ -315,11 +367,13 @@ func (j *joinState) rollback() {
 		ps := j.part(u.partition)
 		if u.pending != nil {
 			ps.pending[id] = u.pending
+			ps.index(u.pending)
 		} else {
 			delete(ps.pending, id)
 		}
 		if u.hadEmit {
 			ps.emitted[id] = u.emitted
+			ps.emitQ = append(ps.emitQ, emitEntry{id: id, at: u.emitted})
 		} else {
 			delete(ps.emitted, id)
 		}
@@ -338,9 +392,12 @@ func (j *joinState) restore(p int32, id string, c *schemas.Comparison) {
 	case c == nil:
 	case c.Status == schemas.StatusEmitted:
 		ps.emitted[id] = c.EmittedAt
+		ps.emitQ = append(ps.emitQ, emitEntry{id: id, at: c.EmittedAt})
 	default:
 		cmp := *c
-		ps.pending[id] = &pending{cmp: cmp, firstSeen: c.EmittedAt, rules: j.policy.of(c.Experiment)}
+		pd := &pending{cmp: cmp, firstSeen: c.EmittedAt, rules: j.policy.of(c.Experiment)}
+		ps.pending[id] = pd
+		ps.index(pd)
 		if c.EventTime.After(ps.watermark) {
 			ps.watermark = c.EventTime
 		}

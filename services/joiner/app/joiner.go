@@ -205,6 +205,10 @@ func (j *Joiner) Run(ctx context.Context) error {
 	g.Go(func() error { return j.loop(gctx) })
 	if j.labels != nil {
 		g.Go(func() error { j.retainLoop(gctx); return nil })
+		g.Go(func() error {
+			j.labels.runApplier(gctx, func(err error) { j.logger.Warn("applying label state to Postgres failed; retrying", "err", err) })
+			return nil
+		})
 	}
 	return g.Wait()
 }
@@ -275,6 +279,9 @@ func (j *Joiner) loop(ctx context.Context) error {
 			}
 			return err
 		}
+		if j.labels != nil {
+			j.labels.collect(j.owns)
+		}
 		if fs.Empty() && !j.state.due(j.now()) && (j.labels == nil || len(j.labels.ready) == 0) {
 			continue
 		}
@@ -283,11 +290,7 @@ func (j *Joiner) loop(ctx context.Context) error {
 			return err
 		}
 		if j.labels != nil {
-			if err := j.labels.apply(ctx, entries, j.owns, func(err error) {
-				j.logger.Warn("applying label state to Postgres failed; retrying", "err", err)
-			}); err != nil {
-				return nil // ctx ended; the next start re-applies from the stored offsets
-			}
+			j.labels.submit(ctx, entries)
 		}
 	}
 }
@@ -320,6 +323,7 @@ func (j *Joiner) applyAssignment(ctx context.Context) error {
 	j.logger.Info("join state restored", "partitions", len(assigned), "entries", n, "pending", j.state.size(), "took", time.Since(start).String())
 	if j.labels != nil {
 		start = time.Now()
+		j.labels.drain() // what this member committed is applied before catching up
 		applied, ready, err := j.catchUpLabels(ctx, assigned)
 		if err != nil {
 			return fmt.Errorf("catch up label state: %w", err)
@@ -345,7 +349,8 @@ func (j *Joiner) catchUpLabels(ctx context.Context, parts map[int32]bool) (appli
 	var batch []labelstore.Entry
 	flush := func() error {
 		applied += len(batch)
-		err := j.labels.apply(ctx, batch, j.owns, func(err error) { j.logger.Warn("applying label state failed; retrying", "err", err) })
+		found, err := j.labels.apply(ctx, batch, func(err error) { j.logger.Warn("applying label state failed; retrying", "err", err) })
+		j.labels.add(found, j.owns)
 		batch = batch[:0]
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,6 +48,14 @@ type labelJoin struct {
 	taken  []readyKey     // emitted in the open transaction
 	late   map[string]int // late verdicts of the open transaction, by experiment
 
+	// Committed entries are applied to Postgres by one background goroutine, in commit
+	// order, while the loop goes on with the next transactions; what it finds ready is
+	// handed back through found.
+	queue   chan []labelstore.Entry
+	applied sync.WaitGroup // entries queued and not yet applied
+	mu      sync.Mutex
+	found   []labelstore.Ready
+
 	labels    *prometheus.CounterVec
 	unlabeled prometheus.Counter
 	readyG    prometheus.Gauge
@@ -58,6 +67,7 @@ func newLabelJoin(store *labelstore.Store, p *policy, bucket time.Duration, reg 
 	f := promauto.With(reg)
 	l := &labelJoin{
 		store: store, policy: p, bucket: bucket, ready: map[readyKey]labelstore.Ready{}, late: map[string]int{},
+		queue: make(chan []labelstore.Entry, 4),
 		labels:    f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_joiner_labels_total", Help: "Labels by experiment (as the label or its comparison names it) and outcome: received, matched (labeled comparison committed), late (after the label window) and orphaned (no predictions within the window)."}, []string{"experiment", "outcome"}),
 		unlabeled: f.NewCounter(prometheus.CounterOpts{Name: "understudy_joiner_predictions_unlabeled_total", Help: "Final comparisons that left the label window without a label."}),
 		readyG:    f.NewGauge(prometheus.GaugeOpts{Name: "understudy_joiner_labels_ready", Help: "Requests with prediction and label known whose labeled comparison is not committed yet."}),
@@ -173,25 +183,69 @@ func (l *labelJoin) aborted() {
 // apply writes committed label-state records to Postgres, retrying until it succeeds or ctx
 // ends: the changelog already holds them, so skipping one would diverge the state. A joiner
 // that stops before applying re-applies from the stored offsets when it starts.
-func (l *labelJoin) apply(ctx context.Context, entries []labelstore.Entry, owned func(int32) bool, onErr func(error)) error {
+func (l *labelJoin) apply(ctx context.Context, entries []labelstore.Entry, onErr func(error)) ([]labelstore.Ready, error) {
 	if len(entries) == 0 {
-		return nil
+		return nil, nil
 	}
 	start := time.Now()
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 		ready, err := l.store.Apply(ctx, entries)
 		if err == nil {
-			l.add(ready, owned)
 			l.applyDur.Observe(time.Since(start).Seconds())
-			return nil
+			return ready, nil
 		}
 		onErr(err)
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, ctx.Err()
 		case <-time.After(backoff):
 		}
 	}
+}
+
+// submit queues committed entries for the background applier; it blocks while the queue is
+// full (Postgres slower than Kafka: the joiner slows down rather than buffering).
+func (l *labelJoin) submit(ctx context.Context, entries []labelstore.Entry) {
+	if len(entries) == 0 {
+		return
+	}
+	l.applied.Add(1)
+	select {
+	case l.queue <- entries:
+	case <-ctx.Done():
+		l.applied.Done()
+	}
+}
+
+// runApplier applies queued entries until ctx ends. Entries left unapplied are re-applied
+// from the changelog at the next start.
+func (l *labelJoin) runApplier(ctx context.Context, onErr func(error)) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case entries := <-l.queue:
+			ready, err := l.apply(ctx, entries, onErr)
+			if err == nil {
+				l.mu.Lock()
+				l.found = append(l.found, ready...)
+				l.mu.Unlock()
+			}
+			l.applied.Done()
+		}
+	}
+}
+
+// drain waits until every queued entry is applied.
+func (l *labelJoin) drain() { l.applied.Wait() }
+
+// collect moves what the applier found ready into the ready set (owned partitions only).
+func (l *labelJoin) collect(owned func(int32) bool) {
+	l.mu.Lock()
+	found := l.found
+	l.found = nil
+	l.mu.Unlock()
+	l.add(found, owned)
 }
 
 // add queues ready requests of owned partitions.

@@ -12,9 +12,9 @@ CREATE TABLE joiner_predictions (
     event_time  timestamptz NOT NULL,
     comparison  bytea       NOT NULL,
     matched     boolean     NOT NULL DEFAULT false,
-    PRIMARY KEY (bucket, space, partition, request_id)
+    -- The key leads with what lookups know (not the bucket): one index serves both.
+    PRIMARY KEY (space, request_id, partition, bucket)
 ) PARTITION BY RANGE (bucket);
-CREATE INDEX joiner_predictions_key ON joiner_predictions (space, partition, request_id);
 
 -- Labels, whether or not their predictions have arrived. label is the Avro-encoded Label.
 CREATE TABLE joiner_labels (
@@ -25,9 +25,8 @@ CREATE TABLE joiner_labels (
     event_time  timestamptz NOT NULL,
     experiment  text        NOT NULL DEFAULT '',
     label       bytea       NOT NULL,
-    PRIMARY KEY (bucket, space, partition, request_id)
+    PRIMARY KEY (space, request_id, partition, bucket)
 ) PARTITION BY RANGE (bucket);
-CREATE INDEX joiner_labels_key ON joiner_labels (space, partition, request_id);
 
 -- Requests whose prediction and label have both been applied but whose labeled comparison has
 -- not been committed yet. A restarted joiner emits these first.
@@ -35,7 +34,7 @@ CREATE TABLE joiner_label_ready (
     space      text NOT NULL,
     partition  int  NOT NULL,
     request_id text NOT NULL,
-    PRIMARY KEY (space, partition, request_id)
+    PRIMARY KEY (space, request_id, partition)
 );
 
 -- Next changelog offset to apply per partition, written in the same transaction as the rows.
