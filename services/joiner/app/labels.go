@@ -67,7 +67,7 @@ func newLabelJoin(store *labelstore.Store, p *policy, bucket time.Duration, reg 
 	f := promauto.With(reg)
 	l := &labelJoin{
 		store: store, policy: p, bucket: bucket, ready: map[readyKey]labelstore.Ready{}, late: map[string]int{},
-		queue: make(chan []labelstore.Entry, 4),
+		queue:     make(chan []labelstore.Entry, 4),
 		labels:    f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_joiner_labels_total", Help: "Labels by experiment (as the label or its comparison names it) and outcome: received, matched (labeled comparison committed), late (after the label window) and orphaned (no predictions within the window)."}, []string{"experiment", "outcome"}),
 		unlabeled: f.NewCounter(prometheus.CounterOpts{Name: "understudy_joiner_predictions_unlabeled_total", Help: "Final comparisons that left the label window without a label."}),
 		readyG:    f.NewGauge(prometheus.GaugeOpts{Name: "understudy_joiner_labels_ready", Help: "Requests with prediction and label known whose labeled comparison is not committed yet."}),
