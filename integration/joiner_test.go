@@ -11,7 +11,10 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/understudy-ml/understudy/integration/harness"
 	"github.com/understudy-ml/understudy/schemas"
+	"github.com/understudy-ml/understudy/services/platform/kafka"
+	"github.com/understudy-ml/understudy/services/platform/topics"
 )
 
 // TestJoinerSIGKILLExactlyOnce kills the joiner process with SIGKILL three times while it joins
@@ -132,5 +135,187 @@ func TestJoinerSIGKILLExactlyOnce(t *testing.T) {
 	}
 	if statuses[schemas.StatusComplete] != n {
 		t.Fatalf("statuses %v, want %d complete", statuses, n)
+	}
+}
+
+// TestJoinerFaultsWithLabels is the joiner's fault test: 100,000 requests with one shadow,
+// 80,000 of them labeled (10,000 labels before their predictions, the rest while the joiner
+// works); the joiner process is SIGKILLed at 20 %, 45 % and 70 % of the expected output and
+// the broker is hard-killed and restarted at 55 %. Read with read_committed afterwards, every
+// request has exactly one final comparison and every labeled request exactly one labeled
+// comparison: none lost, none doubled.
+func TestJoinerFaultsWithLabels(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	broker := broker
+	if !broker.Owned() {
+		// KAFKA_BROKERS points at a broker that is not ours to kill: use a private one.
+		own, err := harness.StartOwnKafka()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = own.Stop() }()
+		broker = own
+	}
+	client := func(opts ...kgo.Opt) *kgo.Client {
+		kc := kafka.NewDefaultConfig("integration")
+		kc.Brokers = broker.Brokers
+		cl, err := kgo.NewClient(append(kc.Opts(), opts...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(cl.Close)
+		return cl
+	}
+	tc := topics.NewDefaultConfig()
+	tc.Partitions = 4
+	if _, err := topics.Ensure(ctx, client(), tc, topics.Understudy(tc)); err != nil {
+		t.Fatal(err)
+	}
+	exp := fmt.Sprintf("faults-%d", time.Now().UnixNano())
+	const n = 100000
+	codecs, _ := schemas.NewCodecs()
+	prod := client(kgo.ProducerLinger(5*time.Millisecond), kgo.MaxBufferedRecords(50000))
+	now := time.Now().UTC()
+	id := func(i int) string { return fmt.Sprintf("%s-%06d", exp, i) }
+	labeled := func(i int) bool { return i%5 != 0 }
+	early := func(i int) bool { return i%10 == 1 }
+	var perr error
+	cb := func(_ *kgo.Record, err error) {
+		if err != nil && perr == nil {
+			perr = err
+		}
+	}
+	label := func(i int) {
+		v, _ := codecs.Label.Encode(nil, schemas.LabelEvent{RequestID: id(i), Experiment: exp, Value: schemas.Number(float64(i % 2)), EventTime: now.Add(time.Hour), Source: "test"})
+		prod.Produce(ctx, &kgo.Record{Topic: schemas.TopicLabels, Key: []byte(id(i)), Value: v}, cb)
+	}
+	for i := range n {
+		if labeled(i) && early(i) {
+			label(i)
+		}
+	}
+	for i := range n {
+		ev, _ := codecs.Inference.Encode(nil, schemas.InferenceEvent{
+			RequestID: id(i), Experiment: exp, EventTime: now, Model: schemas.ModelRef{Name: "m"},
+			Response: schemas.HTTPResponse{Status: 200, Prediction: schemas.Number(0.5)},
+		})
+		res, _ := codecs.Shadow.Encode(nil, schemas.ShadowResult{
+			RequestID: id(i), Experiment: exp, Shadow: "a", EventTime: now,
+			Response: schemas.HTTPResponse{Status: 200, Prediction: schemas.Number(0.6)},
+		})
+		prod.Produce(ctx, &kgo.Record{Topic: schemas.TopicInference, Key: []byte(id(i)), Value: ev}, cb)
+		prod.Produce(ctx, &kgo.Record{Topic: schemas.TopicShadow, Key: []byte(id(i)), Value: res}, cb)
+	}
+	if err := prod.Flush(ctx); err != nil || perr != nil {
+		t.Fatal(err, perr)
+	}
+	wantLabeled := 0
+	for i := range n {
+		if labeled(i) {
+			wantLabeled++
+		}
+	}
+	total := n + wantLabeled
+
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "joiner")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
+	build.Dir = filepath.Join(repoRoot(t), "services", "joiner")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build joiner: %v\n%s", err, out)
+	}
+	logPath := filepath.Join(dir, "joiner.log")
+	start := func() *exec.Cmd {
+		cmd := exec.Command(bin, "--kafka.brokers="+broker.Brokers, "--http.listen-addr=127.0.0.1:0", "--instance-id="+exp,
+			"--kafka.group="+exp, "--join.expected-shadows=a", "--database.url="+postgres.URL)
+		logf, _ := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	finals, labels := map[string]int{}, map[string]int{}
+	reader := client(kgo.ConsumeTopics(schemas.TopicComparisons), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	read := func(d time.Duration) {
+		pctx, c := context.WithTimeout(ctx, d)
+		defer c()
+		reader.PollFetches(pctx).EachRecord(func(r *kgo.Record) {
+			cmp, err := codecs.Comparison.Decode(ctx, r.Value)
+			if err != nil || cmp.Experiment != exp {
+				return
+			}
+			if cmp.Label != nil {
+				labels[cmp.RequestID]++
+			} else {
+				finals[cmp.RequestID]++
+			}
+		})
+	}
+	seen := func() int { return len(finals) + len(labels) }
+	waitFor := func(frac float64, what string) {
+		for seen() < int(frac*float64(total)) {
+			if ctx.Err() != nil {
+				log, _ := os.ReadFile(logPath)
+				t.Fatalf("only %d of %d comparisons before %s\njoiner log tail:\n%s", seen(), total, what, tail(string(log), 3000))
+			}
+			read(time.Second)
+		}
+	}
+	kill := func(cmd *exec.Cmd, what string) {
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		_ = cmd.Wait()
+		t.Logf("SIGKILL %s after %d comparisons", what, seen())
+	}
+
+	cmd := start()
+	waitFor(0.2, "kill 1")
+	kill(cmd, "1")
+	for i := range n { // the labels that come after their predictions
+		if labeled(i) && !early(i) {
+			label(i)
+		}
+	}
+	if err := prod.Flush(ctx); err != nil || perr != nil {
+		t.Fatal(err, perr)
+	}
+	cmd = start()
+	waitFor(0.45, "kill 2")
+	kill(cmd, "2")
+	cmd = start()
+	waitFor(0.55, "the broker restart")
+	if err := broker.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("broker killed after %d comparisons", seen())
+	if err := broker.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(0.7, "kill 3")
+	kill(cmd, "3")
+	cmd = start()
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}()
+	waitFor(1, "the end")
+	read(3 * time.Second) // duplicates, if any, would come now
+	for i := range n {
+		if c := finals[id(i)]; c != 1 {
+			t.Fatalf("%s has %d final comparisons", id(i), c)
+		}
+		want := 0
+		if labeled(i) {
+			want = 1
+		}
+		if c := labels[id(i)]; c != want {
+			t.Fatalf("%s has %d labeled comparisons, want %d", id(i), c, want)
+		}
+	}
+	if len(finals) != n || len(labels) != wantLabeled {
+		t.Fatalf("%d final and %d labeled comparisons, want %d and %d", len(finals), len(labels), n, wantLabeled)
 	}
 }

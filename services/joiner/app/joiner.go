@@ -75,6 +75,7 @@ type Joiner struct {
 	restored   prometheus.Counter
 	txns       *prometheus.CounterVec
 	lag        prometheus.Gauge
+	failures   prometheus.Counter
 	keys       *prometheus.GaugeVec
 	owned      map[int32]bool
 }
@@ -106,27 +107,13 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Joiner, er
 		}
 		j.labels = newLabelJoin(labelstore.New(j.db, cfg.Group, cfg.LabelBucket), pol, cfg.LabelBucket, reg)
 	}
-	j.sess, err = kgo.NewGroupTransactSession(append(cfg.Kafka.Opts(),
-		kgo.ConsumerGroup(cfg.Group),
-		kgo.InstanceID("understudy-joiner-"+cfg.InstanceID),
-		kgo.ConsumeTopics(j.inputs...),
-		kgo.Balancers(kgo.RangeBalancer()),
-		kgo.TransactionalID("understudy-joiner-"+cfg.InstanceID),
-		kgo.TransactionTimeout(30*time.Second),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.FetchMaxBytes(4<<20),
-		kgo.OnPartitionsAssigned(j.onAssigned),
-		kgo.OnPartitionsRevoked(j.onRevoked),
-		kgo.OnPartitionsLost(j.onRevoked),
-		kgo.DefaultProduceTopic(schemas.TopicComparisons),
-	)...)
-	if err != nil {
+	if j.sess, err = j.newSession(); err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)
 	}
 	f := promauto.With(reg)
 	j.dlq = deadletter.New("joiner", j.sess, reg)
 	j.ops = server.New(cfg.Ops, logger, reg)
-	j.ops.AddCheck("kafka", func(ctx context.Context) error { return kafka.Ping(ctx, j.sess.Client()) })
+	j.ops.AddCheck("kafka", func(ctx context.Context) error { return kafka.Ping(ctx, j.client()) })
 	if j.labels != nil {
 		j.ops.AddCheck("postgres", j.labels.store.Ping)
 	}
@@ -135,9 +122,74 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Joiner, er
 	j.duplicates = f.NewCounter(prometheus.CounterOpts{Name: "understudy_joiner_duplicate_inputs_total", Help: "Inputs dropped because their side had already arrived or been emitted."})
 	j.restored = f.NewCounter(prometheus.CounterOpts{Name: "understudy_joiner_state_restored_total", Help: "Changelog entries read while restoring assigned partitions."})
 	j.txns = f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_joiner_transactions_total", Help: "Kafka transactions by result."}, []string{"result"})
+	j.failures = f.NewCounter(prometheus.CounterOpts{Name: "understudy_joiner_session_failures_total", Help: "Kafka sessions replaced after a failure (state restored from the changelogs)."})
 	j.lag = f.NewGauge(prometheus.GaugeOpts{Name: "understudy_joiner_window_lag_seconds", Help: "Wall clock minus the oldest event-time watermark of the owned partitions: how far behind real time joins close."})
 	j.keys = f.NewGaugeVec(prometheus.GaugeOpts{Name: "understudy_joiner_state_keys", Help: "Keys in the in-memory join state: pending joins and remembered emitted ids."}, []string{"kind"})
 	return j, nil
+}
+
+// newSession creates the transactional consumer-producer session.
+func (j *Joiner) newSession() (*kgo.GroupTransactSession, error) {
+	return kgo.NewGroupTransactSession(append(j.cfg.Kafka.Opts(),
+		kgo.ConsumerGroup(j.cfg.Group),
+		kgo.InstanceID("understudy-joiner-"+j.cfg.InstanceID),
+		kgo.ConsumeTopics(j.inputs...),
+		kgo.Balancers(kgo.RangeBalancer()),
+		kgo.TransactionalID("understudy-joiner-"+j.cfg.InstanceID),
+		kgo.TransactionTimeout(30*time.Second),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxBytes(4<<20),
+		kgo.OnPartitionsAssigned(j.onAssigned),
+		kgo.OnPartitionsRevoked(j.onRevoked),
+		kgo.OnPartitionsLost(j.onRevoked),
+		kgo.DefaultProduceTopic(schemas.TopicComparisons),
+	)...)
+}
+
+// client returns the current session's client (the session is replaced after a failure).
+func (j *Joiner) client() *kgo.Client {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.sess.Client()
+}
+
+// recover replaces a broken session: franz-go's clients cannot be reused after a failed
+// transaction end, so the joiner closes it, forgets its in-memory state (restored again from
+// the changelogs when partitions are assigned) and starts a new session with the same
+// transactional id, which fences and aborts whatever the old one left open.
+func (j *Joiner) recover(ctx context.Context, cause error) error {
+	j.logger.Warn("kafka session failed; starting a new one", "err", cause)
+	j.failures.Inc()
+	j.sess.Close()
+	j.state = newJoinState(j.state.policy)
+	clear(j.owned)
+	j.paused = false
+	if j.labels != nil {
+		j.labels.drain(ctx)
+		j.labels.reset()
+	}
+	j.mu.Lock()
+	clear(j.assigned)
+	clear(j.revoked)
+	j.mu.Unlock()
+	for backoff := time.Second; ; backoff = min(2*backoff, 30*time.Second) {
+		sess, err := j.newSession()
+		if err == nil {
+			if _, _, err = sess.Client().ProducerID(ctx); err == nil {
+				j.mu.Lock()
+				j.sess = sess
+				j.mu.Unlock()
+				return nil
+			}
+			sess.Close()
+		}
+		j.logger.Warn("new kafka session failed; retrying", "err", err, "backoff", backoff.String())
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+	}
 }
 
 func (j *Joiner) onAssigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
@@ -167,7 +219,7 @@ func (j *Joiner) Ops() *server.Server { return j.ops }
 
 // Run checks co-partitioning, then joins until ctx ends; it commits the batch in progress.
 func (j *Joiner) Run(ctx context.Context) error {
-	defer j.sess.Close()
+	defer func() { j.sess.Close() }()
 	if j.db != nil {
 		defer j.db.Close()
 	}
@@ -202,7 +254,17 @@ func (j *Joiner) Run(ctx context.Context) error {
 		"experiments", len(j.state.policy.exps), "labels", j.labels != nil)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return j.ops.Run(gctx) })
-	g.Go(func() error { return j.loop(gctx) })
+	g.Go(func() error {
+		for {
+			err := j.loop(gctx)
+			if gctx.Err() != nil {
+				return nil
+			}
+			if err := j.recover(gctx, err); err != nil {
+				return nil
+			}
+		}
+	})
 	if j.labels != nil {
 		g.Go(func() error { j.retainLoop(gctx); return nil })
 		g.Go(func() error {
@@ -323,7 +385,7 @@ func (j *Joiner) applyAssignment(ctx context.Context) error {
 	j.logger.Info("join state restored", "partitions", len(assigned), "entries", n, "pending", j.state.size(), "took", time.Since(start).String())
 	if j.labels != nil {
 		start = time.Now()
-		j.labels.drain() // what this member committed is applied before catching up
+		j.labels.drain(ctx) // what this member committed is applied before catching up
 		applied, ready, err := j.catchUpLabels(ctx, assigned)
 		if err != nil {
 			return fmt.Errorf("catch up label state: %w", err)

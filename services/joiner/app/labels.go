@@ -236,8 +236,29 @@ func (l *labelJoin) runApplier(ctx context.Context, onErr func(error)) {
 	}
 }
 
-// drain waits until every queued entry is applied.
-func (l *labelJoin) drain() { l.applied.Wait() }
+// reset forgets the ready requests and what the applier found (after a session failure: the
+// store's ready queue has them all).
+func (l *labelJoin) reset() {
+	clear(l.ready)
+	l.taken = l.taken[:0]
+	clear(l.late)
+	l.mu.Lock()
+	l.found = nil
+	l.mu.Unlock()
+}
+
+// drain waits until every queued entry is applied, or ctx ends.
+func (l *labelJoin) drain(ctx context.Context) {
+	done := make(chan struct{})
+	go func() {
+		l.applied.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
 
 // collect moves what the applier found ready into the ready set (owned partitions only).
 func (l *labelJoin) collect(owned func(int32) bool) {
