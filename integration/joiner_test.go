@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -318,4 +319,7 @@ func TestJoinerFaultsWithLabels(t *testing.T) {
 	if len(finals) != n || len(labels) != wantLabeled {
 		t.Fatalf("%d final and %d labeled comparisons, want %d and %d", len(finals), len(labels), n, wantLabeled)
 	}
+	log, _ := os.ReadFile(logPath)
+	t.Logf("joiner log: %d Kafka session replacements, %d label-state catch-ups",
+		strings.Count(string(log), "kafka session failed"), strings.Count(string(log), "label state caught up"))
 }
