@@ -277,7 +277,8 @@ func measure(ctx context.Context, adm *kadm.Client, cmd *exec.Cmd, group string,
 			_ = resp.Body.Close()
 			for _, line := range strings.Split(string(b), "\n") {
 				if strings.HasPrefix(line, "understudy_joiner_label_apply_seconds_sum") || strings.HasPrefix(line, "understudy_joiner_label_apply_seconds_count") ||
-					strings.HasPrefix(line, "understudy_joiner_transactions_total") || strings.HasPrefix(line, "understudy_joiner_labels_total") {
+					strings.HasPrefix(line, "understudy_joiner_transactions_total") || strings.HasPrefix(line, "understudy_joiner_labels_total") ||
+					strings.HasPrefix(line, "understudy_joiner_comparisons_total") {
 					step("  %s", line)
 				}
 			}

@@ -62,8 +62,9 @@ type Joiner struct {
 	labels                  *labelJoin // nil when labels are disabled
 	db                      *pgxpool.Pool
 	inputs                  []string
-	stateTopic, labelsTopic string // changelogs
-	paused                  bool
+	stateTopic, labelsTopic string          // changelogs
+	paused                  map[string]bool // input topics paused by backpressure
+	flow                    *flow
 
 	mu       sync.Mutex
 	assigned map[int32]bool // partitions to restore before the next batch
@@ -98,6 +99,7 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Joiner, er
 		state:    newJoinState(pol),
 		assigned: map[int32]bool{}, revoked: map[int32]bool{}, owned: map[int32]bool{},
 		inputs: []string{schemas.TopicInference, schemas.TopicShadow},
+		paused: map[string]bool{}, flow: newFlow(),
 	}
 	j.stateTopic, j.labelsTopic = cfg.changelogs()
 	if cfg.Labels {
@@ -163,7 +165,7 @@ func (j *Joiner) recover(ctx context.Context, cause error) error {
 	j.sess.Close()
 	j.state = newJoinState(j.state.policy)
 	clear(j.owned)
-	j.paused = false
+	j.paused, j.flow = map[string]bool{}, newFlow()
 	if j.labels != nil {
 		j.labels.drain(ctx)
 		j.labels.reset()
@@ -531,6 +533,7 @@ func (j *Joiner) transact(ctx context.Context, fs kgo.Fetches) ([]labelstore.Ent
 	if err := j.sess.Begin(); err != nil {
 		return nil, fmt.Errorf("begin transaction: %w", err)
 	}
+	j.flow.observe(fs)
 	now := j.now()
 	var out []schemas.Comparison
 	var recs []*kgo.Record
@@ -545,11 +548,13 @@ func (j *Joiner) transact(ctx context.Context, fs kgo.Fetches) ([]labelstore.Ent
 			var ev schemas.InferenceEvent
 			if ev, err = j.codecs.Inference.Decode(ctx, r.Value); err == nil {
 				c = j.state.addChampion(r.Partition, ev, now)
+				j.flow.seen(r.Topic, ev.EventTime)
 			}
 		case schemas.TopicShadow:
 			var res schemas.ShadowResult
 			if res, err = j.codecs.Shadow.Decode(ctx, r.Value); err == nil {
 				c = j.state.addShadow(r.Partition, res, now)
+				j.flow.seen(r.Topic, res.EventTime)
 			}
 		case schemas.TopicLabels:
 			var lab schemas.LabelEvent
@@ -676,15 +681,87 @@ func (j *Joiner) observe(now time.Time) {
 	}
 }
 
-func (j *Joiner) backpressure() {
-	full := j.state.size() >= j.cfg.MaxPending
-	switch {
-	case full && !j.paused:
-		j.sess.Client().PauseFetchTopics(j.inputs...)
-		j.paused = true
-		j.logger.Warn("pending joins at limit: fetching paused", "pending", j.state.size())
-	case !full && j.paused:
-		j.sess.Client().ResumeFetchTopics(j.inputs...)
-		j.paused = false
+// alignment is how far (in event time) one of the champion and shadow topics may run ahead of
+// the other while the other has a backlog. Without it, a member catching up on a backlog reads
+// whichever topic the broker serves first, and every record of that topic becomes a pending
+// join waiting for a side that is still in the log (memory grows with the backlog, and at
+// join.max-pending joins expire incomplete). Kafka Streams synchronizes its inputs by
+// timestamp for the same reason.
+const alignment = time.Second
+
+// flow tracks, per join input topic, the latest event time processed and the backlog (records
+// behind the high watermark) seen in the latest fetch of each partition.
+type flow struct {
+	watermark map[string]time.Time
+	lag       map[string]map[int32]int64
+}
+
+func newFlow() *flow {
+	return &flow{watermark: map[string]time.Time{}, lag: map[string]map[int32]int64{}}
+}
+
+func (f *flow) observe(fs kgo.Fetches) {
+	fs.EachPartition(func(p kgo.FetchTopicPartition) {
+		if n := len(p.Records); n > 0 {
+			if f.lag[p.Topic] == nil {
+				f.lag[p.Topic] = map[int32]int64{}
+			}
+			f.lag[p.Topic][p.Partition] = p.HighWatermark - p.Records[n-1].Offset - 1
+		}
+	})
+}
+
+func (f *flow) seen(topic string, eventTime time.Time) {
+	if eventTime.After(f.watermark[topic]) {
+		f.watermark[topic] = eventTime
 	}
+}
+
+func (f *flow) backlog(topic string) bool {
+	for _, n := range f.lag[topic] {
+		if n > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// ahead returns the join input that runs more than alignment ahead of the other while the
+// other still has a backlog, or "".
+func (f *flow) ahead() string {
+	inf, sh := f.watermark[schemas.TopicInference], f.watermark[schemas.TopicShadow]
+	switch {
+	case inf.IsZero() || sh.IsZero():
+		return ""
+	case inf.Sub(sh) > alignment && f.backlog(schemas.TopicShadow):
+		return schemas.TopicInference
+	case sh.Sub(inf) > alignment && f.backlog(schemas.TopicInference):
+		return schemas.TopicShadow
+	}
+	return ""
+}
+
+// backpressure pauses the input that runs ahead of the other (see alignment), and both join
+// inputs while join.max-pending joins are pending (labels keep flowing: they create no
+// pending join). Paused topics resume as soon as the condition ends.
+func (j *Joiner) backpressure() {
+	want := map[string]bool{}
+	if a := j.flow.ahead(); a != "" {
+		want[a] = true
+	}
+	if full := j.state.size() >= j.cfg.MaxPending; full {
+		want[schemas.TopicInference], want[schemas.TopicShadow] = true, true
+		if !j.paused[schemas.TopicShadow] || !j.paused[schemas.TopicInference] {
+			j.logger.Warn("pending joins at limit: fetching paused", "pending", j.state.size())
+		}
+	}
+	for _, t := range []string{schemas.TopicInference, schemas.TopicShadow} {
+		switch {
+		case want[t] && !j.paused[t]:
+			j.sess.Client().PauseFetchTopics(t)
+		case !want[t] && j.paused[t]:
+			j.sess.Client().ResumeFetchTopics(t)
+		}
+	}
+	j.paused = want
 }

@@ -266,21 +266,43 @@ func (s *Store) Apply(ctx context.Context, entries []Entry) ([]Ready, error) {
 		if len(touched.ids) == 0 {
 			return nil
 		}
-		rows, err := tx.Query(ctx, `WITH
-			k AS MATERIALIZED (SELECT DISTINCT ON (partition, request_id) k.partition, k.request_id,
-				(SELECT bool_or(p.matched) FROM joiner_predictions p WHERE p.space = $3 AND p.request_id = k.request_id AND p.partition = k.partition) AS matched,
-				(SELECT true FROM joiner_labels l WHERE l.space = $3 AND l.request_id = k.request_id AND l.partition = k.partition LIMIT 1) AS labeled
-				FROM unnest($1::int[], $2::text[]) AS k(partition, request_id)),
-			r AS (INSERT INTO joiner_label_ready (space, partition, request_id)
-				SELECT $3, partition, request_id FROM k WHERE NOT matched AND labeled
-				ON CONFLICT DO NOTHING
-				RETURNING partition, request_id)
-			`+selectReady("r", "$3"), touched.parts, touched.ids, s.space)
+		// Candidates: touched keys whose earliest prediction is unmatched and that have a
+		// label, with both values, each side found by one primary-key probe (LATERAL forces
+		// the per-key plan). Then the ready queue keeps those not already queued.
+		rows, err := tx.Query(ctx, `SELECT k.partition, k.request_id, p.comparison, l.label
+			FROM (SELECT DISTINCT partition, request_id FROM unnest($1::int[], $2::text[]) AS u(partition, request_id)) k
+			JOIN LATERAL (SELECT comparison, matched FROM joiner_predictions p WHERE p.space = $3 AND p.request_id = k.request_id AND p.partition = k.partition
+				ORDER BY event_time LIMIT 1) p ON NOT p.matched
+			JOIN LATERAL (SELECT label FROM joiner_labels l WHERE l.space = $3 AND l.request_id = k.request_id AND l.partition = k.partition
+				ORDER BY event_time LIMIT 1) l ON true`, touched.parts, touched.ids, s.space)
 		if err != nil {
 			return err
 		}
-		ready, err = scanReady(rows)
-		return err
+		candidates, err := scanReady(rows)
+		if err != nil || len(candidates) == 0 {
+			return err
+		}
+		var q cols
+		for _, c := range candidates {
+			q.add(time.Time{}, Entry{Partition: c.Partition, RequestID: c.RequestID})
+		}
+		rows, err = tx.Query(ctx, `INSERT INTO joiner_label_ready (space, partition, request_id)
+			SELECT $3, partition, request_id FROM unnest($1::int[], $2::text[]) AS u(partition, request_id)
+			ON CONFLICT DO NOTHING RETURNING partition, request_id`, q.parts, q.ids, s.space)
+		if err != nil {
+			return err
+		}
+		queued := map[readyKey]bool{}
+		var k readyKey
+		if _, err := pgx.ForEachRow(rows, []any{&k.partition, &k.id}, func() error { queued[k] = true; return nil }); err != nil {
+			return err
+		}
+		for _, c := range candidates {
+			if queued[readyKey{c.Partition, c.RequestID}] {
+				ready = append(ready, c)
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("apply label state: %w", err)
@@ -295,6 +317,11 @@ func selectReady(from, space string) string {
 		(SELECT comparison FROM joiner_predictions p WHERE p.space = ` + space + ` AND p.request_id = q.request_id AND p.partition = q.partition ORDER BY event_time LIMIT 1),
 		(SELECT label FROM joiner_labels l WHERE l.space = ` + space + ` AND l.request_id = q.request_id AND l.partition = q.partition ORDER BY event_time LIMIT 1)
 		FROM ` + from + ` q`
+}
+
+type readyKey struct {
+	partition int32
+	id        string
 }
 
 // distinct returns the distinct values of parts.
