@@ -54,6 +54,10 @@ bench-tap: ## Tap latency and CPU vs direct and nginx+mirror, plus Kafka isolati
 bench-invoker: ## Invoker throughput and memory under a slow shadow on the real broker (writes bench-results/invoker.md).
 	@scripts/bench-invoker.sh
 
+.PHONY: bench-joiner
+bench-joiner: ## Joiner throughput vs the same join in Kafka Streams, with and without labels, on the real broker (writes bench-results/joiner.md).
+	@scripts/bench-joiner.sh
+
 .PHONY: bench
 bench: ## Run the Go benchmarks of every module.
 	@for m in $(UNIT_MODULES); do (cd $$m && go test -run '^$$' -bench . -benchmem ./...) || exit 1; done

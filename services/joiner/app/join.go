@@ -275,12 +275,14 @@ func (j *joinState) forget() time.Duration { return 2 * j.policy.maxHorizon() }
 
 // expire closes every join past its window (by event time: the partition's watermark passed
 // event time + horizon; or by processing time: first seen + horizon passed), incomplete, and
-// forgets old emitted markers.
-func (j *joinState) expire(now time.Time) []schemas.Comparison {
+// forgets old emitted markers, at most limit of them (joins and markers) per call, so that a
+// burst of expiries is spread over several transactions.
+func (j *joinState) expire(now time.Time, limit int) []schemas.Comparison {
 	var out []schemas.Comparison
+	forgotten := 0
 	for p, ps := range j.parts {
-		closeTop := func(h *deadlines, limit time.Time) {
-			for len(*h) > 0 && !(*h)[0].at.After(limit) {
+		closeTop := func(h *deadlines, until time.Time) {
+			for len(*h) > 0 && !(*h)[0].at.After(until) && len(out)+forgotten < limit {
 				d := heap.Pop(h).(deadline)
 				if ps.live(d) {
 					j.touch(p, d.pd.cmp.RequestID)
@@ -292,11 +294,12 @@ func (j *joinState) expire(now time.Time) []schemas.Comparison {
 		closeTop(&ps.bySeen, now)
 		forget := j.forget()
 		n := 0
-		for n < len(ps.emitQ) && now.Sub(ps.emitQ[n].at) >= forget {
+		for n < len(ps.emitQ) && now.Sub(ps.emitQ[n].at) >= forget && len(out)+forgotten < limit {
 			e := ps.emitQ[n]
 			if at, ok := ps.emitted[e.id]; ok && at.Equal(e.at) {
 				j.touch(p, e.id)
 				delete(ps.emitted, e.id)
+				forgotten++
 			}
 			n++
 		}

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -49,11 +50,11 @@ func TestJoinStatusesWindowsAndDuplicates(t *testing.T) {
 	j.commit()
 	// Event time on partition 2 advances past r3's window; partition 3 is idle.
 	add(j.addChampion(2, champEv("r5", t0.Add(66*time.Second)), t0.Add(time.Second)))
-	got = append(got, j.expire(t0.Add(time.Second))...)
+	got = append(got, j.expire(t0.Add(time.Second), 1<<30)...)
 	if len(got) != 3 || got[2].RequestID != "r3" || got[2].Status != schemas.StatusShadowMissing {
 		t.Fatalf("event-time expiry: %+v", got)
 	}
-	got = append(got, j.expire(t0.Add(65*time.Second))...) // r4 by processing time
+	got = append(got, j.expire(t0.Add(65*time.Second), 1<<30)...) // r4 by processing time
 	status := map[string]string{}
 	for _, c := range got {
 		status[c.RequestID] = c.Status
@@ -139,7 +140,7 @@ func TestPerExperimentRules(t *testing.T) {
 		t.Fatal("default experiment completed without its shadow")
 	}
 	// Two minutes later the default join has expired; the slow experiment's has not.
-	out := j.expire(t0.Add(2 * time.Minute))
+	out := j.expire(t0.Add(2 * time.Minute), 1<<30)
 	if len(out) != 1 || out[0].RequestID != "d1" || out[0].Status != schemas.StatusShadowMissing {
 		t.Fatalf("after 2m: %+v", out)
 	}
@@ -150,5 +151,62 @@ func TestPerExperimentRules(t *testing.T) {
 	}
 	if p.maxHorizon() != 10*time.Minute || p.maxLabelWindow() != 7*24*time.Hour {
 		t.Fatalf("max horizon %v, label window %v", p.maxHorizon(), p.maxLabelWindow())
+	}
+}
+
+// TestFlowAlignment: the input more than a second ahead in event time is paused only while the
+// other still has a backlog (so a dead shadow never stops the champion side).
+func TestFlowAlignment(t *testing.T) {
+	f := newFlow()
+	if f.ahead() != "" {
+		t.Fatal("empty flow is ahead")
+	}
+	// Only the shadow topic has been read, and the inference topic has a backlog.
+	f.seen(schemas.TopicShadow, t0)
+	f.setLag(schemas.TopicInference, 0, 50000)
+	if got := f.ahead(); got != schemas.TopicShadow {
+		t.Fatalf("ahead = %q, want the shadow topic (the inference topic is unread)", got)
+	}
+	f = newFlow()
+	f.seen(schemas.TopicInference, t0.Add(10*time.Second))
+	f.seen(schemas.TopicShadow, t0)
+	if f.ahead() != "" {
+		t.Fatal("ahead without knowing the shadow backlog")
+	}
+	f.lag[schemas.TopicShadow] = map[int32]int64{0: 0, 1: 1}
+	if f.ahead() != "" {
+		t.Fatal("a transaction marker is not a backlog")
+	}
+	f.lag[schemas.TopicShadow][1] = 5000
+	if got := f.ahead(); got != schemas.TopicInference {
+		t.Fatalf("ahead = %q, want the inference topic", got)
+	}
+	f.lag[schemas.TopicShadow][1] = 0 // the shadow side caught up with its log: nothing to wait for
+	if got := f.ahead(); got != "" {
+		t.Fatalf("ahead = %q with no shadow backlog", got)
+	}
+	f.seen(schemas.TopicShadow, t0.Add(12*time.Second))
+	f.lag[schemas.TopicInference] = map[int32]int64{3: 7000}
+	if got := f.ahead(); got != schemas.TopicShadow {
+		t.Fatalf("ahead = %q, want the shadow topic", got)
+	}
+	f.seen(schemas.TopicInference, t0.Add(11500*time.Millisecond))
+	if got := f.ahead(); got != "" {
+		t.Fatalf("ahead = %q within the alignment", got)
+	}
+}
+
+// TestExpireLimit: a burst of expiries is spread over several calls (transactions).
+func TestExpireLimit(t *testing.T) {
+	j := newJoinState(testPolicy([]string{"a"}, time.Minute, 0))
+	for i := range 5 {
+		j.addChampion(0, champEv(fmt.Sprintf("r%d", i), t0), t0)
+	}
+	later := t0.Add(2 * time.Minute)
+	if got := j.expire(later, 2); len(got) != 2 || !j.due(later) {
+		t.Fatalf("first call: %d expired, due %v", len(got), j.due(later))
+	}
+	if got := j.expire(later, 10); len(got) != 3 || j.size() != 0 {
+		t.Fatalf("second call: %d expired, %d pending", len(got), j.size())
 	}
 }

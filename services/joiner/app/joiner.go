@@ -383,6 +383,9 @@ func (j *Joiner) applyAssignment(ctx context.Context) error {
 	for p := range assigned {
 		j.owned[p] = true
 	}
+	if err := j.measureBacklog(ctx, assigned); err != nil {
+		j.logger.Warn("measuring the input backlog failed; inputs are not aligned until fetched", "err", err)
+	}
 	j.restored.Add(float64(n))
 	j.logger.Info("join state restored", "partitions", len(assigned), "entries", n, "pending", j.state.size(), "took", time.Since(start).String())
 	if j.labels != nil {
@@ -398,6 +401,39 @@ func (j *Joiner) applyAssignment(ctx context.Context) error {
 }
 
 func (j *Joiner) owns(p int32) bool { return j.owned[p] }
+
+// measureBacklog records each assigned join input partition's backlog (end offset minus the
+// group's committed offset, or the log start) so that inputs are aligned from the first fetch.
+func (j *Joiner) measureBacklog(ctx context.Context, parts map[int32]bool) error {
+	adm := kadm.NewClient(j.sess.Client())
+	join := []string{schemas.TopicInference, schemas.TopicShadow}
+	ends, err := adm.ListEndOffsets(ctx, join...)
+	if err != nil {
+		return err
+	}
+	starts, err := adm.ListStartOffsets(ctx, join...)
+	if err != nil {
+		return err
+	}
+	committed, err := adm.FetchOffsetsForTopics(ctx, j.cfg.Group, join...)
+	if err != nil {
+		return err
+	}
+	ends.Each(func(o kadm.ListedOffset) {
+		if !parts[o.Partition] || o.Err != nil {
+			return
+		}
+		from := int64(0)
+		if s, ok := starts.Lookup(o.Topic, o.Partition); ok && s.Err == nil {
+			from = s.Offset
+		}
+		if c, ok := committed.Lookup(o.Topic, o.Partition); ok && c.Err == nil && c.At > from {
+			from = c.At
+		}
+		j.flow.setLag(o.Topic, o.Partition, o.Offset-from)
+	})
+	return nil
+}
 
 // catchUpLabels applies the label-state changelog of parts from the offsets stored in
 // Postgres to its end, then loads their ready queue.
@@ -574,7 +610,7 @@ func (j *Joiner) transact(ctx context.Context, fs kgo.Fetches) ([]labelstore.Ent
 			out = append(out, *c)
 		}
 	})
-	out = append(out, j.state.expire(now)...)
+	out = append(out, j.state.expire(now, j.cfg.MaxBatch)...)
 	var err error
 	for _, c := range out {
 		v, eerr := j.codecs.Comparison.Encode(nil, c)
@@ -590,7 +626,7 @@ func (j *Joiner) transact(ctx context.Context, fs kgo.Fetches) ([]labelstore.Ent
 	var labeled []schemas.Comparison
 	if j.labels != nil && err == nil {
 		var markers []*kgo.Record
-		labeled, markers = j.labels.take(j.labelsTopic, j.codecs, now)
+		labeled, markers = j.labels.take(j.labelsTopic, j.codecs, now, j.cfg.MaxBatch)
 		for _, c := range labeled {
 			v, eerr := j.codecs.Comparison.Encode(nil, c)
 			if eerr != nil {
@@ -711,27 +747,52 @@ func (f *flow) observe(fs kgo.Fetches) {
 	})
 }
 
+// setLag records a partition's backlog measured from offsets (at assignment, before any fetch).
+func (f *flow) setLag(topic string, partition int32, lag int64) {
+	if f.lag[topic] == nil {
+		f.lag[topic] = map[int32]int64{}
+	}
+	f.lag[topic][partition] = lag
+}
+
 func (f *flow) seen(topic string, eventTime time.Time) {
 	if eventTime.After(f.watermark[topic]) {
 		f.watermark[topic] = eventTime
 	}
 }
 
+// backlog reports whether a partition of topic is more than backlogRecords behind its high
+// watermark. The threshold ignores transaction markers (the shadow topic is transactional, so
+// its high watermark stays at least one offset past the last record) and small lags: aligning
+// only matters for large backlogs, and must never wait on a topic that is merely quiet.
 func (f *flow) backlog(topic string) bool {
 	for _, n := range f.lag[topic] {
-		if n > 0 {
+		if n > backlogRecords {
 			return true
 		}
 	}
 	return false
 }
 
+const backlogRecords = 1000
+
 // ahead returns the join input that runs more than alignment ahead of the other while the
-// other still has a backlog, or "".
+// other still has a backlog, or "". A topic not read yet is behind any topic that has been
+// read, when it has a backlog.
 func (f *flow) ahead() string {
 	inf, sh := f.watermark[schemas.TopicInference], f.watermark[schemas.TopicShadow]
 	switch {
-	case inf.IsZero() || sh.IsZero():
+	case inf.IsZero() && sh.IsZero():
+		return ""
+	case inf.IsZero():
+		if f.backlog(schemas.TopicInference) {
+			return schemas.TopicShadow
+		}
+		return ""
+	case sh.IsZero():
+		if f.backlog(schemas.TopicShadow) {
+			return schemas.TopicInference
+		}
 		return ""
 	case inf.Sub(sh) > alignment && f.backlog(schemas.TopicShadow):
 		return schemas.TopicInference

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"sort"
 	"sync"
 	"time"
 
@@ -132,12 +131,14 @@ func (l *labelJoin) onLabel(topic string, raw []byte, lab schemas.LabelEvent, no
 
 // take returns the labeled comparisons of the ready requests of owned partitions and the
 // matched markers the transaction writes with them; late ones get a marker only.
-func (l *labelJoin) take(topic string, codecs *schemas.Codecs, now time.Time) (out []schemas.Comparison, recs []*kgo.Record) {
-	keys := make([]readyKey, 0, len(l.ready))
+func (l *labelJoin) take(topic string, codecs *schemas.Codecs, now time.Time, limit int) (out []schemas.Comparison, recs []*kgo.Record) {
+	keys := make([]readyKey, 0, min(len(l.ready), limit))
 	for k := range l.ready {
+		if len(keys) == limit {
+			break // the rest in the next transactions
+		}
 		keys = append(keys, k)
 	}
-	sort.Slice(keys, func(a, b int) bool { return keys[a].id < keys[b].id })
 	ctx := context.Background()
 	for _, k := range keys {
 		r := l.ready[k]
