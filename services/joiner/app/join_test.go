@@ -140,7 +140,7 @@ func TestPerExperimentRules(t *testing.T) {
 		t.Fatal("default experiment completed without its shadow")
 	}
 	// Two minutes later the default join has expired; the slow experiment's has not.
-	out := j.expire(t0.Add(2 * time.Minute), 1<<30)
+	out := j.expire(t0.Add(2*time.Minute), 1<<30)
 	if len(out) != 1 || out[0].RequestID != "d1" || out[0].Status != schemas.StatusShadowMissing {
 		t.Fatalf("after 2m: %+v", out)
 	}
