@@ -14,6 +14,7 @@ type pending struct {
 	cmp       schemas.Comparison
 	firstSeen time.Time
 	rules     *rules
+	slot      [2]int // positions in the partition's expiry heaps (byEvent, bySeen); -1 when out
 }
 
 // rules are one experiment's join settings.
@@ -61,8 +62,8 @@ type partState struct {
 	watermark time.Time            // latest event time seen on the partition
 
 	// Expiry indexes, so that a batch costs time in proportion to what expires, not to the
-	// state's size. Entries are never updated in place: a stale entry (its join gone, or
-	// replaced after a rollback) is skipped when it reaches the top.
+	// state's size. A join leaves both heaps when it is emitted, so that they never hold
+	// completed joins.
 	byEvent deadlines   // pending joins by event-time deadline (event time + horizon)
 	bySeen  deadlines   // pending joins by processing-time deadline (first seen + horizon)
 	emitQ   []emitEntry // emitted markers, in (roughly) the order they were set
@@ -73,39 +74,70 @@ type emitEntry struct {
 	at time.Time
 }
 
-// deadline is one pending join's expiry time in one of the indexes.
-type deadline struct {
-	at time.Time
-	pd *pending
+// deadlines is a min-heap of pending joins by one of their two deadlines (kind 0: event time
+// + horizon, compared with the watermark; kind 1: first seen + horizon, compared with the
+// clock). Each join knows its position (slot) so that it can be removed or fixed in place.
+type deadlines struct {
+	kind  int
+	items []*pending
 }
 
-// deadlines is a min-heap of deadlines.
-type deadlines []deadline
+func (h *deadlines) at(pd *pending) time.Time {
+	if h.kind == 0 {
+		return pd.cmp.EventTime.Add(pd.rules.horizon)
+	}
+	return pd.firstSeen.Add(pd.rules.horizon)
+}
 
-func (h deadlines) Len() int           { return len(h) }
-func (h deadlines) Less(a, b int) bool { return h[a].at.Before(h[b].at) }
-func (h deadlines) Swap(a, b int)      { h[a], h[b] = h[b], h[a] }
-func (h *deadlines) Push(x any)        { *h = append(*h, x.(deadline)) }
+func (h *deadlines) Len() int           { return len(h.items) }
+func (h *deadlines) Less(a, b int) bool { return h.at(h.items[a]).Before(h.at(h.items[b])) }
+func (h *deadlines) Swap(a, b int) {
+	h.items[a], h.items[b] = h.items[b], h.items[a]
+	h.items[a].slot[h.kind], h.items[b].slot[h.kind] = a, b
+}
+
+func (h *deadlines) Push(x any) {
+	pd := x.(*pending)
+	pd.slot[h.kind] = len(h.items)
+	h.items = append(h.items, pd)
+}
+
 func (h *deadlines) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
+	n := len(h.items) - 1
+	pd := h.items[n]
+	h.items[n] = nil
+	h.items = h.items[:n]
+	pd.slot[h.kind] = -1
+	return pd
+}
+
+// due reports whether the earliest deadline is at or before t.
+func (h *deadlines) due(t time.Time) bool {
+	return len(h.items) > 0 && !h.at(h.items[0]).After(t)
+}
+
+// remove takes pd out of the heap if it is in it.
+func (h *deadlines) remove(pd *pending) {
+	if i := pd.slot[h.kind]; i >= 0 && i < len(h.items) && h.items[i] == pd {
+		heap.Remove(h, i)
+	}
 }
 
 func newPartState() *partState {
-	return &partState{pending: map[string]*pending{}, emitted: map[string]time.Time{}}
+	return &partState{pending: map[string]*pending{}, emitted: map[string]time.Time{}, byEvent: deadlines{kind: 0}, bySeen: deadlines{kind: 1}}
 }
 
 // index adds a pending join to the expiry indexes.
 func (ps *partState) index(pd *pending) {
-	heap.Push(&ps.byEvent, deadline{at: pd.cmp.EventTime.Add(pd.rules.horizon), pd: pd})
-	heap.Push(&ps.bySeen, deadline{at: pd.firstSeen.Add(pd.rules.horizon), pd: pd})
+	pd.slot = [2]int{-1, -1}
+	heap.Push(&ps.byEvent, pd)
+	heap.Push(&ps.bySeen, pd)
 }
 
-// live reports whether a deadline still describes the join it points to.
-func (ps *partState) live(d deadline) bool {
-	return ps.pending[d.pd.cmp.RequestID] == d.pd
+// unindex takes a pending join out of the expiry indexes.
+func (ps *partState) unindex(pd *pending) {
+	ps.byEvent.remove(pd)
+	ps.bySeen.remove(pd)
 }
 
 // change is one key's state as written to the changelog: a pending join, an emitted marker,
@@ -205,7 +237,9 @@ func (j *joinState) addChampion(p int32, ev schemas.InferenceEvent, now time.Tim
 	}
 	if !ev.EventTime.Equal(pd.cmp.EventTime) {
 		pd.cmp.EventTime = ev.EventTime
-		heap.Push(&j.part(p).byEvent, deadline{at: ev.EventTime.Add(pd.rules.horizon), pd: pd})
+		if i := pd.slot[0]; i >= 0 {
+			heap.Fix(&j.part(p).byEvent, i)
+		}
 	}
 	pd.cmp.Experiment, pd.cmp.Tenant = ev.Experiment, ev.Tenant
 	pd.cmp.Champion = &schemas.Outcome{
@@ -261,8 +295,7 @@ func (j *joinState) completeIf(p int32, pd *pending, now time.Time) *schemas.Com
 // due reports whether any join or emitted marker can expire at now.
 func (j *joinState) due(now time.Time) bool {
 	for _, ps := range j.parts {
-		if len(ps.byEvent) > 0 && !ps.byEvent[0].at.After(ps.watermark) ||
-			len(ps.bySeen) > 0 && !ps.bySeen[0].at.After(now) ||
+		if ps.byEvent.due(ps.watermark) || ps.bySeen.due(now) ||
 			len(ps.emitQ) > 0 && now.Sub(ps.emitQ[0].at) >= j.forget() {
 			return true
 		}
@@ -282,12 +315,10 @@ func (j *joinState) expire(now time.Time, limit int) []schemas.Comparison {
 	forgotten := 0
 	for p, ps := range j.parts {
 		closeTop := func(h *deadlines, until time.Time) {
-			for len(*h) > 0 && !(*h)[0].at.After(until) && len(out)+forgotten < limit {
-				d := heap.Pop(h).(deadline)
-				if ps.live(d) {
-					j.touch(p, d.pd.cmp.RequestID)
-					out = append(out, j.emit(p, d.pd, now))
-				}
+			for h.due(until) && len(out)+forgotten < limit {
+				pd := h.items[0]
+				j.touch(p, pd.cmp.RequestID)
+				out = append(out, j.emit(p, pd, now)) // takes pd out of both heaps
 			}
 		}
 		closeTop(&ps.byEvent, ps.watermark)
@@ -313,6 +344,7 @@ func (j *joinState) emit(p int32, pd *pending, now time.Time) schemas.Comparison
 	ps := j.part(p)
 	id := pd.cmp.RequestID
 	delete(ps.pending, id)
+	ps.unindex(pd)
 	ps.emitted[id] = now
 	ps.emitQ = append(ps.emitQ, emitEntry{id: id, at: now})
 	c := pd.cmp
@@ -368,6 +400,9 @@ func (j *joinState) commit() {
 func (j *joinState) rollback() {
 	for id, u := range j.undo {
 		ps := j.part(u.partition)
+		if cur := ps.pending[id]; cur != nil {
+			ps.unindex(cur) // the batch's version of the join
+		}
 		if u.pending != nil {
 			ps.pending[id] = u.pending
 			ps.index(u.pending)
@@ -389,6 +424,9 @@ func (j *joinState) rollback() {
 // restore loads one changelog entry of partition p (nil c: the key was forgotten).
 func (j *joinState) restore(p int32, id string, c *schemas.Comparison) {
 	ps := j.part(p)
+	if cur := ps.pending[id]; cur != nil {
+		ps.unindex(cur)
+	}
 	delete(ps.pending, id)
 	delete(ps.emitted, id)
 	switch {
