@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -24,7 +23,7 @@ type joinerRun struct {
 func startJoiner(t *testing.T, cfg joiner.Config) *joinerRun {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	j, err := joiner.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+	j, err := joiner.New(cfg, slog.New(slog.DiscardHandler), reg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -342,7 +342,7 @@ func report(out string, requests, partitions int, results []result) error {
 		fmt.Fprintf(&b, "| %s | %d | %.0f | %.0f |\n", r.name, r.records, r.rate, r.rssMiB)
 	}
 	best := map[bool]float64{}
-	var ours = map[bool]float64{}
+	ours := map[bool]float64{}
 	for _, r := range results {
 		labels := strings.HasSuffix(r.name, "with labels")
 		if strings.HasPrefix(r.name, "Kafka Streams") {

@@ -38,8 +38,10 @@ func BenchmarkPendingJoinMemory(b *testing.B) {
 		j.commit()
 		pending := heap()
 		for i, id := range ids {
-			j.addShadow(int32(i%8), schemas.ShadowResult{RequestID: id, Experiment: "fraud-v7", Shadow: "candidate", EventTime: t0,
-				Response: schemas.HTTPResponse{Status: 200, Prediction: schemas.Number(0.91)}}, t0)
+			j.addShadow(int32(i%8), schemas.ShadowResult{
+				RequestID: id, Experiment: "fraud-v7", Shadow: "candidate", EventTime: t0,
+				Response: schemas.HTTPResponse{Status: 200, Prediction: schemas.Number(0.91)},
+			}, t0)
 		}
 		j.commit()
 		emitted := heap()
