@@ -158,40 +158,46 @@ func TestPerExperimentRules(t *testing.T) {
 // other still has a backlog (so a dead shadow never stops the champion side).
 func TestFlowAlignment(t *testing.T) {
 	f := newFlow()
-	if f.ahead() != "" {
+	if f.ahead(t0) != "" {
 		t.Fatal("empty flow is ahead")
 	}
 	// Only the shadow topic has been read, and the inference topic has a backlog.
 	f.seen(schemas.TopicShadow, t0)
-	f.setLag(schemas.TopicInference, 0, 50000)
-	if got := f.ahead(); got != schemas.TopicShadow {
+	f.setLag(schemas.TopicInference, 0, 50000, t0)
+	if got := f.ahead(t0); got != schemas.TopicShadow {
 		t.Fatalf("ahead = %q, want the shadow topic (the inference topic is unread)", got)
 	}
 	f = newFlow()
 	f.seen(schemas.TopicInference, t0.Add(10*time.Second))
 	f.seen(schemas.TopicShadow, t0)
-	if f.ahead() != "" {
+	if f.ahead(t0) != "" {
 		t.Fatal("ahead without knowing the shadow backlog")
 	}
+	f.delivered[schemas.TopicShadow], f.delivered[schemas.TopicInference] = t0, t0
 	f.lag[schemas.TopicShadow] = map[int32]int64{0: 0, 1: 1}
-	if f.ahead() != "" {
+	if f.ahead(t0) != "" {
 		t.Fatal("a transaction marker is not a backlog")
 	}
 	f.lag[schemas.TopicShadow][1] = 5000
-	if got := f.ahead(); got != schemas.TopicInference {
+	if got := f.ahead(t0); got != schemas.TopicInference {
 		t.Fatalf("ahead = %q, want the inference topic", got)
 	}
 	f.lag[schemas.TopicShadow][1] = 0 // the shadow side caught up with its log: nothing to wait for
-	if got := f.ahead(); got != "" {
+	if got := f.ahead(t0); got != "" {
 		t.Fatalf("ahead = %q with no shadow backlog", got)
 	}
 	f.seen(schemas.TopicShadow, t0.Add(12*time.Second))
 	f.lag[schemas.TopicInference] = map[int32]int64{3: 7000}
-	if got := f.ahead(); got != schemas.TopicShadow {
+	if got := f.ahead(t0); got != schemas.TopicShadow {
 		t.Fatalf("ahead = %q, want the shadow topic", got)
 	}
+	// A lag the topic does not reduce (aborted records at the end of a partition) stops
+	// counting once the topic has delivered nothing for a while.
+	if got := f.ahead(t0.Add(3 * time.Second)); got != "" {
+		t.Fatalf("ahead = %q although the inference topic has been quiet for 3 s", got)
+	}
 	f.seen(schemas.TopicInference, t0.Add(11500*time.Millisecond))
-	if got := f.ahead(); got != "" {
+	if got := f.ahead(t0); got != "" {
 		t.Fatalf("ahead = %q within the alignment", got)
 	}
 }

@@ -347,6 +347,7 @@ func (j *Joiner) loop(ctx context.Context) error {
 			j.labels.collect(j.owns)
 		}
 		if fs.Empty() && !j.state.due(j.now()) && (j.labels == nil || len(j.labels.ready) == 0) {
+			j.backpressure() // a paused input may have to resume although nothing arrived
 			continue
 		}
 		entries, err := j.transact(bctx, fs)
@@ -430,7 +431,7 @@ func (j *Joiner) measureBacklog(ctx context.Context, parts map[int32]bool) error
 		if c, ok := committed.Lookup(o.Topic, o.Partition); ok && c.Err == nil && c.At > from {
 			from = c.At
 		}
-		j.flow.setLag(o.Topic, o.Partition, o.Offset-from)
+		j.flow.setLag(o.Topic, o.Partition, o.Offset-from, j.now())
 	})
 	return nil
 }
@@ -569,7 +570,7 @@ func (j *Joiner) transact(ctx context.Context, fs kgo.Fetches) ([]labelstore.Ent
 	if err := j.sess.Begin(); err != nil {
 		return nil, fmt.Errorf("begin transaction: %w", err)
 	}
-	j.flow.observe(fs)
+	j.flow.observe(fs, j.now())
 	now := j.now()
 	var out []schemas.Comparison
 	var recs []*kgo.Record
@@ -730,29 +731,32 @@ const alignment = time.Second
 type flow struct {
 	watermark map[string]time.Time
 	lag       map[string]map[int32]int64
+	delivered map[string]time.Time // when the topic last delivered records (or its lag was measured)
 }
 
 func newFlow() *flow {
-	return &flow{watermark: map[string]time.Time{}, lag: map[string]map[int32]int64{}}
+	return &flow{watermark: map[string]time.Time{}, lag: map[string]map[int32]int64{}, delivered: map[string]time.Time{}}
 }
 
-func (f *flow) observe(fs kgo.Fetches) {
+func (f *flow) observe(fs kgo.Fetches, now time.Time) {
 	fs.EachPartition(func(p kgo.FetchTopicPartition) {
 		if n := len(p.Records); n > 0 {
 			if f.lag[p.Topic] == nil {
 				f.lag[p.Topic] = map[int32]int64{}
 			}
 			f.lag[p.Topic][p.Partition] = p.HighWatermark - p.Records[n-1].Offset - 1
+			f.delivered[p.Topic] = now
 		}
 	})
 }
 
 // setLag records a partition's backlog measured from offsets (at assignment, before any fetch).
-func (f *flow) setLag(topic string, partition int32, lag int64) {
+func (f *flow) setLag(topic string, partition int32, lag int64, now time.Time) {
 	if f.lag[topic] == nil {
 		f.lag[topic] = map[int32]int64{}
 	}
 	f.lag[topic][partition] = lag
+	f.delivered[topic] = now
 }
 
 func (f *flow) seen(topic string, eventTime time.Time) {
@@ -762,10 +766,15 @@ func (f *flow) seen(topic string, eventTime time.Time) {
 }
 
 // backlog reports whether a partition of topic is more than backlogRecords behind its high
-// watermark. The threshold ignores transaction markers (the shadow topic is transactional, so
-// its high watermark stays at least one offset past the last record) and small lags: aligning
-// only matters for large backlogs, and must never wait on a topic that is merely quiet.
-func (f *flow) backlog(topic string) bool {
+// watermark while the topic keeps delivering records. The threshold ignores transaction
+// markers (the shadow topic is transactional, so its high watermark stays past the last
+// record); the delivery condition ignores lags that reading cannot reduce (aborted records at
+// the end of a partition count in the high watermark but are never delivered). Aligning only
+// matters for large backlogs being read, and must never wait on a topic that is quiet.
+func (f *flow) backlog(topic string, now time.Time) bool {
+	if now.Sub(f.delivered[topic]) > backlogQuiet {
+		return false
+	}
 	for _, n := range f.lag[topic] {
 		if n > backlogRecords {
 			return true
@@ -774,29 +783,32 @@ func (f *flow) backlog(topic string) bool {
 	return false
 }
 
-const backlogRecords = 1000
+const (
+	backlogRecords = 1000
+	backlogQuiet   = 2 * time.Second
+)
 
 // ahead returns the join input that runs more than alignment ahead of the other while the
 // other still has a backlog, or "". A topic not read yet is behind any topic that has been
 // read, when it has a backlog.
-func (f *flow) ahead() string {
+func (f *flow) ahead(now time.Time) string {
 	inf, sh := f.watermark[schemas.TopicInference], f.watermark[schemas.TopicShadow]
 	switch {
 	case inf.IsZero() && sh.IsZero():
 		return ""
 	case inf.IsZero():
-		if f.backlog(schemas.TopicInference) {
+		if f.backlog(schemas.TopicInference, now) {
 			return schemas.TopicShadow
 		}
 		return ""
 	case sh.IsZero():
-		if f.backlog(schemas.TopicShadow) {
+		if f.backlog(schemas.TopicShadow, now) {
 			return schemas.TopicInference
 		}
 		return ""
-	case inf.Sub(sh) > alignment && f.backlog(schemas.TopicShadow):
+	case inf.Sub(sh) > alignment && f.backlog(schemas.TopicShadow, now):
 		return schemas.TopicInference
-	case sh.Sub(inf) > alignment && f.backlog(schemas.TopicInference):
+	case sh.Sub(inf) > alignment && f.backlog(schemas.TopicInference, now):
 		return schemas.TopicShadow
 	}
 	return ""
@@ -807,7 +819,7 @@ func (f *flow) ahead() string {
 // pending join). Paused topics resume as soon as the condition ends.
 func (j *Joiner) backpressure() {
 	want := map[string]bool{}
-	if a := j.flow.ahead(); a != "" {
+	if a := j.flow.ahead(j.now()); a != "" {
 		want[a] = true
 	}
 	if full := j.state.size() >= j.cfg.MaxPending; full {
