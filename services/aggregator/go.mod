@@ -7,6 +7,7 @@ replace github.com/understudy-ml/understudy/schemas => ../../schemas
 replace github.com/understudy-ml/understudy/services/platform => ../platform
 
 require (
+	github.com/caio/go-tdigest/v4 v4.1.0
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/twmb/franz-go v1.22.3

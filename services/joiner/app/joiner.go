@@ -228,35 +228,24 @@ func (j *Joiner) Run(ctx context.Context) error {
 	if err := registry.Configure(ctx, j.cfg.Registry, j.codecs); err != nil {
 		return err
 	}
-	if j.labels != nil {
-		if err := j.labels.store.Migrate(ctx); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("label store: %w", err)
-		}
-	}
-	n, err := j.checkTopics(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("joiner refuses to start: %w", err)
-	}
-	// Fence a crashed predecessor now (aborting its open transaction) rather than after the
-	// broker's transaction timeout.
-	if _, _, err := j.sess.Client().ProducerID(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("init transactional producer: %w", err)
-	}
-	j.logger.Info("joiner starting", "group", j.cfg.Group, "instance_id", j.cfg.InstanceID, "partitions", n,
-		"expected_shadows", j.cfg.ExpectedShadows, "window", j.cfg.Window.String(), "grace", j.cfg.Grace.String(),
-		"experiments", len(j.state.policy.exps), "labels", j.labels != nil)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return j.ops.Run(gctx) })
 	g.Go(func() error {
+		n, err := j.prepare(gctx)
+		if err != nil || gctx.Err() != nil {
+			return err
+		}
+		j.logger.Info("joiner starting", "group", j.cfg.Group, "instance_id", j.cfg.InstanceID, "partitions", n,
+			"expected_shadows", j.cfg.ExpectedShadows, "window", j.cfg.Window.String(), "grace", j.cfg.Grace.String(),
+			"experiments", len(j.state.policy.exps), "labels", j.labels != nil)
+		if j.labels != nil {
+			g.Go(func() error {
+				j.labels.runApplier(gctx, j.cfg.RetainInterval, j.now,
+					func(err error) { j.logger.Warn("applying label state to Postgres failed; retrying", "err", err) },
+					func(err error) { j.logger.Warn("label-state retention failed", "err", err) })
+				return nil
+			})
+		}
 		for {
 			err := j.loop(gctx)
 			if gctx.Err() != nil {
@@ -267,14 +256,48 @@ func (j *Joiner) Run(ctx context.Context) error {
 			}
 		}
 	})
-	if j.labels != nil {
-		g.Go(func() error { j.retainLoop(gctx); return nil })
-		g.Go(func() error {
-			j.labels.runApplier(gctx, func(err error) { j.logger.Warn("applying label state to Postgres failed; retrying", "err", err) })
-			return nil
-		})
-	}
 	return g.Wait()
+}
+
+// prepare migrates the label store, checks (and creates) topics and fences a crashed
+// predecessor's transaction. Unreachable Kafka or Postgres is waited for, with backoff; inputs
+// that are missing or not co-partitioned make the joiner refuse to start.
+func (j *Joiner) prepare(ctx context.Context) (int, error) {
+	for backoff := time.Second; ; backoff = min(2*backoff, 30*time.Second) {
+		n, err := j.prepareOnce(ctx)
+		switch {
+		case err == nil:
+			return n, nil
+		case ctx.Err() != nil:
+			return 0, nil
+		case errors.Is(err, topics.ErrPartitionMismatch) || errors.Is(err, topics.ErrMissing) || errors.Is(err, labelstore.ErrBucketMismatch):
+			return 0, fmt.Errorf("joiner refuses to start: %w", err)
+		}
+		j.logger.Warn("joiner not ready to start; retrying", "err", err, "backoff", backoff.String())
+		select {
+		case <-ctx.Done():
+			return 0, nil
+		case <-time.After(backoff):
+		}
+	}
+}
+
+func (j *Joiner) prepareOnce(ctx context.Context) (int, error) {
+	if j.labels != nil {
+		if err := j.labels.store.Migrate(ctx); err != nil {
+			return 0, fmt.Errorf("label store: %w", err)
+		}
+	}
+	n, err := j.checkTopics(ctx)
+	if err != nil {
+		return 0, err
+	}
+	// Fence a crashed predecessor now (aborting its open transaction) rather than after the
+	// broker's transaction timeout.
+	if _, _, err := j.sess.Client().ProducerID(ctx); err != nil {
+		return 0, fmt.Errorf("init transactional producer: %w", err)
+	}
+	return n, nil
 }
 
 // checkTopics checks that the inputs are co-partitioned, creates missing changelogs with the
@@ -300,22 +323,6 @@ func (j *Joiner) checkTopics(ctx context.Context) (int, error) {
 		all = append(all, j.labelsTopic)
 	}
 	return topics.CheckCoPartitioned(ctx, j.sess.Client(), all...)
-}
-
-// retainLoop drops expired label-state buckets every labels.retention-interval.
-func (j *Joiner) retainLoop(ctx context.Context) {
-	t := time.NewTicker(j.cfg.RetainInterval)
-	defer t.Stop()
-	for {
-		if err := j.labels.retain(ctx, j.now()); err != nil && ctx.Err() == nil {
-			j.logger.Warn("label-state retention failed", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }
 
 func (j *Joiner) loop(ctx context.Context) error {

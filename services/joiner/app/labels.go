@@ -190,9 +190,10 @@ func (l *labelJoin) apply(ctx context.Context, entries []labelstore.Entry, onErr
 	}
 	start := time.Now()
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
-		ready, err := l.store.Apply(ctx, entries)
+		ready, skipped, err := l.store.Apply(ctx, entries, l.cutoff(time.Now()))
 		if err == nil {
 			l.applyDur.Observe(time.Since(start).Seconds())
+			l.unlabeled.Add(float64(skipped)) // too old to meet a label (or already late)
 			return ready, nil
 		}
 		onErr(err)
@@ -218,13 +219,21 @@ func (l *labelJoin) submit(ctx context.Context, entries []labelstore.Entry) {
 	}
 }
 
-// runApplier applies queued entries until ctx ends. Entries left unapplied are re-applied
-// from the changelog at the next start.
-func (l *labelJoin) runApplier(ctx context.Context, onErr func(error)) {
+// runApplier applies queued entries until ctx ends, and drops expired buckets every retain
+// interval in between (never concurrently with an apply: dropping a partition while writing
+// to its parent table deadlocks). Entries left unapplied are re-applied from the changelog at
+// the next start.
+func (l *labelJoin) runApplier(ctx context.Context, retain time.Duration, now func() time.Time, onErr, onRetainErr func(error)) {
+	tick := time.NewTicker(retain)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-tick.C:
+			if err := l.retain(ctx, now()); err != nil && ctx.Err() == nil {
+				onRetainErr(err)
+			}
 		case entries := <-l.queue:
 			ready, err := l.apply(ctx, entries, onErr)
 			if err == nil {

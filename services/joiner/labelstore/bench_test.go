@@ -29,7 +29,7 @@ func BenchmarkApply(b *testing.B) {
 			}
 		}
 		start := time.Now()
-		ready, err := s.Apply(ctx, entries)
+		ready, _, err := s.Apply(ctx, entries, time.Unix(0, 0))
 		if err != nil {
 			b.Fatal(err)
 		}

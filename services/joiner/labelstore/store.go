@@ -15,6 +15,7 @@ package labelstore
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -109,14 +110,30 @@ func New(db *pgxpool.Pool, space string, width time.Duration) *Store {
 	return &Store{db: db, space: space, width: width, buckets: map[int64]bool{}}
 }
 
-// Migrate creates or updates the tables.
+// ErrBucketMismatch means the database's label state uses another bucket width than this
+// joiner's labels.bucket; every joiner sharing a database must use the same one.
+var ErrBucketMismatch = errors.New("label-state bucket width differs from the database's")
+
+// Migrate creates or updates the tables and checks (or, first, records) the bucket width.
 func (s *Store) Migrate(ctx context.Context) error {
 	ms, err := migrate.Load(migrations, "migrations")
 	if err != nil {
 		return err
 	}
-	_, err = migrate.Apply(ctx, s.db, "joiner", ms)
-	return err
+	if _, err = migrate.Apply(ctx, s.db, "joiner", ms); err != nil {
+		return err
+	}
+	var width string
+	err = s.db.QueryRow(ctx, `WITH ins AS (INSERT INTO joiner_label_settings (key, value) VALUES ('bucket', $1)
+			ON CONFLICT (key) DO NOTHING RETURNING value)
+		SELECT value FROM ins UNION ALL SELECT value FROM joiner_label_settings WHERE key = 'bucket' LIMIT 1`, s.width.String()).Scan(&width)
+	if err != nil {
+		return fmt.Errorf("label-state settings: %w", err)
+	}
+	if width != s.width.String() {
+		return fmt.Errorf("%w: labels.bucket is %s, the database uses %s", ErrBucketMismatch, s.width, width)
+	}
+	return nil
 }
 
 // Ping checks the database.
@@ -198,22 +215,36 @@ func (s *Store) ensureBuckets(ctx context.Context, entries []Entry) error {
 // offset of each partition they come from, and returns the requests that became ready: both
 // sides present and not matched. Applying the same entries again changes nothing and reports
 // nothing new (a request is reported once, when it enters the ready queue; LoadReady returns
-// the whole queue after a restart).
-func (s *Store) Apply(ctx context.Context, entries []Entry) ([]Ready, error) {
+// the whole queue after a restart). Predictions and labels whose bucket ended before cutoff
+// (the retention horizon) are not stored, since Retain would drop them at once; skipped
+// counts them.
+func (s *Store) Apply(ctx context.Context, entries []Entry, cutoff time.Time) (ready []Ready, skipped int, err error) {
 	if len(entries) == 0 {
-		return nil, nil
+		return nil, 0, nil
 	}
+	all := entries
+	kept := entries[:0:0]
+	for _, e := range entries {
+		if e.Kind != KindMatched && !s.bucket(e.EventTime).Add(s.width).After(cutoff) {
+			skipped++
+			continue
+		}
+		kept = append(kept, e)
+	}
+	entries = kept
 	if err := s.ensureBuckets(ctx, entries); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	var (
 		pred, lab, match, touched cols
 		next                      = map[int32]int64{}
 	)
-	for _, e := range entries {
+	for _, e := range all {
 		if e.Offset+1 > next[e.Partition] {
 			next[e.Partition] = e.Offset + 1
 		}
+	}
+	for _, e := range entries {
 		switch e.Kind {
 		case KindPrediction:
 			pred.add(s.bucket(e.EventTime), e)
@@ -225,8 +256,7 @@ func (s *Store) Apply(ctx context.Context, entries []Entry) ([]Ready, error) {
 			match.add(time.Time{}, e)
 		}
 	}
-	var ready []Ready
-	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		b := &pgx.Batch{}
 		// Every statement below finds rows by index probes for the batch's keys, never by
 		// scanning, hashing or joining whole tables: fresh bucket tables have no statistics,
@@ -305,9 +335,9 @@ func (s *Store) Apply(ctx context.Context, entries []Entry) ([]Ready, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("apply label state: %w", err)
+		return nil, 0, fmt.Errorf("apply label state: %w", err)
 	}
-	return ready, nil
+	return ready, skipped, nil
 }
 
 // selectReady selects each key of the relation from with its earliest prediction and label,

@@ -2,6 +2,7 @@ package labelstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"testing"
@@ -31,6 +32,9 @@ func startStore(t *testing.T, width time.Duration) *Store {
 	return s
 }
 
+// epoch is a retention horizon that keeps everything.
+var epoch = time.Unix(0, 0)
+
 func ids(rs []Ready) []string {
 	out := make([]string, len(rs))
 	for i, r := range rs {
@@ -52,7 +56,7 @@ func TestApplyIsIdempotentAndReportsReadyOnce(t *testing.T) {
 		{Kind: KindPrediction, Partition: 1, Offset: 0, RequestID: "never", EventTime: t0, Value: []byte("C3")},
 		{Kind: KindLabel, Partition: 1, Offset: 1, RequestID: "orphan", EventTime: t0, Value: []byte("L4"), Experiment: "x"},
 	}
-	ready, err := s.Apply(ctx, log)
+	ready, _, err := s.Apply(ctx, log, epoch)
 	if err != nil || len(ready) != 0 {
 		t.Fatalf("first apply: %v %v", ids(ready), err)
 	}
@@ -61,13 +65,13 @@ func TestApplyIsIdempotentAndReportsReadyOnce(t *testing.T) {
 		{Kind: KindPrediction, Partition: 0, Offset: 2, RequestID: "early", EventTime: t0.Add(2 * time.Minute), Value: []byte("C1")},
 		{Kind: KindLabel, Partition: 0, Offset: 3, RequestID: "late-label", EventTime: t0.Add(2 * time.Hour), Value: []byte("L2")},
 	}
-	ready, err = s.Apply(ctx, more)
+	ready, _, err = s.Apply(ctx, more, epoch)
 	if got := ids(ready); err != nil || len(got) != 2 || got[0] != "0/early:C1+L1" || got[1] != "0/late-label:C2+L2" {
 		t.Fatalf("second apply: %v %v", got, err)
 	}
 	// A crash before the labeled comparisons were committed: re-applying reports nothing new,
 	// and the ready queue still holds both.
-	if ready, err = s.Apply(ctx, append(append([]Entry(nil), log...), more...)); err != nil || len(ready) != 0 {
+	if ready, _, err = s.Apply(ctx, append(append([]Entry(nil), log...), more...), epoch); err != nil || len(ready) != 0 {
 		t.Fatalf("re-apply: %v %v", ids(ready), err)
 	}
 	q, err := s.LoadReady(ctx, []int32{0, 1})
@@ -80,7 +84,7 @@ func TestApplyIsIdempotentAndReportsReadyOnce(t *testing.T) {
 		{Kind: KindMatched, Partition: 0, Offset: 5, RequestID: "late-label"},
 		{Kind: KindLabel, Partition: 0, Offset: 6, RequestID: "early", EventTime: t0.Add(3 * time.Hour), Value: []byte("L1b")},
 	}
-	if ready, err = s.Apply(ctx, match); err != nil || len(ready) != 0 {
+	if ready, _, err = s.Apply(ctx, match, epoch); err != nil || len(ready) != 0 {
 		t.Fatalf("match: %v %v", ids(ready), err)
 	}
 	if q, err = s.LoadReady(ctx, []int32{0, 1}); err != nil || len(q) != 0 {
@@ -101,12 +105,24 @@ func TestApplyIsIdempotentAndReportsReadyOnce(t *testing.T) {
 	}
 	// Orphan counting must not count matched requests whose prediction survives elsewhere:
 	// nothing left to drop at the same cutoff.
+	if other := New(s.db, "other", 24*time.Hour); !errors.Is(other.Migrate(ctx), ErrBucketMismatch) {
+		t.Fatal("a joiner with another bucket width was accepted")
+	}
 	if res, err = s.Retain(ctx, t0.Add(90*time.Minute)); err != nil || res.Buckets != 0 || len(res.Orphaned) != 0 || res.Unlabeled != 0 {
 		t.Fatalf("second retain: %+v %v", res, err)
 	}
 	// A late prediction for a dropped bucket recreates it and is stored again.
-	if _, err = s.Apply(ctx, []Entry{{Kind: KindPrediction, Partition: 2, Offset: 0, RequestID: "x", EventTime: t0, Value: []byte("C")}}); err != nil {
+	if _, _, err = s.Apply(ctx, []Entry{{Kind: KindPrediction, Partition: 2, Offset: 0, RequestID: "x", EventTime: t0, Value: []byte("C")}}, epoch); err != nil {
 		t.Fatal(err)
+	}
+	// Past the retention horizon, entries are not stored (Retain would drop them at once),
+	// but their offsets count.
+	_, skipped, err := s.Apply(ctx, []Entry{{Kind: KindLabel, Partition: 3, Offset: 41, RequestID: "old", EventTime: t0, Value: []byte("L")}}, t0.Add(2*time.Hour))
+	if err != nil || skipped != 1 {
+		t.Fatalf("skipped %d, %v", skipped, err)
+	}
+	if offs, err := s.Offsets(ctx, []int32{3}); err != nil || offs[3] != 42 {
+		t.Fatalf("offsets after a skipped entry: %v %v", offs, err)
 	}
 	rows, err := s.Rows(ctx)
 	if err != nil || len(rows) != 3 {

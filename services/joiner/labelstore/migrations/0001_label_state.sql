@@ -44,3 +44,10 @@ CREATE TABLE joiner_label_offsets (
     next_offset bigint NOT NULL,
     PRIMARY KEY (space, partition)
 );
+
+-- Settings every joiner sharing this database must agree on (the bucket width: partitions of
+-- different widths would overlap).
+CREATE TABLE joiner_label_settings (
+    key   text PRIMARY KEY,
+    value text NOT NULL
+);

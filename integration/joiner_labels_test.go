@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
@@ -70,6 +72,25 @@ func metric(t *testing.T, reg *prometheus.Registry, name string, labels ...strin
 		}
 	}
 	return 0
+}
+
+// ownDatabase creates a database named name in the test cluster and returns its URL.
+func ownDatabase(ctx context.Context, t *testing.T, name string) string {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, postgres.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close(ctx) }()
+	db := strings.ReplaceAll(name, "-", "_")
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+db); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := pgx.ParseConfig(postgres.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", cfg.User, cfg.Host, cfg.Port, db)
 }
 
 // waitMetric waits up to a minute for a metric to reach want, and fails if it passes it.
@@ -183,7 +204,9 @@ func TestJoinerStatusesAndLabels(t *testing.T) {
 	cfg := joiner.NewDefaultConfig()
 	cfg.Kafka.Brokers, cfg.Ops.ListenAddr = broker.Brokers, "127.0.0.1:0"
 	cfg.Group, cfg.InstanceID, cfg.ExpectedShadows = exp, exp, "a"
-	cfg.DatabaseURL, cfg.Window, cfg.Grace = postgres.URL, 3*time.Second, 0
+	// Its own database: the 1 s label buckets this test needs cannot share tables with the
+	// default 24 h buckets of other joiners (the joiner refuses to mix them).
+	cfg.DatabaseURL, cfg.Window, cfg.Grace = ownDatabase(ctx, t, exp), 3*time.Second, 0
 	cfg.LabelWindow, cfg.LabelBucket, cfg.RetainInterval = 20*time.Second, time.Second, time.Second
 	cfg.MaxBatch = 50
 
