@@ -273,10 +273,10 @@ func (t *cdfTable) cursor() func(float64) float64 {
 
 // at returns the estimated fraction of values at or below x.
 func (t *cdfTable) at(x float64) float64 {
-	switch n := len(t.means); {
-	case n == 0:
+	switch len(t.means) {
+	case 0:
 		return math.NaN()
-	case n == 1:
+	case 1:
 		if x < t.means[0] {
 			return 0
 		}

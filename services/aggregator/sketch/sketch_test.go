@@ -1,6 +1,7 @@
 package sketch
 
 import (
+	"errors"
 	"math"
 	"math/rand/v2"
 	"sort"
@@ -77,7 +78,7 @@ func sample(r *rand.Rand, n int, f func(*rand.Rand) float64) ([]float64, *Digest
 // computed from the raw samples, and quantiles within 1 % rank error, on several shapes.
 func TestStatisticsMatchExactValues(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))
-	const n = 200000
+	const n = 100000
 	for _, d := range dists {
 		t.Run(d.name, func(t *testing.T) {
 			ref, rd := sample(r, n, d.ref)
@@ -91,9 +92,12 @@ func TestStatisticsMatchExactValues(t *testing.T) {
 				t.Errorf("KS %.5f, exact %.5f", ks, wantKS)
 			}
 			for _, q := range []float64{0.01, 0.1, 0.5, 0.9, 0.95, 0.99, 0.999} {
+				// The rank range of v among the samples, with a rounding allowance (at ties the
+				// digest may answer 5.999999999999999 for 6).
 				v := rd.Quantile(q)
-				lo := float64(sort.SearchFloat64s(ref, v)) / n                                   // rank of the first sample ≥ v
-				hi := float64(sort.Search(len(ref), func(i int) bool { return ref[i] > v })) / n // rank after the last sample ≤ v
+				eps := 1e-9 * max(1, math.Abs(v))
+				lo := float64(sort.SearchFloat64s(ref, v-eps)) / n
+				hi := float64(sort.Search(len(ref), func(i int) bool { return ref[i] > v+eps })) / n
 				if q < lo-0.01 || q > hi+0.01 {
 					t.Errorf("quantile %.3f = %g has rank [%.4f, %.4f]", q, v, lo, hi)
 				}
@@ -134,7 +138,7 @@ func TestRoundTripKeepsLargeValues(t *testing.T) {
 func TestNonFiniteRejected(t *testing.T) {
 	d := New()
 	for _, x := range []float64{math.NaN(), math.Inf(1), math.Inf(-1)} {
-		if err := d.Add(x); err != ErrNonFinite {
+		if err := d.Add(x); !errors.Is(err, ErrNonFinite) {
 			t.Errorf("Add(%v) = %v", x, err)
 		}
 	}
