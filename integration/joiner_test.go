@@ -131,7 +131,8 @@ func TestJoinerSIGKILLExactlyOnce(t *testing.T) {
 	}
 	for id, c := range counts {
 		if c != 1 {
-			t.Fatalf("%s has %d comparisons", id, c)
+			log, _ := os.ReadFile(logPath)
+			t.Fatalf("%s has %d comparisons\njoiner log tail:\n%s", id, c, tail(string(log), 6000))
 		}
 	}
 	if statuses[schemas.StatusComplete] != n {
