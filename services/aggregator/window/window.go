@@ -1,0 +1,284 @@
+// Package window folds comparisons into mergeable per-window aggregates: for one experiment,
+// one shadow and one time window, the counts, error kinds, latency and prediction digests of
+// both sides, the digest of shadow − champion differences, agreement, and label metrics for
+// both sides. Windows merge exactly (counts and sums add; digests merge), so any time range is
+// answered by merging its windows, and storing windows costs in proportion to windows, not to
+// comparisons. The aggregator service stores them in Postgres.
+package window
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/understudy-ml/understudy/schemas"
+	"github.com/understudy-ml/understudy/services/aggregator/sketch"
+)
+
+// Key names a window.
+type Key struct {
+	Experiment string
+	Shadow     string
+	Start      time.Time
+}
+
+// Labels are label metrics of one side: classification (Correct of N) or scores against a
+// numeric label (sums of absolute error, squared error, log loss and Brier score; log loss
+// and Brier only for labels 0 or 1 and scores in [0, 1]).
+type Labels struct {
+	N       uint64  `json:"n"`
+	Correct uint64  `json:"correct"`
+	Scored  uint64  `json:"scored"`
+	AbsErr  float64 `json:"abs_err"`
+	SqErr   float64 `json:"sq_err"`
+	Binary  uint64  `json:"binary"`
+	LogLoss float64 `json:"log_loss"`
+	Brier   float64 `json:"brier"`
+}
+
+func (l *Labels) merge(o Labels) {
+	l.N += o.N
+	l.Correct += o.Correct
+	l.Scored += o.Scored
+	l.AbsErr += o.AbsErr
+	l.SqErr += o.SqErr
+	l.Binary += o.Binary
+	l.LogLoss += o.LogLoss
+	l.Brier += o.Brier
+}
+
+// add scores one prediction against a label.
+func (l *Labels) add(p, label schemas.Prediction) {
+	l.N++
+	switch {
+	case label.Kind == schemas.PredictionLabel && p.Kind == schemas.PredictionLabel:
+		if p.Label == label.Label {
+			l.Correct++
+		}
+	case label.Kind == schemas.PredictionNumber && p.Kind == schemas.PredictionNumber:
+		e := p.Number - label.Number
+		l.Scored++
+		l.AbsErr += math.Abs(e)
+		l.SqErr += e * e
+		if (label.Number == 0 || label.Number == 1) && p.Number >= 0 && p.Number <= 1 {
+			const eps = 1e-15
+			q := min(max(p.Number, eps), 1-eps)
+			l.Binary++
+			l.LogLoss += -(label.Number*math.Log(q) + (1-label.Number)*math.Log(1-q))
+			l.Brier += e * e
+		}
+	}
+}
+
+// Side aggregates one side (champion or shadow) of a window.
+type Side struct {
+	Latency     *sketch.Digest    // microseconds
+	Predictions *sketch.Digest    // numeric predictions
+	Classes     sketch.Classes    // class-label predictions
+	Errors      map[string]uint64 // by error kind
+	NonFinite   uint64            // numeric predictions rejected as NaN or ±Inf
+	Labels      Labels
+}
+
+func newSide() Side {
+	return Side{Latency: sketch.New(), Predictions: sketch.New(), Classes: sketch.Classes{}, Errors: map[string]uint64{}}
+}
+
+func (s *Side) add(o *schemas.Outcome) {
+	if o == nil {
+		return
+	}
+	_ = s.Latency.Add(float64(o.Latency.Microseconds()))
+	if o.Error != nil {
+		s.Errors[o.Error.Kind]++
+	}
+	switch o.Prediction.Kind {
+	case schemas.PredictionNumber:
+		if err := s.Predictions.Add(o.Prediction.Number); err != nil {
+			s.NonFinite++
+		}
+	case schemas.PredictionLabel:
+		s.Classes[o.Prediction.Label]++
+	}
+}
+
+func (s *Side) merge(o Side) error {
+	if err := s.Latency.Merge(o.Latency); err != nil {
+		return err
+	}
+	if err := s.Predictions.Merge(o.Predictions); err != nil {
+		return err
+	}
+	s.Classes.Merge(o.Classes)
+	for k, v := range o.Errors {
+		s.Errors[k] += v
+	}
+	s.NonFinite += o.NonFinite
+	s.Labels.merge(o.Labels)
+	return nil
+}
+
+// Window is the aggregate of one Key.
+type Window struct {
+	Total    uint64            // final comparisons
+	Statuses map[string]uint64 // final comparisons by join status
+	Champion Side
+	Shadow   Side
+	Diff     *sketch.Digest // shadow − champion, both numeric
+	Compared uint64         // both sides predicted something comparable
+	Agree    uint64         // of those, equal classes or the same side of the decision threshold
+}
+
+// New returns an empty window.
+func New() *Window {
+	return &Window{Statuses: map[string]uint64{}, Champion: newSide(), Shadow: newSide(), Diff: sketch.New()}
+}
+
+// Threshold is the decision threshold that makes two numeric predictions agree when both are
+// on the same side of it (scores of a binary classifier).
+const Threshold = 0.5
+
+// Add folds one comparison's outcome of one shadow into w. A labeled comparison (Label set)
+// adds only label metrics, since its final comparison was counted already.
+func (w *Window) Add(c schemas.Comparison, shadow *schemas.Outcome) {
+	if c.Label != nil {
+		if c.Champion != nil {
+			w.Champion.Labels.add(c.Champion.Prediction, c.Label.Value)
+		}
+		if shadow != nil {
+			w.Shadow.Labels.add(shadow.Prediction, c.Label.Value)
+		}
+		return
+	}
+	w.Total++
+	w.Statuses[c.Status]++
+	w.Champion.add(c.Champion)
+	w.Shadow.add(shadow)
+	if c.Champion == nil || shadow == nil {
+		return
+	}
+	cp, sp := c.Champion.Prediction, shadow.Prediction
+	switch {
+	case cp.Kind == schemas.PredictionNumber && sp.Kind == schemas.PredictionNumber:
+		if w.Diff.Add(sp.Number-cp.Number) == nil {
+			w.Compared++
+			if (cp.Number >= Threshold) == (sp.Number >= Threshold) {
+				w.Agree++
+			}
+		}
+	case cp.Kind == schemas.PredictionLabel && sp.Kind == schemas.PredictionLabel:
+		w.Compared++
+		if cp.Label == sp.Label {
+			w.Agree++
+		}
+	}
+}
+
+// Merge adds o into w.
+func (w *Window) Merge(o *Window) error {
+	w.Total += o.Total
+	for k, v := range o.Statuses {
+		w.Statuses[k] += v
+	}
+	if err := w.Champion.merge(o.Champion); err != nil {
+		return err
+	}
+	if err := w.Shadow.merge(o.Shadow); err != nil {
+		return err
+	}
+	w.Compared += o.Compared
+	w.Agree += o.Agree
+	return w.Diff.Merge(o.Diff)
+}
+
+// Fold folds one comparison into windows of the given width, one per shadow outcome (keyed by
+// the request's event time), creating windows as needed.
+func Fold(into map[Key]*Window, c schemas.Comparison, width time.Duration) {
+	start := c.EventTime.UTC().Truncate(width)
+	for i := range c.Shadows {
+		k := Key{Experiment: c.Experiment, Shadow: c.Shadows[i].Name, Start: start}
+		w := into[k]
+		if w == nil {
+			w = New()
+			into[k] = w
+		}
+		w.Add(c, &c.Shadows[i])
+	}
+}
+
+// wire is the JSON form of a Window; digests are their full-precision binary encodings.
+type wire struct {
+	Total    uint64            `json:"total"`
+	Statuses map[string]uint64 `json:"statuses"`
+	Champion wireSide          `json:"champion"`
+	Shadow   wireSide          `json:"shadow"`
+	Diff     []byte            `json:"diff"`
+	Compared uint64            `json:"compared"`
+	Agree    uint64            `json:"agree"`
+}
+
+type wireSide struct {
+	Latency     []byte            `json:"latency"`
+	Predictions []byte            `json:"predictions"`
+	Classes     map[string]uint64 `json:"classes"`
+	Errors      map[string]uint64 `json:"errors"`
+	NonFinite   uint64            `json:"non_finite"`
+	Labels      Labels            `json:"labels"`
+}
+
+func (s Side) wire() wireSide {
+	lat, _ := s.Latency.MarshalBinary()
+	pred, _ := s.Predictions.MarshalBinary()
+	return wireSide{Latency: lat, Predictions: pred, Classes: s.Classes, Errors: s.Errors, NonFinite: s.NonFinite, Labels: s.Labels}
+}
+
+func (ws wireSide) side() (Side, error) {
+	s := newSide()
+	if err := s.Latency.UnmarshalBinary(ws.Latency); err != nil {
+		return s, fmt.Errorf("latency: %w", err)
+	}
+	if err := s.Predictions.UnmarshalBinary(ws.Predictions); err != nil {
+		return s, fmt.Errorf("predictions: %w", err)
+	}
+	s.Classes.Merge(ws.Classes)
+	for k, v := range ws.Errors {
+		s.Errors[k] = v
+	}
+	s.NonFinite, s.Labels = ws.NonFinite, ws.Labels
+	return s, nil
+}
+
+// MarshalJSON encodes the window with full-precision digests.
+func (w *Window) MarshalJSON() ([]byte, error) {
+	diff, err := w.Diff.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(wire{Total: w.Total, Statuses: w.Statuses, Champion: w.Champion.wire(), Shadow: w.Shadow.wire(), Diff: diff, Compared: w.Compared, Agree: w.Agree})
+}
+
+// UnmarshalJSON decodes what MarshalJSON encoded.
+func (w *Window) UnmarshalJSON(b []byte) error {
+	var v wire
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	out := New()
+	out.Total, out.Compared, out.Agree = v.Total, v.Compared, v.Agree
+	for k, n := range v.Statuses {
+		out.Statuses[k] = n
+	}
+	var err error
+	if out.Champion, err = v.Champion.side(); err != nil {
+		return fmt.Errorf("champion %w", err)
+	}
+	if out.Shadow, err = v.Shadow.side(); err != nil {
+		return fmt.Errorf("shadow %w", err)
+	}
+	if err := out.Diff.UnmarshalBinary(v.Diff); err != nil {
+		return fmt.Errorf("diff: %w", err)
+	}
+	*w = *out
+	return nil
+}
