@@ -14,7 +14,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/integration/harness"
 	"github.com/understudy-ml/understudy/schemas"
-	"github.com/understudy-ml/understudy/services/platform/kafka"
 	"github.com/understudy-ml/understudy/services/platform/topics"
 )
 
@@ -60,24 +59,7 @@ func TestJoinerSIGKILLExactlyOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "joiner")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
-	build.Dir = filepath.Join(repoRoot(t), "services", "joiner")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build joiner: %v\n%s", err, out)
-	}
-	logPath := filepath.Join(dir, "joiner.log")
-	start := func() *exec.Cmd {
-		cmd := exec.Command(bin, "--kafka.brokers="+broker.Brokers, "--http.listen-addr=127.0.0.1:0", "--instance-id="+experiment,
-			"--kafka.group="+experiment, "--join.expected-shadows=a", "--join.window=5m", "--batch.max-records=100", "--database.url="+postgres.URL)
-		logf, _ := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-		cmd.Stdout, cmd.Stderr = logf, logf
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return cmd
-	}
+	start, logPath := joinerProcess(ctx, t, broker.Brokers, experiment, "--join.window=5m", "--batch.max-records=100")
 	// Kill when 20 %, 45 % and 70 % of the comparisons are visible, so that every kill lands
 	// in the middle of the work, with joins pending in the changelog.
 	watch := newClient(t, kgo.ConsumeTopics(schemas.TopicComparisons), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
@@ -149,26 +131,8 @@ func TestJoinerSIGKILLExactlyOnce(t *testing.T) {
 func TestJoinerFaultsWithLabels(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	broker := broker
-	if !broker.Owned() {
-		// KAFKA_BROKERS points at a broker that is not ours to kill: use a private one.
-		own, err := harness.StartOwnKafka()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = own.Stop() }()
-		broker = own
-	}
-	client := func(opts ...kgo.Opt) *kgo.Client {
-		kc := kafka.NewDefaultConfig("integration")
-		kc.Brokers = broker.Brokers
-		cl, err := kgo.NewClient(append(kc.Opts(), opts...)...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(cl.Close)
-		return cl
-	}
+	broker := killableBroker(t)
+	client := func(opts ...kgo.Opt) *kgo.Client { return clientFor(t, broker.Brokers, opts...) }
 	tc := topics.NewDefaultConfig()
 	tc.Partitions = 4
 	if _, err := topics.Ensure(ctx, client(), tc, topics.Understudy(tc)); err != nil {
@@ -220,24 +184,7 @@ func TestJoinerFaultsWithLabels(t *testing.T) {
 	}
 	total := n + wantLabeled
 
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "joiner")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
-	build.Dir = filepath.Join(repoRoot(t), "services", "joiner")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build joiner: %v\n%s", err, out)
-	}
-	logPath := filepath.Join(dir, "joiner.log")
-	start := func() *exec.Cmd {
-		cmd := exec.Command(bin, "--kafka.brokers="+broker.Brokers, "--http.listen-addr=127.0.0.1:0", "--instance-id="+exp,
-			"--kafka.group="+exp, "--join.expected-shadows=a", "--database.url="+postgres.URL)
-		logf, _ := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-		cmd.Stdout, cmd.Stderr = logf, logf
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return cmd
-	}
+	start, logPath := joinerProcess(ctx, t, broker.Brokers, exp)
 	finals, labels := map[string]int{}, map[string]int{}
 	reader := client(kgo.ConsumeTopics(schemas.TopicComparisons), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	read := func(d time.Duration) {
@@ -323,4 +270,47 @@ func TestJoinerFaultsWithLabels(t *testing.T) {
 	log, _ := os.ReadFile(logPath)
 	t.Logf("joiner log: %d Kafka session replacements, %d label-state catch-ups",
 		strings.Count(string(log), "kafka session failed"), strings.Count(string(log), "label state caught up"))
+}
+
+// joinerProcess builds the joiner binary and returns a function that starts it (group and
+// instance id named after experiment, shadow "a" expected, this package's Postgres, extra
+// flags appended) with its output appended to the returned log file.
+func joinerProcess(ctx context.Context, t *testing.T, brokers, experiment string, flags ...string) (start func() *exec.Cmd, logPath string) {
+	t.Helper()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "joiner")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
+	build.Dir = filepath.Join(repoRoot(t), "services", "joiner")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build joiner: %v\n%s", err, out)
+	}
+	logPath = filepath.Join(dir, "joiner.log")
+	args := append([]string{
+		"--kafka.brokers=" + brokers, "--http.listen-addr=127.0.0.1:0", "--instance-id=" + experiment,
+		"--kafka.group=" + experiment, "--join.expected-shadows=a", "--database.url=" + postgres.URL,
+	}, flags...)
+	return func() *exec.Cmd {
+		cmd := exec.Command(bin, args...)
+		logf, _ := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}, logPath
+}
+
+// killableBroker returns the package's broker when the harness started it, else a private
+// one (KAFKA_BROKERS points at a broker that is not ours to kill), stopped after the test.
+func killableBroker(t *testing.T) *harness.Kafka {
+	t.Helper()
+	if broker.Owned() {
+		return broker
+	}
+	own, err := harness.StartOwnKafka()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = own.Stop() })
+	return own
 }

@@ -16,8 +16,14 @@ import (
 
 func newClient(t *testing.T, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
+	return clientFor(t, broker.Brokers, opts...)
+}
+
+// clientFor returns a client of brokers, closed after the test.
+func clientFor(t *testing.T, brokers string, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
 	kc := kafka.NewDefaultConfig("integration")
-	kc.Brokers = broker.Brokers
+	kc.Brokers = brokers
 	cl, err := kgo.NewClient(append(kc.Opts(), opts...)...)
 	if err != nil {
 		t.Fatal(err)

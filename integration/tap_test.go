@@ -14,7 +14,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/understudy-ml/understudy/integration/harness"
 	"github.com/understudy-ml/understudy/schemas"
 	"github.com/understudy-ml/understudy/services/platform/kafka"
 	"github.com/understudy-ml/understudy/services/platform/topics"
@@ -28,16 +27,7 @@ import (
 func TestTapSurvivesKafkaOutage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	broker := broker
-	if !broker.Owned() {
-		// KAFKA_BROKERS points at a broker that is not ours to kill: use a private one.
-		own, err := harness.StartOwnKafka()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = own.Stop() }()
-		broker = own
-	}
+	broker := killableBroker(t)
 	kc := kafka.NewDefaultConfig("integration")
 	kc.Brokers = broker.Brokers
 	cl, err := kgo.NewClient(kc.Opts()...)
