@@ -25,6 +25,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/understudy-ml/understudy/integration/harness"
 	"github.com/understudy-ml/understudy/schemas"
 	"github.com/understudy-ml/understudy/services/platform/pgrun"
 )
@@ -87,15 +88,12 @@ func run(requests, partitions int, threadList, out string) error {
 			return fmt.Errorf("mvn: %w", err)
 		}
 	}
-	kdir := filepath.Join(tmp, "kafka")
-	kafka := exec.Command(filepath.Join(root, "scripts", "kafka.sh"), "start", kdir)
-	kafka.Stderr = os.Stderr
-	addr, err := kafka.Output()
+	kafka, err := harness.StartOwnKafka()
 	if err != nil {
 		return fmt.Errorf("kafka: %w", err)
 	}
-	defer func() { _ = exec.Command(filepath.Join(root, "scripts", "kafka.sh"), "stop", kdir).Run() }()
-	brokers := strings.TrimSpace(string(addr))
+	defer func() { _ = kafka.Stop() }()
+	brokers := kafka.Brokers
 	pg, stopPG, err := pgrun.StartTemp(ctx)
 	if err != nil {
 		return fmt.Errorf("postgres: %w", err)
