@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/understudy-ml/understudy/integration/harness"
 	"github.com/understudy-ml/understudy/schemas"
 	invoker "github.com/understudy-ml/understudy/services/invoker/app"
 	"github.com/understudy-ml/understudy/services/platform/topics"
@@ -203,11 +204,9 @@ func TestInvokerSIGKILLExactlyOnce(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "experiments.yaml")
 	writeFile(t, file, fmt.Sprintf("experiments:\n  - name: %s\n    shadows:\n      - {name: a, url: %s}\n      - {name: b, url: %s}\n", experiment, shadowURL, shadowURL))
-	bin := filepath.Join(dir, "invoker")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
-	build.Dir = filepath.Join(repoRoot(t), "services", "invoker")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build invoker: %v\n%s", err, out)
+	bin, err := harness.BuildService(ctx, "invoker", dir)
+	if err != nil {
+		t.Fatal(err)
 	}
 	start := func() *exec.Cmd {
 		cmd := exec.Command(bin, "--kafka.brokers="+broker.Brokers, "--http.listen-addr=127.0.0.1:0", "--experiments.file="+file,
@@ -253,15 +252,6 @@ func TestInvokerSIGKILLExactlyOnce(t *testing.T) {
 	if dups > 0 {
 		t.Fatalf("%d (request, shadow) pairs with more than one committed result", dups)
 	}
-}
-
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	wd, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return filepath.Dir(wd)
 }
 
 func tail(s string, n int) string {

@@ -278,11 +278,9 @@ func TestJoinerFaultsWithLabels(t *testing.T) {
 func joinerProcess(ctx context.Context, t *testing.T, brokers, experiment string, flags ...string) (start func() *exec.Cmd, logPath string) {
 	t.Helper()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "joiner")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
-	build.Dir = filepath.Join(repoRoot(t), "services", "joiner")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build joiner: %v\n%s", err, out)
+	bin, err := harness.BuildService(ctx, "joiner", dir)
+	if err != nil {
+		t.Fatal(err)
 	}
 	logPath = filepath.Join(dir, "joiner.log")
 	args := append([]string{

@@ -123,3 +123,14 @@ func (p *Postgres) Stop() error {
 	}
 	return p.stop()
 }
+
+// BuildService builds services/<name> into dir and returns the binary's path.
+func BuildService(ctx context.Context, name, dir string) (string, error) {
+	bin := filepath.Join(dir, name)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
+	cmd.Dir = filepath.Join(repoRoot(), "services", name)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build %s: %w\n%s", name, err, out)
+	}
+	return bin, nil
+}

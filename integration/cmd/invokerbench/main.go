@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/understudy-ml/understudy/integration/harness"
 	"github.com/understudy-ml/understudy/schemas"
 	"github.com/valyala/fasthttp"
 )
@@ -55,11 +56,9 @@ func run(events, shadows, slowEvents int, slowLatency, slowFor time.Duration, ou
 		return err
 	}
 	defer func() { _ = os.RemoveAll(tmp) }()
-	bin := filepath.Join(tmp, "invoker")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Dir, build.Stderr = filepath.Join(root, "services", "invoker"), os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("build: %w", err)
+	bin, err := harness.BuildService(context.Background(), "invoker", tmp)
+	if err != nil {
+		return err
 	}
 	kdir := filepath.Join(tmp, "kafka")
 	kafka := exec.Command(filepath.Join(root, "scripts", "kafka.sh"), "start", kdir)

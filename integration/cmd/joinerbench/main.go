@@ -73,11 +73,9 @@ func run(requests, partitions int, threadList, out string) error {
 		return err
 	}
 	defer func() { _ = os.RemoveAll(tmp) }()
-	bin := filepath.Join(tmp, "joiner")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Dir, build.Stderr = filepath.Join(root, "services", "joiner"), os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("build: %w", err)
+	bin, err := harness.BuildService(ctx, "joiner", tmp)
+	if err != nil {
+		return err
 	}
 	libs := filepath.Join(root, "scripts", "streams", ".cache", "libs")
 	if _, err := os.Stat(filepath.Join(libs, "kafka-streams-4.4.0.jar")); err != nil {

@@ -195,23 +195,26 @@ func (j *Joiner) recover(ctx context.Context, cause error) error {
 }
 
 func (j *Joiner) onAssigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	for _, ps := range assigned {
-		for _, p := range ps {
-			j.assigned[p] = true
-			delete(j.revoked, p)
-		}
-	}
+	j.note(assigned, true)
 }
 
 func (j *Joiner) onRevoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	j.note(revoked, false)
+}
+
+// note records assigned (or revoked) partitions for the loop to act on; a partition is in at
+// most one of the two sets, the latest event winning.
+func (j *Joiner) note(parts map[string][]int32, assigned bool) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	for _, ps := range revoked {
+	set, unset := j.revoked, j.assigned
+	if assigned {
+		set, unset = j.assigned, j.revoked
+	}
+	for _, ps := range parts {
 		for _, p := range ps {
-			j.revoked[p] = true
-			delete(j.assigned, p)
+			set[p] = true
+			delete(unset, p)
 		}
 	}
 }
