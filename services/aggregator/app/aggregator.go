@@ -10,41 +10,41 @@ package app
 
 import (
 	"context"
-	"embed"
+	"errors"
 	"fmt"
 	"log/slog"
-	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
+	"github.com/understudy-ml/understudy/services/aggregator/store"
+	"github.com/understudy-ml/understudy/services/aggregator/window"
 	"github.com/understudy-ml/understudy/services/platform/consume"
 	"github.com/understudy-ml/understudy/services/platform/deadletter"
 	"github.com/understudy-ml/understudy/services/platform/kafka"
-	"github.com/understudy-ml/understudy/services/platform/migrate"
 	"github.com/understudy-ml/understudy/services/platform/registry"
 	"github.com/understudy-ml/understudy/services/platform/server"
 	"golang.org/x/sync/errgroup"
 )
 
-//go:embed migrations/*.sql
-var migrations embed.FS
-
-// Aggregator writes comparison counts. Create it with New, start it with Run.
+// Aggregator folds comparisons into windows in Postgres. Create it with New, start it with Run.
 type Aggregator struct {
-	cfg    Config
-	logger *slog.Logger
-	client *kgo.Client
-	db     *pgxpool.Pool
-	codecs *schemas.Codecs
-	dlq    *deadletter.Publisher
-	ops    *server.Server
+	cfg      Config
+	logger   *slog.Logger
+	client   *kgo.Client
+	db       *pgxpool.Pool
+	store    *store.Store
+	codecs   *schemas.Codecs
+	dlq      *deadletter.Publisher
+	ops      *server.Server
+	expected map[string][]string // experiment → expected shadows, from the experiments file
 
 	counted prometheus.Counter
 	batches prometheus.Counter
+	rows    prometheus.Counter
+	fenced  prometheus.Counter
 }
 
 // New wires an aggregator; it does not touch the network (the pool connects lazily).
@@ -60,8 +60,16 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Aggregator
 	if err != nil {
 		return nil, fmt.Errorf("postgres pool: %w", err)
 	}
-	a := &Aggregator{cfg: cfg, logger: logger, db: db, codecs: codecs}
+	expected, err := cfg.expectedShadows()
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	a := &Aggregator{cfg: cfg, logger: logger, db: db, codecs: codecs, expected: expected, store: store.New(db, cfg.Group, cfg.levels())}
 	a.client, err = kgo.NewClient(append(cfg.Kafka.Opts(),
+		// Batches of about one flush interval: Postgres writes are per window and batch.
+		kgo.FetchMaxWait(cfg.FlushInterval),
+		kgo.FetchMinBytes(1<<20),
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(schemas.TopicComparisons),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
@@ -80,6 +88,8 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Aggregator
 	a.ops.AddCheck("postgres", func(ctx context.Context) error { return db.Ping(ctx) })
 	a.counted = f.NewCounter(prometheus.CounterOpts{Name: "understudy_aggregator_comparisons_total", Help: "Comparisons counted into Postgres."})
 	a.batches = f.NewCounter(prometheus.CounterOpts{Name: "understudy_aggregator_transactions_total", Help: "Postgres transactions committed."})
+	a.rows = f.NewCounter(prometheus.CounterOpts{Name: "understudy_aggregator_window_rows_written_total", Help: "Window rows written to Postgres, all widths."})
+	a.fenced = f.NewCounter(prometheus.CounterOpts{Name: "understudy_aggregator_batches_fenced_total", Help: "Batches refused because the stored offsets had moved past them (partition owned elsewhere); their partitions were sought back to the stored offsets."})
 	return a, nil
 }
 
@@ -93,11 +103,7 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	if err := registry.Configure(ctx, a.cfg.Registry, a.codecs); err != nil {
 		return err
 	}
-	ms, err := migrate.Load(migrations, "migrations")
-	if err != nil {
-		return err
-	}
-	applied, err := migrate.Apply(ctx, a.db, "aggregator", ms)
+	applied, err := store.Migrate(ctx, a.db)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -111,93 +117,81 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-type countKey struct {
-	experiment string
-	window     time.Time
-	status     string
-}
-
 func (a *Aggregator) handle(ctx context.Context, fs kgo.Fetches) error {
-	counts := map[countKey]int64{}
-	next := map[string]map[int32]int64{}
-	var err error
-	fs.EachRecord(func(r *kgo.Record) {
-		if err != nil {
+	b := store.Batch{Windows: map[window.Key]*window.Window{}, Counts: map[store.CountKey]int64{}}
+	var (
+		err error
+		n   int
+	)
+	fs.EachPartition(func(p kgo.FetchTopicPartition) {
+		if len(p.Records) == 0 || err != nil {
 			return
 		}
-		if next[r.Topic] == nil {
-			next[r.Topic] = map[int32]int64{}
+		b.Offsets = append(b.Offsets, store.Offset{Topic: p.Topic, Partition: p.Partition, First: p.Records[0].Offset, Next: p.Records[len(p.Records)-1].Offset + 1})
+		for _, r := range p.Records {
+			c, derr := a.codecs.Comparison.Decode(ctx, r.Value)
+			if derr != nil {
+				if err = a.dlq.Publish(ctx, r, deadletter.ReasonDecode, derr); err != nil {
+					return
+				}
+				continue
+			}
+			status := c.Status
+			if c.Label != nil {
+				// A labeled comparison repeats a final one with its label: count it apart so
+				// that status counts stay one per request.
+				status = "labeled"
+			}
+			b.Counts[store.CountKey{Experiment: c.Experiment, Start: c.EventTime.UTC().Truncate(a.store.Base()), Status: status}]++
+			window.Fold(b.Windows, c, a.store.Base(), a.expected[c.Experiment])
+			n++
 		}
-		next[r.Topic][r.Partition] = r.Offset + 1
-		c, derr := a.codecs.Comparison.Decode(ctx, r.Value)
-		if derr != nil {
-			err = a.dlq.Publish(ctx, r, deadletter.ReasonDecode, derr)
-			return
-		}
-		status := c.Status
-		if c.Label != nil {
-			// A labeled comparison repeats a final one with its label: count it apart so
-			// that status counts stay one per request.
-			status = "labeled"
-		}
-		counts[countKey{c.Experiment, c.EventTime.Truncate(a.cfg.Window), status}]++
 	})
 	if err != nil {
 		return err
 	}
-	if err := a.write(ctx, counts, next); err != nil {
+	st, err := a.store.Apply(ctx, b)
+	if errors.Is(err, store.ErrFenced) {
+		a.fenced.Inc()
+		a.logger.Warn("batch refused: stored offsets moved past it; seeking to the stored offsets", "err", err)
+		return a.seekStored(ctx, b.Offsets)
+	}
+	if err != nil {
 		return err
 	}
-	var n int64
-	for _, v := range counts {
-		n += v
-	}
 	a.counted.Add(float64(n))
+	a.rows.Add(float64(st.WindowRows))
 	a.batches.Inc()
 	return nil
 }
 
-// write upserts counts and offsets in one transaction.
-func (a *Aggregator) write(ctx context.Context, counts map[countKey]int64, next map[string]map[int32]int64) error {
-	var (
-		exps, statuses []string
-		windows        []time.Time
-		ns             []int64
-		topics         []string
-		parts          []int32
-		offs           []int64
-	)
-	for k, v := range counts {
-		exps, windows, statuses, ns = append(exps, k.experiment), append(windows, k.window), append(statuses, k.status), append(ns, v)
+// seekStored moves the batch's partitions to the offsets stored in Postgres (SetOffsets
+// skips partitions no longer assigned). It runs in the polling goroutine before
+// AllowRebalance, as SetOffsets requires.
+func (a *Aggregator) seekStored(ctx context.Context, offs []store.Offset) error {
+	stored, err := a.store.Offsets(ctx)
+	if err != nil {
+		return err
 	}
-	for t, ps := range next {
-		for p, o := range ps {
-			topics, parts, offs = append(topics, t), append(parts, p), append(offs, o)
+	to := map[string]map[int32]kgo.EpochOffset{}
+	for _, o := range offs {
+		next, ok := stored[o.Topic][o.Partition]
+		if !ok {
+			continue
 		}
+		if to[o.Topic] == nil {
+			to[o.Topic] = map[int32]kgo.EpochOffset{}
+		}
+		to[o.Topic][o.Partition] = kgo.EpochOffset{Epoch: -1, Offset: next}
 	}
-	return pgx.BeginFunc(ctx, a.db, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `
-			INSERT INTO comparison_counts (experiment, window_start, status, count)
-			SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::bigint[])
-			ON CONFLICT (experiment, window_start, status) DO UPDATE SET count = comparison_counts.count + excluded.count`,
-			exps, windows, statuses, ns); err != nil {
-			return fmt.Errorf("upsert counts: %w", err)
-		}
-		if _, err := tx.Exec(ctx, `
-			INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset)
-			SELECT $1, * FROM unnest($2::text[], $3::int[], $4::bigint[])
-			ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET next_offset = excluded.next_offset`,
-			a.cfg.Group, topics, parts, offs); err != nil {
-			return fmt.Errorf("upsert offsets: %w", err)
-		}
-		return nil
-	})
+	a.client.SetOffsets(to)
+	return nil
 }
 
 // storedOffsets replaces the offsets the group would start from with those stored in
-// Postgres next to the counts; partitions never stored start at the beginning of the topic.
+// Postgres next to the windows; partitions never stored start at the beginning of the topic.
 func (a *Aggregator) storedOffsets(ctx context.Context, assigned map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
-	stored, err := StoredOffsets(ctx, a.db, a.cfg.Group)
+	stored, err := a.store.Offsets(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -213,51 +207,13 @@ func (a *Aggregator) storedOffsets(ctx context.Context, assigned map[string]map[
 	return assigned, nil
 }
 
-// Querier is the part of pgx (*pgx.Conn, *pgxpool.Pool) that Counts needs.
-type Querier interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+// Counts returns the request-level comparison counts of experiment by status (see
+// store.Counts).
+func Counts(ctx context.Context, db store.Querier, experiment string) (map[string]int64, error) {
+	return store.Counts(ctx, db, experiment)
 }
 
-// Counts returns the comparisons counted for experiment over all windows, by status.
-func Counts(ctx context.Context, db Querier, experiment string) (map[string]int64, error) {
-	rows, err := db.Query(ctx, `SELECT status, sum(count)::bigint FROM comparison_counts WHERE experiment = $1 GROUP BY status`, experiment)
-	if err != nil {
-		return nil, fmt.Errorf("query counts: %w", err)
-	}
-	out := map[string]int64{}
-	var (
-		status string
-		n      int64
-	)
-	if _, err := pgx.ForEachRow(rows, []any{&status, &n}, func() error {
-		out[status] = n
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("query counts: %w", err)
-	}
-	return out, nil
-}
-
-// StoredOffsets returns the next offsets stored for group, by topic and partition.
-func StoredOffsets(ctx context.Context, db Querier, group string) (map[string]map[int32]int64, error) {
-	rows, err := db.Query(ctx, `SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer_group = $1`, group)
-	if err != nil {
-		return nil, fmt.Errorf("load stored offsets: %w", err)
-	}
-	stored := map[string]map[int32]int64{}
-	var (
-		topic string
-		part  int32
-		off   int64
-	)
-	if _, err := pgx.ForEachRow(rows, []any{&topic, &part, &off}, func() error {
-		if stored[topic] == nil {
-			stored[topic] = map[int32]int64{}
-		}
-		stored[topic][part] = off
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("load stored offsets: %w", err)
-	}
-	return stored, nil
+// StoredOffsets returns the next offsets stored for group (see store.StoredOffsets).
+func StoredOffsets(ctx context.Context, db store.Querier, group string) (map[string]map[int32]int64, error) {
+	return store.StoredOffsets(ctx, db, group)
 }

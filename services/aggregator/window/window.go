@@ -71,6 +71,56 @@ func (l *Labels) add(p, label schemas.Prediction) {
 	}
 }
 
+// Paired compares the two sides on the same labeled requests, which gives tighter confidence
+// intervals for the difference than two independent samples: requests only one side got
+// right (classes), and the sum and sum of squares of |shadow error| − |champion error|
+// (scores).
+type Paired struct {
+	N            uint64  `json:"n"`
+	ChampionOnly uint64  `json:"champion_only"`
+	ShadowOnly   uint64  `json:"shadow_only"`
+	Scored       uint64  `json:"scored"`
+	AbsDiff      float64 `json:"abs_diff"`
+	AbsDiffSq    float64 `json:"abs_diff_sq"`
+}
+
+func (p *Paired) merge(o Paired) {
+	p.N += o.N
+	p.ChampionOnly += o.ChampionOnly
+	p.ShadowOnly += o.ShadowOnly
+	p.Scored += o.Scored
+	p.AbsDiff += o.AbsDiff
+	p.AbsDiffSq += o.AbsDiffSq
+}
+
+func (p *Paired) add(c, s, label schemas.Prediction) {
+	switch {
+	case label.Kind == schemas.PredictionLabel && c.Kind == schemas.PredictionLabel && s.Kind == schemas.PredictionLabel:
+		p.N++
+		cr, sr := c.Label == label.Label, s.Label == label.Label
+		if cr && !sr {
+			p.ChampionOnly++
+		}
+		if sr && !cr {
+			p.ShadowOnly++
+		}
+	case label.Kind == schemas.PredictionNumber && c.Kind == schemas.PredictionNumber && s.Kind == schemas.PredictionNumber:
+		d := math.Abs(s.Number-label.Number) - math.Abs(c.Number-label.Number)
+		if math.IsNaN(d) || math.IsInf(d, 0) {
+			return
+		}
+		p.N++
+		p.Scored++
+		p.AbsDiff += d
+		p.AbsDiffSq += d * d
+	}
+}
+
+// NotShadowed lists the shadow error kinds (set by the invoker) that mean the shadow was
+// deliberately not called: outside its sample, over its rate limit, or its circuit open.
+// They are counted as coverage, not as shadow errors.
+var NotShadowed = map[string]bool{"skipped": true, "rate_limited": true, "circuit_open": true}
+
 // Side aggregates one side (champion or shadow) of a window.
 type Side struct {
 	Latency     *sketch.Digest    // microseconds
@@ -86,11 +136,11 @@ func newSide() Side {
 }
 
 func (s *Side) add(o *schemas.Outcome) {
-	if o == nil {
+	if o == nil || (o.Error != nil && NotShadowed[o.Error.Kind]) {
 		return
 	}
 	_ = s.Latency.Add(float64(o.Latency.Microseconds()))
-	if o.Error != nil {
+	if o.Error != nil && !NotShadowed[o.Error.Kind] {
 		s.Errors[o.Error.Kind]++
 	}
 	switch o.Prediction.Kind {
@@ -121,9 +171,12 @@ func (s *Side) merge(o Side) error {
 
 // Window is the aggregate of one Key.
 type Window struct {
-	Total    uint64            // final comparisons
-	Statuses map[string]uint64 // final comparisons by join status
-	Champion Side
+	Role        string            // the shadow's role (candidate, noise_baseline), as last seen
+	Total       uint64            // final comparisons (requests)
+	Statuses    map[string]uint64 // final comparisons by this shadow's status (see Status)
+	NotShadowed map[string]uint64 // requests this shadow was deliberately not called for, by reason
+	Paired      Paired            // both sides on the same labeled requests
+	Champion    Side
 	Shadow   Side
 	Diff     *sketch.Digest // shadow − champion, both numeric
 	Compared uint64         // both sides predicted something comparable
@@ -132,27 +185,53 @@ type Window struct {
 
 // New returns an empty window.
 func New() *Window {
-	return &Window{Statuses: map[string]uint64{}, Champion: newSide(), Shadow: newSide(), Diff: sketch.New()}
+	return &Window{Statuses: map[string]uint64{}, NotShadowed: map[string]uint64{}, Champion: newSide(), Shadow: newSide(), Diff: sketch.New()}
+}
+
+// Status is the join status of one request as seen by one shadow: champion_missing,
+// shadow_missing (this shadow's result never came), shadow_error (this shadow failed or was
+// not called) or complete. The request-level status of the comparison may differ (another
+// shadow may be missing).
+func Status(c schemas.Comparison, shadow *schemas.Outcome) string {
+	switch {
+	case c.Champion == nil:
+		return schemas.StatusChampionMissing
+	case shadow == nil:
+		return schemas.StatusShadowMissing
+	case shadow.Error != nil:
+		return schemas.StatusShadowError
+	}
+	return schemas.StatusComplete
 }
 
 // Threshold is the decision threshold that makes two numeric predictions agree when both are
 // on the same side of it (scores of a binary classifier).
 const Threshold = 0.5
 
-// Add folds one comparison's outcome of one shadow into w. A labeled comparison (Label set)
-// adds only label metrics, since its final comparison was counted already.
+// Add folds one comparison's outcome of one shadow (nil when it is missing) into w. A labeled
+// comparison (Label set) adds only label metrics, since its final comparison was counted
+// already.
 func (w *Window) Add(c schemas.Comparison, shadow *schemas.Outcome) {
+	if shadow != nil && shadow.Role != "" {
+		w.Role = shadow.Role
+	}
 	if c.Label != nil {
 		if c.Champion != nil {
 			w.Champion.Labels.add(c.Champion.Prediction, c.Label.Value)
 		}
-		if shadow != nil {
+		if shadow != nil && shadow.Error == nil {
 			w.Shadow.Labels.add(shadow.Prediction, c.Label.Value)
+			if c.Champion != nil {
+				w.Paired.add(c.Champion.Prediction, shadow.Prediction, c.Label.Value)
+			}
 		}
 		return
 	}
 	w.Total++
-	w.Statuses[c.Status]++
+	w.Statuses[Status(c, shadow)]++
+	if shadow != nil && shadow.Error != nil && NotShadowed[shadow.Error.Kind] {
+		w.NotShadowed[shadow.Error.Kind]++
+	}
 	w.Champion.add(c.Champion)
 	w.Shadow.add(shadow)
 	if c.Champion == nil || shadow == nil {
@@ -177,10 +256,17 @@ func (w *Window) Add(c schemas.Comparison, shadow *schemas.Outcome) {
 
 // Merge adds o into w.
 func (w *Window) Merge(o *Window) error {
+	if o.Role != "" {
+		w.Role = o.Role
+	}
 	w.Total += o.Total
 	for k, v := range o.Statuses {
 		w.Statuses[k] += v
 	}
+	for k, v := range o.NotShadowed {
+		w.NotShadowed[k] += v
+	}
+	w.Paired.merge(o.Paired)
 	if err := w.Champion.merge(o.Champion); err != nil {
 		return err
 	}
@@ -192,25 +278,50 @@ func (w *Window) Merge(o *Window) error {
 	return w.Diff.Merge(o.Diff)
 }
 
-// Fold folds one comparison into windows of the given width, one per shadow outcome (keyed by
-// the request's event time), creating windows as needed.
-func Fold(into map[Key]*Window, c schemas.Comparison, width time.Duration) {
+// Fold folds one comparison into windows of the given width (keyed by the request's event
+// time), one per shadow outcome and one for each expected shadow that has none (counted as
+// shadow_missing), creating windows as needed. A comparison with no shadow outcome and no
+// expected shadow goes to the window of shadow "" so that it is still counted.
+func Fold(into map[Key]*Window, c schemas.Comparison, width time.Duration, expected []string) {
 	start := c.EventTime.UTC().Truncate(width)
-	for i := range c.Shadows {
-		k := Key{Experiment: c.Experiment, Shadow: c.Shadows[i].Name, Start: start}
+	add := func(name string, o *schemas.Outcome) {
+		k := Key{Experiment: c.Experiment, Shadow: name, Start: start}
 		w := into[k]
 		if w == nil {
 			w = New()
 			into[k] = w
 		}
-		w.Add(c, &c.Shadows[i])
+		w.Add(c, o)
 	}
+	for i := range c.Shadows {
+		add(c.Shadows[i].Name, &c.Shadows[i])
+	}
+	for _, name := range expected {
+		if !hasShadow(c.Shadows, name) {
+			add(name, nil)
+		}
+	}
+	if len(c.Shadows) == 0 && len(expected) == 0 {
+		add("", nil)
+	}
+}
+
+func hasShadow(os []schemas.Outcome, name string) bool {
+	for i := range os {
+		if os[i].Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // wire is the JSON form of a Window; digests are their full-precision binary encodings.
 type wire struct {
-	Total    uint64            `json:"total"`
-	Statuses map[string]uint64 `json:"statuses"`
+	Role        string            `json:"role,omitempty"`
+	Total       uint64            `json:"total"`
+	Statuses    map[string]uint64 `json:"statuses"`
+	NotShadowed map[string]uint64 `json:"not_shadowed,omitempty"`
+	Paired      Paired            `json:"paired"`
 	Champion wireSide          `json:"champion"`
 	Shadow   wireSide          `json:"shadow"`
 	Diff     []byte            `json:"diff"`
@@ -255,7 +366,7 @@ func (w *Window) MarshalJSON() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(wire{Total: w.Total, Statuses: w.Statuses, Champion: w.Champion.wire(), Shadow: w.Shadow.wire(), Diff: diff, Compared: w.Compared, Agree: w.Agree})
+	return json.Marshal(wire{Role: w.Role, Total: w.Total, Statuses: w.Statuses, NotShadowed: w.NotShadowed, Paired: w.Paired, Champion: w.Champion.wire(), Shadow: w.Shadow.wire(), Diff: diff, Compared: w.Compared, Agree: w.Agree})
 }
 
 // UnmarshalJSON decodes what MarshalJSON encoded.
@@ -265,9 +376,12 @@ func (w *Window) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	out := New()
-	out.Total, out.Compared, out.Agree = v.Total, v.Compared, v.Agree
+	out.Role, out.Total, out.Compared, out.Agree, out.Paired = v.Role, v.Total, v.Compared, v.Agree, v.Paired
 	for k, n := range v.Statuses {
 		out.Statuses[k] = n
+	}
+	for k, n := range v.NotShadowed {
+		out.NotShadowed[k] = n
 	}
 	var err error
 	if out.Champion, err = v.Champion.side(); err != nil {

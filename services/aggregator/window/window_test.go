@@ -30,15 +30,15 @@ func cmp(id string, at time.Time, champ, shadow float64, shadowErr string) schem
 
 func TestFoldCountsAgreementAndLabels(t *testing.T) {
 	ws := map[Key]*Window{}
-	Fold(ws, cmp("a", t0, 0.9, 0.8, ""), time.Minute)                     // agree
-	Fold(ws, cmp("b", t0.Add(10*time.Second), 0.2, 0.7, ""), time.Minute) // disagree
-	Fold(ws, cmp("c", t0.Add(20*time.Second), 0.4, 0, "timeout"), time.Minute)
-	Fold(ws, cmp("d", t0.Add(90*time.Second), 0.1, 0.1, ""), time.Minute) // next window
+	Fold(ws, cmp("a", t0, 0.9, 0.8, ""), time.Minute, nil)                     // agree
+	Fold(ws, cmp("b", t0.Add(10*time.Second), 0.2, 0.7, ""), time.Minute, nil) // disagree
+	Fold(ws, cmp("c", t0.Add(20*time.Second), 0.4, 0, "timeout"), time.Minute, nil)
+	Fold(ws, cmp("d", t0.Add(90*time.Second), 0.1, 0.1, ""), time.Minute, nil) // next window
 	nan := cmp("e", t0, 0.5, math.NaN(), "")
-	Fold(ws, nan, time.Minute)
+	Fold(ws, nan, time.Minute, nil)
 	labeled := cmp("a", t0, 0.9, 0.8, "")
 	labeled.Label = &schemas.LabelValue{Value: schemas.Number(1)}
-	Fold(ws, labeled, time.Minute)
+	Fold(ws, labeled, time.Minute, nil)
 
 	w := ws[Key{"e", "v7", t0}]
 	if w == nil || len(ws) != 2 {
@@ -63,7 +63,7 @@ func TestFoldCountsAgreementAndLabels(t *testing.T) {
 		Experiment: "e", EventTime: t0, Label: &schemas.LabelValue{Value: schemas.Label("fraud")},
 		Champion: &schemas.Outcome{Prediction: schemas.Label("fraud")}, Shadows: []schemas.Outcome{{Name: "v7", Prediction: schemas.Label("ok")}},
 	}
-	Fold(ws, c, time.Minute)
+	Fold(ws, c, time.Minute, nil)
 	if w.Champion.Labels.Correct != 1 || w.Shadow.Labels.Correct != 0 || w.Shadow.Labels.N != 2 {
 		t.Fatalf("class labels %+v %+v", w.Champion.Labels, w.Shadow.Labels)
 	}
@@ -79,8 +79,8 @@ func TestMergeEqualsFoldingAll(t *testing.T) {
 		if i%50 == 0 {
 			c = cmp(fmt.Sprint(i), t0, 0.3, 0, "circuit_open")
 		}
-		Fold(all, c, time.Minute)
-		Fold(parts[i%3], c, time.Minute)
+		Fold(all, c, time.Minute, nil)
+		Fold(parts[i%3], c, time.Minute, nil)
 	}
 	merged := New()
 	for _, p := range parts {
@@ -123,6 +123,46 @@ func BenchmarkFold(b *testing.B) {
 	ws := map[Key]*Window{}
 	b.ResetTimer()
 	for i := range b.N {
-		Fold(ws, cs[i%len(cs)], time.Minute)
+		Fold(ws, cs[i%len(cs)], time.Minute, nil)
+	}
+}
+
+// TestFoldPerShadowCoverage: each shadow's window counts the request with that shadow's own
+// status; an expected shadow that never answered counts as shadow_missing; deliberate skips
+// count as coverage, not errors; labeled comparisons fill the paired counts.
+func TestFoldPerShadowCoverage(t *testing.T) {
+	ws := map[Key]*Window{}
+	expected := []string{"v7", "copy"}
+	Fold(ws, cmp("a", t0, 0.9, 0.8, ""), time.Minute, expected)             // copy missing
+	Fold(ws, cmp("b", t0, 0.2, 0.7, "rate_limited"), time.Minute, expected) // v7 not shadowed, copy missing
+	none := schemas.Comparison{RequestID: "c", Experiment: "other", EventTime: t0, Status: schemas.StatusShadowMissing,
+		Champion: &schemas.Outcome{Prediction: schemas.Number(1)}}
+	Fold(ws, none, time.Minute, nil)
+
+	v7, cp, other := ws[Key{"e", "v7", t0}], ws[Key{"e", "copy", t0}], ws[Key{"other", "", t0}]
+	if v7 == nil || cp == nil || other == nil || len(ws) != 3 {
+		t.Fatalf("windows %v", ws)
+	}
+	if v7.Total != 2 || v7.Statuses[schemas.StatusComplete] != 1 || v7.Statuses[schemas.StatusShadowError] != 1 ||
+		v7.NotShadowed["rate_limited"] != 1 || len(v7.Shadow.Errors) != 0 || v7.Shadow.Latency.Count() != 1 {
+		t.Fatalf("v7 %+v", v7)
+	}
+	if cp.Total != 2 || cp.Statuses[schemas.StatusShadowMissing] != 2 || cp.Shadow.Latency.Count() != 0 || cp.Champion.Latency.Count() != 2 {
+		t.Fatalf("copy %+v", cp)
+	}
+	if other.Total != 1 || other.Statuses[schemas.StatusShadowMissing] != 1 {
+		t.Fatalf("other %+v", other)
+	}
+
+	// Paired label counts: champion right and shadow wrong, then both right.
+	lab := func(champ, shadow string) schemas.Comparison {
+		return schemas.Comparison{Experiment: "e", EventTime: t0, Label: &schemas.LabelValue{Value: schemas.Label("fraud")},
+			Champion: &schemas.Outcome{Prediction: schemas.Label(champ)}, Shadows: []schemas.Outcome{{Name: "v7", Prediction: schemas.Label(shadow)}}}
+	}
+	Fold(ws, lab("fraud", "ok"), time.Minute, nil)
+	Fold(ws, lab("fraud", "fraud"), time.Minute, nil)
+	Fold(ws, lab("ok", "fraud"), time.Minute, nil)
+	if p := v7.Paired; p.N != 3 || p.ChampionOnly != 1 || p.ShadowOnly != 1 || v7.Total != 2 {
+		t.Fatalf("paired %+v total %d", p, v7.Total)
 	}
 }

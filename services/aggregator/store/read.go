@@ -1,0 +1,232 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/understudy-ml/understudy/services/aggregator/window"
+)
+
+// Querier is the part of pgx (*pgx.Conn, *pgxpool.Pool, pgx.Tx) that reads need.
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// span is a half-open time interval read at one level.
+type span struct {
+	from, to time.Time
+	width    time.Duration
+}
+
+// plan splits [from, to) into spans answered by the coarsest level that fits: whole days from
+// day windows, the remaining whole hours from hour windows, the edges from base windows. from
+// and to are first aligned outward to the base width. Rollups are written with their base
+// windows, so the merge of the plan equals the merge of every base window in the range (as
+// long as retention has kept the base windows at the edges).
+func (s *Store) plan(from, to time.Time) []span {
+	base := s.levels[0].Width
+	from = from.UTC().Truncate(base)
+	if t := to.UTC().Truncate(base); t.Before(to) {
+		to = t.Add(base)
+	} else {
+		to = t
+	}
+	var out []span
+	var fill func(from, to time.Time, level int)
+	fill = func(from, to time.Time, level int) {
+		if !from.Before(to) {
+			return
+		}
+		if level == 0 {
+			out = append(out, span{from, to, base})
+			return
+		}
+		w := s.levels[level].Width
+		a := from.Truncate(w)
+		if a.Before(from) {
+			a = a.Add(w)
+		}
+		b := to.Truncate(w)
+		if !a.Before(b) {
+			fill(from, to, level-1)
+			return
+		}
+		out = append(out, span{a, b, w})
+		fill(from, a, level-1)
+		fill(b, to, level-1)
+	}
+	fill(from, to, len(s.levels)-1)
+	return out
+}
+
+// Window is one stored window with its key and width.
+type Window struct {
+	window.Key
+	Width time.Duration
+	Data  *window.Window
+}
+
+// Range returns, per shadow of experiment, the merge of its windows in [from, to) (see plan).
+// Shadows without windows in the range are absent.
+func (s *Store) Range(ctx context.Context, experiment string, from, to time.Time) (map[string]*window.Window, error) {
+	out := map[string]*window.Window{}
+	for _, sp := range s.plan(from, to) {
+		ws, err := s.load(ctx, experiment, "", sp.width, sp.from, sp.to)
+		if err != nil {
+			return nil, err
+		}
+		for _, w := range ws {
+			acc := out[w.Shadow]
+			if acc == nil {
+				acc = window.New()
+				out[w.Shadow] = acc
+			}
+			if err := acc.Merge(w.Data); err != nil {
+				return nil, fmt.Errorf("merge window %s/%s at %s: %w", experiment, w.Shadow, w.Start, err)
+			}
+		}
+	}
+	return out, nil
+}
+
+// Series returns the windows of experiment (and shadow, unless empty) at one stored width
+// whose start is in [from, to), ordered by shadow and start.
+func (s *Store) Series(ctx context.Context, experiment, shadow string, width time.Duration, from, to time.Time) ([]Window, error) {
+	return s.load(ctx, experiment, shadow, width, from, to)
+}
+
+// Width returns the stored width to use for a series over [from, to) with at most maxPoints
+// windows per shadow: the finest level that keeps under maxPoints, else the coarsest.
+func (s *Store) Width(from, to time.Time, maxPoints int) time.Duration {
+	for _, l := range s.levels {
+		if to.Sub(from)/l.Width <= time.Duration(maxPoints) {
+			return l.Width
+		}
+	}
+	return s.levels[len(s.levels)-1].Width
+}
+
+func (s *Store) load(ctx context.Context, experiment, shadow string, width time.Duration, from, to time.Time) ([]Window, error) {
+	rows, err := s.db.Query(ctx, `
+		SELECT shadow, window_start, data FROM aggregator_windows
+		WHERE experiment = $1 AND ($2 = '' OR shadow = $2) AND width_seconds = $3 AND window_start >= $4 AND window_start < $5
+		ORDER BY shadow, window_start`,
+		experiment, shadow, int32(width/time.Second), from, to)
+	if err != nil {
+		return nil, fmt.Errorf("load windows: %w", err)
+	}
+	var (
+		out  []Window
+		w    Window
+		data []byte
+	)
+	w.Experiment, w.Width = experiment, width
+	if _, err := pgx.ForEachRow(rows, []any{&w.Shadow, &w.Start, &data}, func() error {
+		var ww window.Window
+		if err := json.Unmarshal(data, &ww); err != nil {
+			return fmt.Errorf("decode window %s/%s at %s: %w", experiment, w.Shadow, w.Start, err)
+		}
+		x := w
+		x.Start, x.Data = w.Start.UTC(), &ww
+		out = append(out, x)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("load windows: %w", err)
+	}
+	return out, nil
+}
+
+// Shadow describes one shadow of an experiment as stored.
+type Shadow struct {
+	Name  string    `json:"name"`
+	Role  string    `json:"role"`
+	First time.Time `json:"first_window"`
+	Last  time.Time `json:"last_window"`
+	Total int64     `json:"comparisons"`
+}
+
+// Experiments returns every experiment with windows, with its shadows, sorted by name. It
+// reads the coarsest level, so it is cheap and covers the longest retention.
+func (s *Store) Experiments(ctx context.Context) (map[string][]Shadow, error) {
+	coarsest := s.levels[len(s.levels)-1].Width
+	rows, err := s.db.Query(ctx, `
+		SELECT experiment, shadow, max(role), min(window_start), max(window_start), sum(total)::bigint
+		FROM aggregator_windows WHERE width_seconds = $1 GROUP BY experiment, shadow ORDER BY experiment, shadow`,
+		int32(coarsest/time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("list experiments: %w", err)
+	}
+	out := map[string][]Shadow{}
+	var (
+		exp string
+		sh  Shadow
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&exp, &sh.Name, &sh.Role, &sh.First, &sh.Last, &sh.Total}, func() error {
+		sh.First, sh.Last = sh.First.UTC(), sh.Last.UTC()
+		out[exp] = append(out[exp], sh)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list experiments: %w", err)
+	}
+	return out, nil
+}
+
+// ExperimentNames returns the sorted names of m.
+func ExperimentNames(m map[string][]Shadow) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Counts returns the request-level comparison counts of experiment over all windows, by
+// status (one per final comparison whatever its number of shadows; "labeled" for labeled
+// comparisons).
+func Counts(ctx context.Context, db Querier, experiment string) (map[string]int64, error) {
+	rows, err := db.Query(ctx, `SELECT status, sum(count)::bigint FROM comparison_counts WHERE experiment = $1 GROUP BY status`, experiment)
+	if err != nil {
+		return nil, fmt.Errorf("query counts: %w", err)
+	}
+	out := map[string]int64{}
+	var (
+		status string
+		n      int64
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&status, &n}, func() error {
+		out[status] = n
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("query counts: %w", err)
+	}
+	return out, nil
+}
+
+// StoredOffsets returns the next offsets stored for group, by topic and partition.
+func StoredOffsets(ctx context.Context, db Querier, group string) (map[string]map[int32]int64, error) {
+	rows, err := db.Query(ctx, `SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer_group = $1`, group)
+	if err != nil {
+		return nil, fmt.Errorf("load stored offsets: %w", err)
+	}
+	stored := map[string]map[int32]int64{}
+	var (
+		topic string
+		part  int32
+		off   int64
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&topic, &part, &off}, func() error {
+		if stored[topic] == nil {
+			stored[topic] = map[int32]int64{}
+		}
+		stored[topic][part] = off
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("load stored offsets: %w", err)
+	}
+	return stored, nil
+}
