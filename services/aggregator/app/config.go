@@ -31,9 +31,9 @@ type Config struct {
 // NewDefaultConfig returns the defaults.
 func NewDefaultConfig() Config {
 	c := Config{
-		Common:      svc.NewCommon("aggregator", ":9104"),
-		Group:       "understudy-aggregator",
-		DatabaseURL: "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
+		Common:        svc.NewCommon("aggregator", ":9104"),
+		Group:         "understudy-aggregator",
+		DatabaseURL:   "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
 		Window:        time.Minute,
 		FlushInterval: time.Second,
 	}

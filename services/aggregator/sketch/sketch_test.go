@@ -6,37 +6,9 @@ import (
 	"math/rand/v2"
 	"sort"
 	"testing"
+
+	"github.com/understudy-ml/understudy/services/aggregator/internal/exact"
 )
-
-// exactCDF is the empirical CDF of sorted samples (fraction ≤ x).
-func exactCDF(sorted []float64) func(float64) float64 {
-	return func(x float64) float64 {
-		return float64(sort.Search(len(sorted), func(i int) bool { return sorted[i] > x })) / float64(len(sorted))
-	}
-}
-
-// exactQuantile is the lower empirical quantile of sorted samples.
-func exactQuantile(sorted []float64, q float64) float64 {
-	i := int(math.Ceil(q*float64(len(sorted)))) - 1
-	return sorted[min(max(i, 0), len(sorted)-1)]
-}
-
-func exactPSI(ref, cur []float64, bins int) float64 {
-	edges := make([]float64, 0, bins-1)
-	for i := 1; i < bins; i++ {
-		edges = append(edges, exactQuantile(ref, float64(i)/float64(bins)))
-	}
-	return psiFromCDFs(edges, exactCDF(ref), exactCDF(cur))
-}
-
-func exactKS(a, b []float64) float64 {
-	fa, fb := exactCDF(a), exactCDF(b)
-	ks := 0.0
-	for _, x := range append(append([]float64(nil), a...), b...) {
-		ks = max(ks, math.Abs(fa(x)-fb(x)))
-	}
-	return ks
-}
 
 type dist struct {
 	name     string
@@ -83,11 +55,11 @@ func TestStatisticsMatchExactValues(t *testing.T) {
 		t.Run(d.name, func(t *testing.T) {
 			ref, rd := sample(r, n, d.ref)
 			cur, cd := sample(r, n, d.cur)
-			psi, want := PSI(rd, cd, 10), exactPSI(ref, cur, 10)
+			psi, want := PSI(rd, cd, 10), exact.PSI(ref, cur, 10, PSIEpsilon)
 			if math.Abs(psi-want) > 0.005 {
 				t.Errorf("PSI %.5f, exact %.5f", psi, want)
 			}
-			ks, wantKS := KS(rd, cd), exactKS(ref, cur)
+			ks, wantKS := KS(rd, cd), exact.KS(ref, cur)
 			if math.Abs(ks-wantKS) > 0.005 {
 				t.Errorf("KS %.5f, exact %.5f", ks, wantKS)
 			}

@@ -23,11 +23,13 @@ type Key struct {
 	Start      time.Time
 }
 
-// Labels are label metrics of one side: classification (Correct of N) or scores against a
-// numeric label (sums of absolute error, squared error, log loss and Brier score; log loss
-// and Brier only for labels 0 or 1 and scores in [0, 1]).
+// Labels are label metrics of one side: accuracy (Correct of Decided: class predictions, and
+// scores in [0, 1] against labels 0 or 1 read at Threshold) and, for scores against a numeric
+// label, sums of absolute error, squared error, log loss and Brier score (log loss and Brier
+// only for labels 0 or 1 and scores in [0, 1]).
 type Labels struct {
 	N       uint64  `json:"n"`
+	Decided uint64  `json:"decided"`
 	Correct uint64  `json:"correct"`
 	Scored  uint64  `json:"scored"`
 	AbsErr  float64 `json:"abs_err"`
@@ -39,6 +41,7 @@ type Labels struct {
 
 func (l *Labels) merge(o Labels) {
 	l.N += o.N
+	l.Decided += o.Decided
 	l.Correct += o.Correct
 	l.Scored += o.Scored
 	l.AbsErr += o.AbsErr
@@ -53,6 +56,7 @@ func (l *Labels) add(p, label schemas.Prediction) {
 	l.N++
 	switch {
 	case label.Kind == schemas.PredictionLabel && p.Kind == schemas.PredictionLabel:
+		l.Decided++
 		if p.Label == label.Label {
 			l.Correct++
 		}
@@ -65,6 +69,10 @@ func (l *Labels) add(p, label schemas.Prediction) {
 			const eps = 1e-15
 			q := min(max(p.Number, eps), 1-eps)
 			l.Binary++
+			l.Decided++
+			if correct(p, label) {
+				l.Correct++
+			}
 			l.LogLoss += -(label.Number*math.Log(q) + (1-label.Number)*math.Log(1-q))
 			l.Brier += e * e
 		}
@@ -77,6 +85,7 @@ func (l *Labels) add(p, label schemas.Prediction) {
 // (scores).
 type Paired struct {
 	N            uint64  `json:"n"`
+	Decided      uint64  `json:"decided"`
 	ChampionOnly uint64  `json:"champion_only"`
 	ShadowOnly   uint64  `json:"shadow_only"`
 	Scored       uint64  `json:"scored"`
@@ -86,6 +95,7 @@ type Paired struct {
 
 func (p *Paired) merge(o Paired) {
 	p.N += o.N
+	p.Decided += o.Decided
 	p.ChampionOnly += o.ChampionOnly
 	p.ShadowOnly += o.ShadowOnly
 	p.Scored += o.Scored
@@ -94,26 +104,46 @@ func (p *Paired) merge(o Paired) {
 }
 
 func (p *Paired) add(c, s, label schemas.Prediction) {
-	switch {
-	case label.Kind == schemas.PredictionLabel && c.Kind == schemas.PredictionLabel && s.Kind == schemas.PredictionLabel:
-		p.N++
-		cr, sr := c.Label == label.Label, s.Label == label.Label
+	if decidable(c, label) && decidable(s, label) {
+		p.Decided++
+		cr, sr := correct(c, label), correct(s, label)
 		if cr && !sr {
 			p.ChampionOnly++
 		}
 		if sr && !cr {
 			p.ShadowOnly++
 		}
-	case label.Kind == schemas.PredictionNumber && c.Kind == schemas.PredictionNumber && s.Kind == schemas.PredictionNumber:
-		d := math.Abs(s.Number-label.Number) - math.Abs(c.Number-label.Number)
-		if math.IsNaN(d) || math.IsInf(d, 0) {
-			return
-		}
-		p.N++
-		p.Scored++
-		p.AbsDiff += d
-		p.AbsDiffSq += d * d
 	}
+	if label.Kind == schemas.PredictionNumber && c.Kind == schemas.PredictionNumber && s.Kind == schemas.PredictionNumber {
+		d := math.Abs(s.Number-label.Number) - math.Abs(c.Number-label.Number)
+		if !math.IsNaN(d) && !math.IsInf(d, 0) {
+			p.Scored++
+			p.AbsDiff += d
+			p.AbsDiffSq += d * d
+		}
+	}
+	p.N++
+}
+
+// decidable reports whether p can be right or wrong against label: a class against a class, or
+// a score in [0, 1] against a 0/1 label.
+func decidable(p, label schemas.Prediction) bool {
+	switch {
+	case label.Kind == schemas.PredictionLabel && p.Kind == schemas.PredictionLabel:
+		return true
+	case label.Kind == schemas.PredictionNumber && p.Kind == schemas.PredictionNumber:
+		return (label.Number == 0 || label.Number == 1) && p.Number >= 0 && p.Number <= 1
+	}
+	return false
+}
+
+// correct reports whether a decidable p is right: the same class, or a score on the label's
+// side of Threshold.
+func correct(p, label schemas.Prediction) bool {
+	if p.Kind == schemas.PredictionLabel {
+		return p.Label == label.Label
+	}
+	return (p.Number >= Threshold) == (label.Number == 1)
 }
 
 // NotShadowed lists the shadow error kinds (set by the invoker) that mean the shadow was
@@ -177,10 +207,10 @@ type Window struct {
 	NotShadowed map[string]uint64 // requests this shadow was deliberately not called for, by reason
 	Paired      Paired            // both sides on the same labeled requests
 	Champion    Side
-	Shadow   Side
-	Diff     *sketch.Digest // shadow − champion, both numeric
-	Compared uint64         // both sides predicted something comparable
-	Agree    uint64         // of those, equal classes or the same side of the decision threshold
+	Shadow      Side
+	Diff        *sketch.Digest // shadow − champion, both numeric
+	Compared    uint64         // both sides predicted something comparable
+	Agree       uint64         // of those, equal classes or the same side of the decision threshold
 }
 
 // New returns an empty window.
@@ -322,11 +352,11 @@ type wire struct {
 	Statuses    map[string]uint64 `json:"statuses"`
 	NotShadowed map[string]uint64 `json:"not_shadowed,omitempty"`
 	Paired      Paired            `json:"paired"`
-	Champion wireSide          `json:"champion"`
-	Shadow   wireSide          `json:"shadow"`
-	Diff     []byte            `json:"diff"`
-	Compared uint64            `json:"compared"`
-	Agree    uint64            `json:"agree"`
+	Champion    wireSide          `json:"champion"`
+	Shadow      wireSide          `json:"shadow"`
+	Diff        []byte            `json:"diff"`
+	Compared    uint64            `json:"compared"`
+	Agree       uint64            `json:"agree"`
 }
 
 type wireSide struct {

@@ -58,13 +58,13 @@ func TestFoldCountsAgreementAndLabels(t *testing.T) {
 	if cl.N != 1 || sl.N != 1 || math.Abs(cl.AbsErr-0.1) > 1e-12 || math.Abs(sl.SqErr-0.04) > 1e-12 || math.Abs(cl.LogLoss+math.Log(0.9)) > 1e-12 {
 		t.Fatalf("labels %+v %+v", cl, sl)
 	}
-	// Class labels: accuracy counts.
+	// Class labels: accuracy counts (the scores above counted too: 0.9 and 0.8 against 1 are right).
 	c := schemas.Comparison{
 		Experiment: "e", EventTime: t0, Label: &schemas.LabelValue{Value: schemas.Label("fraud")},
 		Champion: &schemas.Outcome{Prediction: schemas.Label("fraud")}, Shadows: []schemas.Outcome{{Name: "v7", Prediction: schemas.Label("ok")}},
 	}
 	Fold(ws, c, time.Minute, nil)
-	if w.Champion.Labels.Correct != 1 || w.Shadow.Labels.Correct != 0 || w.Shadow.Labels.N != 2 {
+	if w.Champion.Labels.Correct != 2 || w.Shadow.Labels.Correct != 1 || w.Shadow.Labels.N != 2 || w.Shadow.Labels.Decided != 2 {
 		t.Fatalf("class labels %+v %+v", w.Champion.Labels, w.Shadow.Labels)
 	}
 }
@@ -162,7 +162,7 @@ func TestFoldPerShadowCoverage(t *testing.T) {
 	Fold(ws, lab("fraud", "ok"), time.Minute, nil)
 	Fold(ws, lab("fraud", "fraud"), time.Minute, nil)
 	Fold(ws, lab("ok", "fraud"), time.Minute, nil)
-	if p := v7.Paired; p.N != 3 || p.ChampionOnly != 1 || p.ShadowOnly != 1 || v7.Total != 2 {
+	if p := v7.Paired; p.N != 3 || p.Decided != 3 || p.ChampionOnly != 1 || p.ShadowOnly != 1 || v7.Total != 2 {
 		t.Fatalf("paired %+v total %d", p, v7.Total)
 	}
 }

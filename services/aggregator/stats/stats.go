@@ -1,0 +1,333 @@
+// Package stats turns a merged comparison window (any time range) into the numbers a
+// promotion decision needs: coverage, latency quantiles of both sides and their ratio, error
+// rates, prediction drift (PSI and KS for numbers; PSI over classes and chi-square for
+// classes), agreement, and label metrics for both sides with the difference and its confidence
+// interval. Report puts each candidate next to the noise-baseline shadow (a copy of the
+// champion), whose numbers are the noise floor. Values that cannot be computed (no data, or
+// fewer labels than the minimum) are null in JSON, never zero.
+package stats
+
+import (
+	"math"
+	"sort"
+
+	"github.com/understudy-ml/understudy/schemas"
+	"github.com/understudy-ml/understudy/services/aggregator/sketch"
+	"github.com/understudy-ml/understudy/services/aggregator/window"
+)
+
+// Options tune the statistics.
+type Options struct {
+	Bins      int     // PSI bins, edges at the champion's quantiles (default 10)
+	MinLabels uint64  // labeled requests needed before label metrics are shown (default 100)
+	Z         float64 // confidence interval half-width in standard errors (default 1.96: 95 %)
+}
+
+// DefaultOptions returns the defaults.
+func DefaultOptions() Options { return Options{Bins: 10, MinLabels: 100, Z: 1.96} }
+
+// Quantiles are latency quantiles in milliseconds.
+type Quantiles struct {
+	P50 *float64 `json:"p50"`
+	P95 *float64 `json:"p95"`
+	P99 *float64 `json:"p99"`
+}
+
+// Latency compares the two sides' latencies; Ratio is shadow ÷ champion per quantile.
+type Latency struct {
+	Champion Quantiles `json:"champion_ms"`
+	Shadow   Quantiles `json:"shadow_ms"`
+	Ratio    Quantiles `json:"ratio"`
+}
+
+// Errors are one side's failures: the rate over the requests the side answered or failed
+// (deliberately skipped shadow calls excluded) and the counts by kind.
+type Errors struct {
+	Rate   *float64          `json:"rate"`
+	ByKind map[string]uint64 `json:"by_kind"`
+}
+
+// Predictions compares the two prediction distributions and the per-request agreement. Kind
+// is "number", "class" or "" (nothing comparable yet). For numbers: PSI over Bins bins from the
+// champion's quantiles (empty bins floored at sketch.PSIEpsilon), KS, and quantiles of
+// shadow − champion. For classes: PSI over classes and the chi-square test of homogeneity.
+type Predictions struct {
+	Kind      string    `json:"kind"`
+	PSI       *float64  `json:"psi"`
+	KS        *float64  `json:"ks,omitempty"`
+	ChiSquare *float64  `json:"chi_square,omitempty"`
+	ChiDF     int       `json:"chi_square_df,omitempty"`
+	ChiP      *float64  `json:"chi_square_p,omitempty"`
+	Diff      Quantiles `json:"diff_quantiles"` // unitless here despite the type's name
+	Champion  uint64    `json:"champion_n"`
+	Shadow    uint64    `json:"shadow_n"`
+	Compared  uint64    `json:"compared"`
+	Agreement *float64  `json:"agreement"`
+}
+
+// LabelMetrics are one side's metrics against labels.
+type LabelMetrics struct {
+	Accuracy *float64 `json:"accuracy"`
+	MAE      *float64 `json:"mae"`
+	RMSE     *float64 `json:"rmse"`
+	LogLoss  *float64 `json:"log_loss"`
+	Brier    *float64 `json:"brier"`
+}
+
+// Difference is shadow − champion for one label metric with a confidence interval from the
+// paired requests (both sides on the same labeled requests).
+type Difference struct {
+	Metric string   `json:"metric"` // accuracy or mae
+	Value  *float64 `json:"value"`
+	Low    *float64 `json:"ci_low"`
+	High   *float64 `json:"ci_high"`
+	N      uint64   `json:"n"`
+}
+
+// Labels are label metrics for both sides. Shown is false (and metrics null) below the
+// minimum number of labeled requests.
+type Labels struct {
+	N          uint64       `json:"n"`
+	Shown      bool         `json:"shown"`
+	MinLabels  uint64       `json:"min_labels"`
+	Champion   LabelMetrics `json:"champion"`
+	Shadow     LabelMetrics `json:"shadow"`
+	Difference *Difference  `json:"difference"`
+}
+
+// Stats are the statistics of one champion-vs-shadow window.
+type Stats struct {
+	Total       uint64            `json:"requests"`
+	Statuses    map[string]uint64 `json:"statuses"`
+	NotShadowed map[string]uint64 `json:"not_shadowed"`
+	Coverage    *float64          `json:"coverage"` // complete ÷ requests
+	Latency     Latency           `json:"latency"`
+	Champion    Errors            `json:"champion_errors"`
+	Shadow      Errors            `json:"shadow_errors"`
+	ErrorDiff   *float64          `json:"error_rate_diff"` // shadow − champion
+	Predictions Predictions       `json:"predictions"`
+	Labels      Labels            `json:"labels"`
+}
+
+func ptr(v float64) *float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return nil
+	}
+	return &v
+}
+
+func ratio(a, b uint64) *float64 {
+	if b == 0 {
+		return nil
+	}
+	return ptr(float64(a) / float64(b))
+}
+
+func quantiles(d *sketch.Digest, scale float64) Quantiles {
+	if d.Count() == 0 {
+		return Quantiles{}
+	}
+	return Quantiles{ptr(d.Quantile(0.5) * scale), ptr(d.Quantile(0.95) * scale), ptr(d.Quantile(0.99) * scale)}
+}
+
+func div(a, b *float64) *float64 {
+	if a == nil || b == nil || *b == 0 {
+		return nil
+	}
+	return ptr(*a / *b)
+}
+
+func errs(s window.Side) Errors {
+	var n uint64
+	for _, v := range s.Errors {
+		n += v
+	}
+	// Every answered or failed call has a latency; failures without one are counted in Errors.
+	answered := s.Latency.Count()
+	return Errors{Rate: ratio(n, max(answered, n)), ByKind: s.Errors}
+}
+
+// Compute returns the statistics of w.
+func Compute(w *window.Window, o Options) Stats {
+	if o.Bins == 0 {
+		o = DefaultOptions()
+	}
+	st := Stats{Total: w.Total, Statuses: w.Statuses, NotShadowed: w.NotShadowed, Coverage: ratio(w.Statuses[schemas.StatusComplete], w.Total)}
+	st.Latency.Champion = quantiles(w.Champion.Latency, 1e-3)
+	st.Latency.Shadow = quantiles(w.Shadow.Latency, 1e-3)
+	st.Latency.Ratio = Quantiles{div(st.Latency.Shadow.P50, st.Latency.Champion.P50), div(st.Latency.Shadow.P95, st.Latency.Champion.P95), div(st.Latency.Shadow.P99, st.Latency.Champion.P99)}
+	st.Champion, st.Shadow = errs(w.Champion), errs(w.Shadow)
+	if st.Champion.Rate != nil && st.Shadow.Rate != nil {
+		st.ErrorDiff = ptr(*st.Shadow.Rate - *st.Champion.Rate)
+	}
+	st.Predictions = predictions(w, o)
+	st.Labels = labels(w, o)
+	return st
+}
+
+func predictions(w *window.Window, o Options) Predictions {
+	p := Predictions{Compared: w.Compared, Agreement: ratio(w.Agree, w.Compared)}
+	cn, sn := w.Champion.Predictions.Count(), w.Shadow.Predictions.Count()
+	cc, sc := w.Champion.Classes.Total(), w.Shadow.Classes.Total()
+	switch {
+	case cn > 0 && sn > 0 && cn+sn >= cc+sc:
+		p.Kind, p.Champion, p.Shadow = "number", cn, sn
+		psi, ks := sketch.Compare(w.Champion.Predictions, w.Shadow.Predictions, o.Bins)
+		p.PSI, p.KS = ptr(psi), ptr(ks)
+		p.Diff = quantiles(w.Diff, 1)
+	case cc > 0 && sc > 0:
+		p.Kind, p.Champion, p.Shadow = "class", cc, sc
+		p.PSI = ptr(sketch.ClassPSI(w.Champion.Classes, w.Shadow.Classes))
+		stat, df, pv := sketch.ChiSquare(w.Champion.Classes, w.Shadow.Classes)
+		p.ChiSquare, p.ChiDF, p.ChiP = ptr(stat), df, ptr(pv)
+	}
+	return p
+}
+
+func metrics(l window.Labels) LabelMetrics {
+	m := LabelMetrics{Accuracy: ratio(l.Correct, l.Decided)}
+	if l.Scored > 0 {
+		n := float64(l.Scored)
+		m.MAE, m.RMSE = ptr(l.AbsErr/n), ptr(math.Sqrt(l.SqErr/n))
+	}
+	if l.Binary > 0 {
+		n := float64(l.Binary)
+		m.LogLoss, m.Brier = ptr(l.LogLoss/n), ptr(l.Brier/n)
+	}
+	return m
+}
+
+func labels(w *window.Window, o Options) Labels {
+	l := Labels{N: w.Paired.N, MinLabels: o.MinLabels}
+	if w.Paired.N < o.MinLabels || w.Paired.N == 0 {
+		return l
+	}
+	l.Shown = true
+	l.Champion, l.Shadow = metrics(w.Champion.Labels), metrics(w.Shadow.Labels)
+	p := w.Paired
+	switch {
+	case p.Decided > 0:
+		// Paired difference of proportions: d = (b − c)/n with b, c the requests only the
+		// shadow, only the champion got right; var(d) = ((b + c)/n − d²)/n.
+		n := float64(p.Decided)
+		d := (float64(p.ShadowOnly) - float64(p.ChampionOnly)) / n
+		se := math.Sqrt(max(0, (float64(p.ShadowOnly+p.ChampionOnly)/n-d*d)/n))
+		l.Difference = &Difference{Metric: "accuracy", Value: ptr(d), Low: ptr(d - o.Z*se), High: ptr(d + o.Z*se), N: p.Decided}
+	case p.Scored > 0:
+		// Mean paired difference of absolute errors (shadow − champion: negative is better).
+		n := float64(p.Scored)
+		d := p.AbsDiff / n
+		se := math.Sqrt(max(0, p.AbsDiffSq/n-d*d) / n)
+		l.Difference = &Difference{Metric: "mae", Value: ptr(d), Low: ptr(d - o.Z*se), High: ptr(d + o.Z*se), N: p.Scored}
+	}
+	return l
+}
+
+// ShadowReport is one shadow's statistics against the champion, with the noise-baseline
+// shadow's statistics over the same range as its noise floor (nil when the experiment has no
+// baseline, or for the baseline itself).
+type ShadowReport struct {
+	Shadow     string `json:"shadow"`
+	Role       string `json:"role"`
+	Stats      Stats  `json:"stats"`
+	NoiseFloor *Stats `json:"noise_floor"`
+	Baseline   string `json:"noise_baseline,omitempty"`
+}
+
+// Report computes every shadow's statistics from its merged window, sorted with candidates
+// first then by name, and attaches the noise floor.
+func Report(ws map[string]*window.Window, o Options) []ShadowReport {
+	var out []ShadowReport
+	var baseline *ShadowReport
+	for name, w := range ws {
+		out = append(out, ShadowReport{Shadow: name, Role: w.Role, Stats: Compute(w, o)})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		bi, bj := out[i].Role == schemas.RoleNoiseBaseline, out[j].Role == schemas.RoleNoiseBaseline
+		if bi != bj {
+			return bj
+		}
+		return out[i].Shadow < out[j].Shadow
+	})
+	for i := range out {
+		if out[i].Role == schemas.RoleNoiseBaseline && baseline == nil {
+			baseline = &out[i]
+		}
+	}
+	if baseline != nil {
+		floor := baseline.Stats
+		for i := range out {
+			if out[i].Shadow != baseline.Shadow {
+				out[i].NoiseFloor, out[i].Baseline = &floor, baseline.Shadow
+			}
+		}
+	}
+	return out
+}
+
+// Metric names a statistic an alert rule can watch.
+type Metric string
+
+// The metrics alert rules can watch.
+const (
+	MetricPSI           Metric = "psi"                 // prediction PSI (numbers or classes)
+	MetricKS            Metric = "ks"                  // prediction KS (numbers)
+	MetricChiSquareP    Metric = "chi_square_p"        // p-value of the class chi-square test
+	MetricDisagreement  Metric = "disagreement"        // 1 − agreement
+	MetricLatencyP50    Metric = "latency_p50_ratio"   // shadow ÷ champion p50 latency
+	MetricLatencyP95    Metric = "latency_p95_ratio"   // shadow ÷ champion p95 latency
+	MetricLatencyP99    Metric = "latency_p99_ratio"   // shadow ÷ champion p99 latency
+	MetricErrorRateDiff Metric = "error_rate_diff"     // shadow − champion error rate
+	MetricAccuracyDiff  Metric = "accuracy_diff"       // shadow − champion accuracy on labels
+	MetricMAEDiff       Metric = "mae_diff"            // shadow − champion mean absolute error
+	MetricCoverage      Metric = "coverage"            // complete ÷ requests
+	MetricShadowMissing Metric = "shadow_missing_rate" // shadow_missing ÷ requests
+)
+
+// Metrics lists every metric name.
+var Metrics = []Metric{MetricPSI, MetricKS, MetricChiSquareP, MetricDisagreement, MetricLatencyP50, MetricLatencyP95, MetricLatencyP99,
+	MetricErrorRateDiff, MetricAccuracyDiff, MetricMAEDiff, MetricCoverage, MetricShadowMissing}
+
+// Value returns metric m of s and the sample size it rests on; ok is false when it cannot be
+// computed (no data, or labels below the minimum).
+func (s Stats) Value(m Metric) (value float64, samples uint64, ok bool) {
+	get := func(p *float64, n uint64) (float64, uint64, bool) {
+		if p == nil {
+			return 0, n, false
+		}
+		return *p, n, true
+	}
+	pn := min(s.Predictions.Champion, s.Predictions.Shadow)
+	switch m {
+	case MetricPSI:
+		return get(s.Predictions.PSI, pn)
+	case MetricKS:
+		return get(s.Predictions.KS, pn)
+	case MetricChiSquareP:
+		return get(s.Predictions.ChiP, pn)
+	case MetricDisagreement:
+		if s.Predictions.Agreement == nil {
+			return 0, s.Predictions.Compared, false
+		}
+		return 1 - *s.Predictions.Agreement, s.Predictions.Compared, true
+	case MetricLatencyP50:
+		return get(s.Latency.Ratio.P50, s.Total)
+	case MetricLatencyP95:
+		return get(s.Latency.Ratio.P95, s.Total)
+	case MetricLatencyP99:
+		return get(s.Latency.Ratio.P99, s.Total)
+	case MetricErrorRateDiff:
+		return get(s.ErrorDiff, s.Total)
+	case MetricCoverage:
+		return get(s.Coverage, s.Total)
+	case MetricShadowMissing:
+		return get(ratio(s.Statuses[schemas.StatusShadowMissing], s.Total), s.Total)
+	case MetricAccuracyDiff, MetricMAEDiff:
+		d := s.Labels.Difference
+		if d == nil || string(m) != d.Metric+"_diff" {
+			return 0, s.Labels.N, false
+		}
+		return get(d.Value, d.N)
+	}
+	return 0, 0, false
+}
