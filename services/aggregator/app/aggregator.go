@@ -1,11 +1,14 @@
-// Package app is the aggregator: it counts comparisons per experiment, window and status in
-// Postgres.
+// Package app is the aggregator: it folds comparisons into per experiment × shadow windows in
+// Postgres (package store), evaluates alert rules over them and delivers alert webhooks
+// (packages alert and webhook), and serves the read API (package api) on its ops address.
 //
-// Delivery: exactly-once into Postgres. The counts of a batch and the next offsets of its
-// partitions are written in one Postgres transaction; on assignment the consumer starts from
-// the offsets stored there, so a crash or a replay of the input changes no count. Kafka group
-// offsets are not used. Replicas share the consumer group; writes are one upsert per window
-// and status per batch, not per record.
+// Delivery: exactly-once into Postgres. The windows of a batch (at the base width and rolled
+// up to 1 h and 1 d) and the next offsets of its partitions are written in one Postgres
+// transaction; on assignment the consumer starts from the offsets stored there, so a crash or
+// a replay of the input changes no window. A batch whose partition another replica has moved
+// past is refused and its partitions re-sought. Kafka group offsets are not used. Replicas
+// share the consumer group; writes are one row per touched window and width per batch, not
+// per record. Alerts are evaluated by one replica at a time (Postgres advisory lock).
 package app
 
 import (
@@ -13,17 +16,23 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
+	"github.com/understudy-ml/understudy/services/aggregator/alert"
+	"github.com/understudy-ml/understudy/services/aggregator/api"
 	"github.com/understudy-ml/understudy/services/aggregator/store"
+	"github.com/understudy-ml/understudy/services/aggregator/webhook"
 	"github.com/understudy-ml/understudy/services/aggregator/window"
 	"github.com/understudy-ml/understudy/services/platform/consume"
 	"github.com/understudy-ml/understudy/services/platform/deadletter"
 	"github.com/understudy-ml/understudy/services/platform/kafka"
+	"github.com/understudy-ml/understudy/services/platform/launch"
 	"github.com/understudy-ml/understudy/services/platform/registry"
 	"github.com/understudy-ml/understudy/services/platform/server"
 	"golang.org/x/sync/errgroup"
@@ -40,6 +49,9 @@ type Aggregator struct {
 	dlq      *deadletter.Publisher
 	ops      *server.Server
 	expected map[string][]string // experiment → expected shadows, from the experiments file
+	rules    atomic.Pointer[alert.Rules]
+	engine   *alert.Engine
+	sender   *webhook.Sender
 
 	counted prometheus.Counter
 	batches prometheus.Counter
@@ -84,6 +96,24 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Aggregator
 	f := promauto.With(reg)
 	a.dlq = deadletter.New("aggregator", a.client, reg)
 	a.ops = server.New(cfg.Ops, logger, reg)
+	rules, err := alert.Load(cfg.Alerts.RulesFile)
+	if err != nil {
+		a.client.Close()
+		db.Close()
+		return nil, err
+	}
+	a.rules.Store(rules)
+	a.engine = alert.NewEngine(alert.Config{
+		Interval: cfg.Alerts.Interval, Range: cfg.Alerts.Range, Delay: cfg.Alerts.Delay, Options: cfg.Stats, ExternalURL: cfg.API.ExternalURL,
+	}, db, a.store, a.rules.Load, logger, reg, time.Now)
+	secrets, _ := cfg.secrets() // validated
+	wc := webhook.Config{URL: cfg.Webhook.URL, Secrets: secrets, Timeout: cfg.Webhook.Timeout, BackoffMin: cfg.Webhook.BackoffMin,
+		BackoffMax: cfg.Webhook.BackoffMax, MaxAge: cfg.Webhook.MaxAge, Poll: cfg.Webhook.Poll}
+	if cfg.Webhook.Format == "slack" {
+		wc.Format = alert.SlackBody
+	}
+	a.sender = webhook.NewSender(wc, db, logger, reg, time.Now)
+	api.New(a.store, db, cfg.Stats, cfg.API.Token, logger, time.Now).Register(a.ops.Mux())
 	a.ops.AddCheck("kafka", func(ctx context.Context) error { return kafka.Ping(ctx, a.client) })
 	a.ops.AddCheck("postgres", func(ctx context.Context) error { return db.Ping(ctx) })
 	a.counted = f.NewCounter(prometheus.CounterOpts{Name: "understudy_aggregator_comparisons_total", Help: "Comparisons counted into Postgres."})
@@ -114,7 +144,42 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.ops.Run(gctx) })
 	g.Go(func() error { return consume.Loop(gctx, a.client, a.logger, a.handle) })
+	g.Go(func() error { return a.engine.Run(gctx, a.sender.Run) })
+	g.Go(func() error { a.retain(gctx); return nil })
+	if a.cfg.Alerts.RulesFile != "" {
+		g.Go(func() error { launch.ReloadOnHangup(gctx, a.logger, "alert rules", a.Reload); return nil })
+	}
 	return g.Wait()
+}
+
+// Reload re-reads the alert rules file; an invalid file is reported and the old rules stay.
+func (a *Aggregator) Reload() error {
+	rules, err := alert.Load(a.cfg.Alerts.RulesFile)
+	if err != nil {
+		return err
+	}
+	a.rules.Store(rules)
+	a.logger.Info("alert rules reloaded", "file", a.cfg.Alerts.RulesFile)
+	return nil
+}
+
+// retain deletes expired windows every retention interval until ctx ends.
+func (a *Aggregator) retain(ctx context.Context) {
+	t := time.NewTicker(a.cfg.Retention.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := a.store.Retain(ctx, time.Now())
+		if err != nil && ctx.Err() == nil {
+			a.logger.Warn("window retention", "err", err)
+		} else if n > 0 {
+			a.logger.Info("expired windows deleted", "rows", n)
+		}
+	}
 }
 
 func (a *Aggregator) handle(ctx context.Context, fs kgo.Fetches) error {

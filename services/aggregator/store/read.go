@@ -230,3 +230,17 @@ func StoredOffsets(ctx context.Context, db Querier, group string) (map[string]ma
 	}
 	return stored, nil
 }
+
+// ActiveExperiments returns the experiments with base windows starting at or after since.
+func (s *Store) ActiveExperiments(ctx context.Context, since time.Time) ([]string, error) {
+	rows, err := s.db.Query(ctx, `SELECT DISTINCT experiment FROM aggregator_windows WHERE width_seconds = $1 AND window_start >= $2 ORDER BY 1`,
+		int32(s.levels[0].Width/time.Second), since.UTC().Truncate(s.levels[0].Width))
+	if err != nil {
+		return nil, fmt.Errorf("active experiments: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("active experiments: %w", err)
+	}
+	return out, nil
+}

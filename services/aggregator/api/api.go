@@ -1,0 +1,284 @@
+// Package api serves the aggregator's read API (JSON over HTTP, under /api/v1/): experiments,
+// statistics over any time range with the noise floor, per-window series for plots, alert
+// states and their history. It only reads; every answer is computed from the windows and
+// alert tables in Postgres, so any replica answers the same.
+//
+//	GET /api/v1/experiments
+//	GET /api/v1/experiments/{experiment}/stats?from=&to=
+//	GET /api/v1/experiments/{experiment}/windows?from=&to=&shadow=&width=
+//	GET /api/v1/alerts?experiment=&state=
+//	GET /api/v1/alerts/history?experiment=&from=&limit=
+//
+// from and to are RFC 3339 times or durations before now ("1h" is an hour ago); to defaults to
+// now and from to an hour before to. Errors are {"error": "..."} with status 400 for bad
+// parameters and 500 for failures, whose details are logged, not returned.
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/understudy-ml/understudy/services/aggregator/alert"
+	"github.com/understudy-ml/understudy/services/aggregator/stats"
+	"github.com/understudy-ml/understudy/services/aggregator/store"
+	"github.com/understudy-ml/understudy/services/aggregator/window"
+)
+
+// Store is what the API reads windows from (*store.Store implements it).
+type Store interface {
+	Experiments(ctx context.Context) (map[string][]store.Shadow, error)
+	Range(ctx context.Context, experiment string, from, to time.Time) (map[string]*window.Window, error)
+	Series(ctx context.Context, experiment, shadow string, width time.Duration, from, to time.Time) ([]store.Window, error)
+	Width(from, to time.Time, maxPoints int) time.Duration
+	Levels() []store.Level
+}
+
+// API serves the read endpoints.
+type API struct {
+	store  Store
+	db     alert.Querier
+	opts   stats.Options
+	token  string
+	logger *slog.Logger
+	now    func() time.Time
+}
+
+// New returns the API. A non-empty token requires "Authorization: Bearer <token>" on every
+// request.
+func New(s Store, db alert.Querier, opts stats.Options, token string, logger *slog.Logger, now func() time.Time) *API {
+	return &API{store: s, db: db, opts: opts, token: token, logger: logger, now: now}
+}
+
+// Register adds the endpoints to mux.
+func (a *API) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /api/v1/experiments", a.auth(a.experiments))
+	mux.HandleFunc("GET /api/v1/experiments/{experiment}/stats", a.auth(a.stats))
+	mux.HandleFunc("GET /api/v1/experiments/{experiment}/windows", a.auth(a.windows))
+	mux.HandleFunc("GET /api/v1/alerts", a.auth(a.alerts))
+	mux.HandleFunc("GET /api/v1/alerts/history", a.auth(a.history))
+}
+
+func (a *API) auth(h http.HandlerFunc) http.HandlerFunc {
+	if a.token == "" {
+		return h
+	}
+	want := []byte("Bearer " + a.token)
+	return func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="understudy"`)
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or wrong bearer token"})
+			return
+		}
+		h(w, r)
+	}
+}
+
+// errBadRequest marks errors caused by the request's parameters.
+var errBadRequest = errors.New("bad request")
+
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, errBadRequest) {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
+	a.logger.Error("api", "path", r.URL.Path, "err", err)
+	writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "internal error"})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// parseTime reads an RFC 3339 time or a duration before now.
+func parseTime(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil {
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%w: %q is neither an RFC 3339 time nor a duration", errBadRequest, s)
+	}
+	return t, nil
+}
+
+func (a *API) timeRange(r *http.Request) (from, to time.Time, err error) {
+	now := a.now()
+	to = now
+	if s := r.URL.Query().Get("to"); s != "" {
+		if to, err = parseTime(s, now); err != nil {
+			return
+		}
+	}
+	from = to.Add(-time.Hour)
+	if s := r.URL.Query().Get("from"); s != "" {
+		if from, err = parseTime(s, now); err != nil {
+			return
+		}
+	}
+	if !from.Before(to) {
+		err = fmt.Errorf("%w: from must be before to", errBadRequest)
+	}
+	return from.UTC(), to.UTC(), err
+}
+
+// Experiment is an entry of GET /api/v1/experiments.
+type Experiment struct {
+	Name    string         `json:"name"`
+	Shadows []store.Shadow `json:"shadows"`
+}
+
+func (a *API) experiments(w http.ResponseWriter, r *http.Request) {
+	m, err := a.store.Experiments(r.Context())
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	out := []Experiment{}
+	for _, n := range store.ExperimentNames(m) {
+		out = append(out, Experiment{Name: n, Shadows: m[n]})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"experiments": out})
+}
+
+// StatsResponse is GET /api/v1/experiments/{experiment}/stats.
+type StatsResponse struct {
+	Experiment string               `json:"experiment"`
+	From       time.Time            `json:"from"`
+	To         time.Time            `json:"to"`
+	Shadows    []stats.ShadowReport `json:"shadows"`
+	Alerts     []alert.Current      `json:"alerts"`
+}
+
+func (a *API) stats(w http.ResponseWriter, r *http.Request) {
+	exp := r.PathValue("experiment")
+	from, to, err := a.timeRange(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	ws, err := a.store.Range(r.Context(), exp, from, to)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	states, err := alert.States(r.Context(), a.db, exp, "")
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	rep := stats.Report(ws, a.opts)
+	if rep == nil {
+		rep = []stats.ShadowReport{}
+	}
+	if states == nil {
+		states = []alert.Current{}
+	}
+	writeJSON(w, http.StatusOK, StatsResponse{Experiment: exp, From: from, To: to, Shadows: rep, Alerts: states})
+}
+
+// Point is one window of a series with its statistics.
+type Point struct {
+	Shadow string      `json:"shadow"`
+	Role   string      `json:"role"`
+	Start  time.Time   `json:"start"`
+	Stats  stats.Stats `json:"stats"`
+}
+
+// SeriesResponse is GET /api/v1/experiments/{experiment}/windows.
+type SeriesResponse struct {
+	Experiment string    `json:"experiment"`
+	From       time.Time `json:"from"`
+	To         time.Time `json:"to"`
+	Width      string    `json:"width"`
+	Points     []Point   `json:"points"`
+}
+
+// maxPoints bounds a series when no width is given.
+const maxPoints = 500
+
+func (a *API) windows(w http.ResponseWriter, r *http.Request) {
+	exp := r.PathValue("experiment")
+	from, to, err := a.timeRange(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	width := a.store.Width(from, to, maxPoints)
+	if s := r.URL.Query().Get("width"); s != "" {
+		d, perr := time.ParseDuration(s)
+		ok := false
+		for _, l := range a.store.Levels() {
+			ok = ok || (perr == nil && l.Width == d)
+		}
+		if !ok {
+			a.fail(w, r, fmt.Errorf("%w: width %q is not a stored window width", errBadRequest, s))
+			return
+		}
+		width = d
+	}
+	ws, err := a.store.Series(r.Context(), exp, r.URL.Query().Get("shadow"), width, from.Truncate(width), to)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	out := SeriesResponse{Experiment: exp, From: from, To: to, Width: width.String(), Points: make([]Point, 0, len(ws))}
+	for _, x := range ws {
+		out.Points = append(out.Points, Point{Shadow: x.Shadow, Role: x.Data.Role, Start: x.Start, Stats: stats.Compute(x.Data, a.opts)})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *API) alerts(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	states, err := alert.States(r.Context(), a.db, q.Get("experiment"), alert.State(q.Get("state")))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if states == nil {
+		states = []alert.Current{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"alerts": states})
+}
+
+func (a *API) history(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	since := time.Time{}
+	if s := q.Get("from"); s != "" {
+		t, err := parseTime(s, a.now())
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		since = t
+	}
+	limit := 1000
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 10000 {
+			a.fail(w, r, fmt.Errorf("%w: limit must be 1..10000", errBadRequest))
+			return
+		}
+		limit = n
+	}
+	ts, err := alert.History(r.Context(), a.db, q.Get("experiment"), since, limit)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if ts == nil {
+		ts = []alert.Transition{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"transitions": ts})
+}

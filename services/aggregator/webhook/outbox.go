@@ -1,0 +1,223 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Enqueue queues a message in the outbox inside the caller's transaction, so that it is
+// stored if and only if what it announces is. A message with an id already queued is ignored.
+func Enqueue(ctx context.Context, tx pgx.Tx, id string, payload []byte, at time.Time) error {
+	if _, err := tx.Exec(ctx, `
+		INSERT INTO webhook_outbox (id, payload, created_at, next_attempt) VALUES ($1, $2, $3, $3)
+		ON CONFLICT (id) DO NOTHING`, id, payload, at); err != nil {
+		return fmt.Errorf("queue webhook %s: %w", id, err)
+	}
+	return nil
+}
+
+// Config configures delivery.
+type Config struct {
+	URL        string        // receiver; empty disables delivery (messages stay queued)
+	Secrets    [][]byte      // signing keys, current first; none sends unsigned
+	Timeout    time.Duration // per attempt
+	BackoffMin time.Duration // first retry delay
+	BackoffMax time.Duration // retry delay cap
+	MaxAge     time.Duration // a message still undelivered this long after queueing fails
+	Poll       time.Duration // how often the outbox is checked
+	// Format turns a queued payload into the request body (nil sends it as is), for example
+	// a Slack-compatible body.
+	Format func(payload []byte) ([]byte, error)
+}
+
+// Sender delivers the outbox. Run it on one replica at a time (the aggregator runs it on the
+// alert leader): two senders would each deliver every message (receivers deduplicate by id).
+type Sender struct {
+	cfg    Config
+	db     *pgxpool.Pool
+	client *http.Client
+	logger *slog.Logger
+	now    func() time.Time
+
+	attempts  *prometheus.CounterVec
+	pending   prometheus.Gauge
+	lastError string
+}
+
+// NewSender wires a sender.
+func NewSender(cfg Config, db *pgxpool.Pool, logger *slog.Logger, reg prometheus.Registerer, now func() time.Time) *Sender {
+	f := promauto.With(reg)
+	return &Sender{
+		cfg: cfg, db: db, logger: logger, now: now,
+		client:   &http.Client{Timeout: cfg.Timeout},
+		attempts: f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_aggregator_webhook_attempts_total", Help: "Webhook delivery attempts by outcome (delivered, retry, failed, expired)."}, []string{"outcome"}),
+		pending:  f.NewGauge(prometheus.GaugeOpts{Name: "understudy_aggregator_webhook_outbox_pending", Help: "Webhook messages queued and not yet delivered or failed."}),
+	}
+}
+
+// Run delivers until ctx ends.
+func (s *Sender) Run(ctx context.Context) error {
+	if s.cfg.URL == "" {
+		<-ctx.Done()
+		return nil
+	}
+	t := time.NewTicker(s.cfg.Poll)
+	defer t.Stop()
+	for {
+		if err := s.deliverDue(ctx); err != nil && ctx.Err() == nil {
+			if msg := err.Error(); msg != s.lastError {
+				s.lastError = msg
+				s.logger.Warn("webhook outbox", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+type message struct {
+	id        string
+	payload   []byte
+	createdAt time.Time
+	attempts  int
+	next      time.Time
+}
+
+// deliverDue sends queued messages oldest first and stops at the first one that is not due or
+// fails, so that a receiver sees messages in the order they were queued.
+func (s *Sender) deliverDue(ctx context.Context) error {
+	rows, err := s.db.Query(ctx, `
+		SELECT id, payload, created_at, attempts, next_attempt FROM webhook_outbox
+		WHERE delivered_at IS NULL AND failed_at IS NULL ORDER BY created_at, id LIMIT 100`)
+	if err != nil {
+		return fmt.Errorf("read outbox: %w", err)
+	}
+	var ms []message
+	var m message
+	if _, err := pgx.ForEachRow(rows, []any{&m.id, &m.payload, &m.createdAt, &m.attempts, &m.next}, func() error {
+		ms = append(ms, m)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("read outbox: %w", err)
+	}
+	s.pending.Set(float64(len(ms)))
+	for _, m := range ms {
+		now := s.now()
+		if m.next.After(now) {
+			return nil
+		}
+		if now.Sub(m.createdAt) > s.cfg.MaxAge {
+			s.attempts.WithLabelValues("expired").Inc()
+			if err := s.finish(ctx, m.id, "failed_at", "expired before delivery"); err != nil {
+				return err
+			}
+			continue
+		}
+		err := s.post(ctx, m, now)
+		switch {
+		case err == nil:
+			s.attempts.WithLabelValues("delivered").Inc()
+			if err := s.finish(ctx, m.id, "delivered_at", ""); err != nil {
+				return err
+			}
+		case errors.As(err, new(*PermanentError)):
+			s.attempts.WithLabelValues("failed").Inc()
+			s.logger.Warn("webhook refused for good", "webhook_id", m.id, "err", err)
+			if err := s.finish(ctx, m.id, "failed_at", err.Error()); err != nil {
+				return err
+			}
+		default:
+			s.attempts.WithLabelValues("retry").Inc()
+			delay := Backoff(m.attempts, s.cfg.BackoffMin, s.cfg.BackoffMax, rand.Float64())
+			if _, uerr := s.db.Exec(ctx, `UPDATE webhook_outbox SET attempts = attempts + 1, next_attempt = $2, last_error = $3 WHERE id = $1`,
+				m.id, now.Add(delay), err.Error()); uerr != nil {
+				return fmt.Errorf("reschedule webhook: %w", uerr)
+			}
+			return fmt.Errorf("webhook %s: %w (retry in %s)", m.id, err, delay.Round(time.Millisecond))
+		}
+	}
+	return nil
+}
+
+func (s *Sender) finish(ctx context.Context, id, column, why string) error {
+	if _, err := s.db.Exec(ctx, `UPDATE webhook_outbox SET attempts = attempts + 1, `+column+` = $2, last_error = $3 WHERE id = $1`, id, s.now(), why); err != nil {
+		return fmt.Errorf("mark webhook %s: %w", id, err)
+	}
+	return nil
+}
+
+// PermanentError is a delivery failure that retrying cannot fix (a 4xx answer other than 429).
+type PermanentError struct{ Status int }
+
+func (e *PermanentError) Error() string {
+	return fmt.Sprintf("receiver answered %d %s", e.Status, http.StatusText(e.Status))
+}
+
+// Classify maps a receiver's answer to nil (delivered), a *PermanentError, or a retryable
+// error: 2xx delivered; 429 and 5xx retryable; other statuses permanent.
+func Classify(status int) error {
+	switch {
+	case status >= 200 && status < 300:
+		return nil
+	case status == http.StatusTooManyRequests || status >= 500:
+		return fmt.Errorf("receiver answered %d %s", status, http.StatusText(status))
+	}
+	return &PermanentError{Status: status}
+}
+
+// Backoff is the delay before retry number attempt+1: full jitter (u in [0, 1)) over an
+// exponential ceiling min·2^attempt capped at max, never below min/2.
+func Backoff(attempt int, min, max time.Duration, u float64) time.Duration {
+	ceil := max
+	if attempt < 30 {
+		ceil = min << attempt
+		if ceil > max || ceil <= 0 {
+			ceil = max
+		}
+	}
+	return min/2 + time.Duration(u*float64(ceil-min/2))
+}
+
+func (s *Sender) post(ctx context.Context, m message, now time.Time) error {
+	body := m.payload
+	if s.cfg.Format != nil {
+		b, err := s.cfg.Format(m.payload)
+		if err != nil {
+			return &PermanentError{Status: 0}
+		}
+		body = b
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.URL, bytes.NewReader(body))
+	if err != nil {
+		return &PermanentError{}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "understudy-aggregator")
+	req.Header.Set(HeaderID, m.id)
+	req.Header.Set(HeaderTimestamp, fmt.Sprint(now.Unix()))
+	if len(s.cfg.Secrets) > 0 {
+		req.Header.Set(HeaderSignature, Sign(m.id, now, body, s.cfg.Secrets))
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("post: %w", err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_ = resp.Body.Close()
+	return Classify(resp.StatusCode)
+}
