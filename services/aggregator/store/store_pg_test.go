@@ -1,0 +1,104 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/understudy-ml/understudy/schemas"
+	"github.com/understudy-ml/understudy/services/aggregator/internal/pgtest"
+	"github.com/understudy-ml/understudy/services/aggregator/store"
+	"github.com/understudy-ml/understudy/services/aggregator/window"
+)
+
+var t0 = time.Date(2026, 11, 26, 22, 0, 0, 0, time.UTC)
+
+func comparison(r *rand.Rand, i int, at time.Time) schemas.Comparison {
+	return schemas.Comparison{
+		RequestID: fmt.Sprint(i), Experiment: "e", EventTime: at, Status: schemas.StatusComplete,
+		Champion: &schemas.Outcome{Prediction: schemas.Number(r.Float64()), Latency: time.Duration(1000+r.IntN(500)) * time.Microsecond},
+		Shadows:  []schemas.Outcome{{Name: "v7", Role: schemas.RoleCandidate, Prediction: schemas.Number(r.Float64()), Latency: 2 * time.Millisecond}},
+	}
+}
+
+// TestApplyRollsUpFencesAndRetains: batches written over two days are answered over any range
+// as the merge of the base windows; a replayed batch is refused (store.ErrFenced) and changes
+// nothing; retention drops base windows but ranges still answer from the rollups.
+func TestApplyRollsUpFencesAndRetains(t *testing.T) {
+	ctx := context.Background()
+	db := pgtest.Start(t)
+	s := store.New(db, "g", store.DefaultLevels(time.Minute))
+	r := rand.New(rand.NewPCG(5, 6))
+	all := map[window.Key]*window.Window{}
+	var batches []store.Batch
+	next := int64(0)
+	for b := range 40 {
+		batch := store.Batch{Windows: map[window.Key]*window.Window{}, Counts: map[store.CountKey]int64{}}
+		for i := range 500 {
+			// Event times spread over 48 hours from t0.
+			at := t0.Add(time.Duration(r.Int64N(int64(48 * time.Hour))))
+			c := comparison(r, b*500+i, at)
+			window.Fold(batch.Windows, c, time.Minute, nil)
+			window.Fold(all, c, time.Minute, nil)
+			batch.Counts[store.CountKey{"e", at.Truncate(time.Minute), c.Status}]++
+		}
+		batch.Offsets = []store.Offset{{Topic: "t", Partition: 0, First: next, Next: next + 500}}
+		next += 500
+		if _, err := s.Apply(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+		batches = append(batches, batch)
+	}
+	if _, err := s.Apply(ctx, batches[10]); !errors.Is(err, store.ErrFenced) {
+		t.Fatalf("replayed batch: %v, want store.ErrFenced", err)
+	}
+	counts, err := store.Counts(ctx, db, "e")
+	if err != nil || counts[schemas.StatusComplete] != 20000 {
+		t.Fatalf("counts %v %v", counts, err)
+	}
+	check := func(from, to time.Time) {
+		t.Helper()
+		got, err := s.Range(ctx, "e", from, to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := window.New()
+		for k, w := range all {
+			if !k.Start.Before(from.Truncate(time.Minute)) && k.Start.Before(to) {
+				if err := want.Merge(w); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		g := got["v7"]
+		if g == nil {
+			g = window.New()
+		}
+		if g.Total != want.Total || g.Agree != want.Agree || g.Champion.Latency.Count() != want.Champion.Latency.Count() {
+			t.Fatalf("range %s..%s: total %d agree %d, want %d %d", from, to, g.Total, g.Agree, want.Total, want.Agree)
+		}
+		if d := g.Champion.Predictions.Quantile(0.5) - want.Champion.Predictions.Quantile(0.5); d > 0.01 || d < -0.01 {
+			t.Fatalf("median differs by %v", d)
+		}
+	}
+	check(t0, t0.Add(48*time.Hour))
+	check(t0.Add(90*time.Minute+17*time.Second), t0.Add(30*time.Hour+5*time.Minute))
+	check(t0.Add(26*time.Hour), t0.Add(26*time.Hour+10*time.Minute))
+
+	exps, err := s.Experiments(ctx)
+	if err != nil || len(exps["e"]) != 1 || exps["e"][0].Total != 20000 || exps["e"][0].Role != schemas.RoleCandidate {
+		t.Fatalf("experiments %v %v", exps, err)
+	}
+	// Retention: at t0+9 days base windows (7 days) of the first two days go, hours stay.
+	n, err := s.Retain(ctx, t0.Add(9*24*time.Hour+time.Hour))
+	if err != nil || n == 0 {
+		t.Fatalf("retain %d %v", n, err)
+	}
+	got, err := s.Range(ctx, "e", t0, t0.Add(48*time.Hour))
+	if err != nil || got["v7"].Total != 20000 {
+		t.Fatalf("after retention %v %v", got, err)
+	}
+}

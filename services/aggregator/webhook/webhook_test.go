@@ -1,0 +1,174 @@
+package webhook_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/understudy-ml/understudy/services/aggregator/internal/pgtest"
+	"github.com/understudy-ml/understudy/services/aggregator/webhook"
+)
+
+// The reference vector published with the Standard Webhooks specification.
+const (
+	vectorSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	vectorID     = "msg_p5jXN8AQM9LWM0D4loKWxJek"
+	vectorTS     = 1614265330
+	vectorBody   = `{"test": 2432232314}`
+	vectorSig    = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+)
+
+func key(t *testing.T, s string) []byte {
+	t.Helper()
+	k, err := webhook.ParseSecret(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestSignAndVerify(t *testing.T) {
+	k := key(t, vectorSecret)
+	at := time.Unix(vectorTS, 0)
+	if got := webhook.Sign(vectorID, at, []byte(vectorBody), [][]byte{k}); got != vectorSig {
+		t.Fatalf("signature %s, want %s", got, vectorSig)
+	}
+	old := key(t, "whsec_"+"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+	h := http.Header{}
+	h.Set(webhook.HeaderID, vectorID)
+	h.Set(webhook.HeaderTimestamp, "1614265330")
+	h.Set(webhook.HeaderSignature, webhook.Sign(vectorID, at, []byte(vectorBody), [][]byte{k, old}))
+	for _, tc := range []struct {
+		name    string
+		secrets [][]byte
+		body    string
+		now     time.Time
+		want    error
+	}{
+		{"current secret", [][]byte{k}, vectorBody, at, nil},
+		{"receiver still on the old secret", [][]byte{old}, vectorBody, at, nil},
+		{"tampered body", [][]byte{k}, vectorBody + " ", at, webhook.ErrNoValidSignature},
+		{"unknown secret", [][]byte{key(t, "whsec_BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB=")}, vectorBody, at, webhook.ErrNoValidSignature},
+		{"replayed later", [][]byte{k}, vectorBody, at.Add(10 * time.Minute), webhook.ErrTimestamp},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := webhook.Verify(h, []byte(tc.body), tc.secrets, 5*time.Minute, tc.now); !errors.Is(err, tc.want) {
+				t.Fatalf("verify: %v, want %v", err, tc.want)
+			}
+		})
+	}
+	if err := webhook.Verify(http.Header{}, nil, [][]byte{k}, time.Minute, at); !errors.Is(err, webhook.ErrMissingHeaders) {
+		t.Fatalf("no headers: %v", err)
+	}
+	if _, err := webhook.ParseSecret("whsec_c2hvcnQ="); err == nil {
+		t.Fatal("short secret accepted")
+	}
+}
+
+func TestClassifyAndBackoff(t *testing.T) {
+	for status, want := range map[int]string{200: "ok", 204: "ok", 429: "retry", 500: "retry", 503: "retry", 400: "permanent", 401: "permanent", 404: "permanent", 410: "permanent"} {
+		err := webhook.Classify(status)
+		got := "retry"
+		switch {
+		case err == nil:
+			got = "ok"
+		case errors.As(err, new(*webhook.PermanentError)):
+			got = "permanent"
+		}
+		if got != want {
+			t.Errorf("status %d: %s, want %s", status, got, want)
+		}
+	}
+	for attempt := range 40 {
+		for _, u := range []float64{0, 0.5, 0.999} {
+			d := webhook.Backoff(attempt, time.Second, time.Minute, u)
+			ceil := min(time.Second<<min(attempt, 20), time.Minute)
+			if d < 500*time.Millisecond || d > ceil {
+				t.Fatalf("attempt %d u %v: %s outside [0.5s, %s]", attempt, u, d, ceil)
+			}
+		}
+	}
+}
+
+// TestSenderRetriesInOrderAndStopsOn4xx: a receiver that fails with 500 and 429 gets each
+// message again until it answers 200, in queue order, signed; a 400 fails the message for good
+// and delivery moves on.
+func TestSenderRetriesInOrderAndStopsOn4xx(t *testing.T) {
+	db := pgtest.Start(t)
+	ctx := context.Background()
+	k := key(t, vectorSecret)
+	var (
+		mu       sync.Mutex
+		answers  = []int{500, 429, 500, 200, 400, 200}
+		received []string
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if err := webhook.Verify(r.Header, body, [][]byte{k}, time.Minute, time.Now()); err != nil {
+			t.Errorf("receiver: %v", err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		code := 200
+		if len(answers) > 0 {
+			code, answers = answers[0], answers[1:]
+		}
+		received = append(received, r.Header.Get(webhook.HeaderID)+":"+http.StatusText(code))
+		w.WriteHeader(code)
+	}))
+	defer srv.Close()
+	now := time.Now()
+	for i, id := range []string{"msg_a", "msg_b", "msg_c"} {
+		if err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+			return webhook.Enqueue(ctx, tx, id, []byte(`{"n":1}`), now.Add(time.Duration(i)*time.Millisecond))
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := webhook.NewSender(webhook.Config{URL: srv.URL, Secrets: [][]byte{k}, Timeout: time.Second, BackoffMin: 10 * time.Millisecond,
+		BackoffMax: 40 * time.Millisecond, MaxAge: time.Hour, Poll: 5 * time.Millisecond}, db, slog.New(slog.DiscardHandler), prometheus.NewRegistry(), time.Now)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() { done <- s.Run(rctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var open int
+		if err := db.QueryRow(ctx, `SELECT count(*) FROM webhook_outbox WHERE delivered_at IS NULL AND failed_at IS NULL`).Scan(&open); err != nil {
+			t.Fatal(err)
+		}
+		if open == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d messages still queued; received %v", open, received)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"msg_a:Internal Server Error", "msg_a:Too Many Requests", "msg_a:Internal Server Error", "msg_a:OK", "msg_b:Bad Request", "msg_c:OK"}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(received) != len(want) {
+		t.Fatalf("received %v, want %v", received, want)
+	}
+	for i := range want {
+		if received[i] != want[i] {
+			t.Fatalf("received %v, want %v", received, want)
+		}
+	}
+	var failed string
+	if err := db.QueryRow(ctx, `SELECT id FROM webhook_outbox WHERE failed_at IS NOT NULL`).Scan(&failed); err != nil || failed != "msg_b" {
+		t.Fatalf("failed message %q %v", failed, err)
+	}
+}
