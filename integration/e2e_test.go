@@ -74,7 +74,7 @@ func TestEndToEnd(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	ids, last := readComparisonIDs(ctx, t, experiment)
-	for !caughtUp(ctx, t, db, last) {
+	for !caughtUp(ctx, t, db, aggregator.NewDefaultConfig().Group, last) {
 		if time.Now().After(deadline) {
 			t.Fatal("the aggregator never consumed the whole comparisons topic")
 		}
@@ -131,11 +131,11 @@ func waitReady(t *testing.T, ctx context.Context, p *pipeline.Pipeline) {
 	}
 }
 
-// caughtUp reports whether the aggregator's stored offsets are past the last comparison record
+// caughtUp reports whether the stored offsets of an aggregator group are past the last comparison record
 // of every partition (last holds those records' offsets).
-func caughtUp(ctx context.Context, t *testing.T, db *pgxpool.Pool, last map[int32]int64) bool {
+func caughtUp(ctx context.Context, t *testing.T, db *pgxpool.Pool, group string, last map[int32]int64) bool {
 	t.Helper()
-	stored, err := aggregator.StoredOffsets(ctx, db, aggregator.NewDefaultConfig().Group)
+	stored, err := aggregator.StoredOffsets(ctx, db, group)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -277,16 +277,22 @@ func TestJoinerFaultsWithLabels(t *testing.T) {
 // flags appended) with its output appended to the returned log file.
 func joinerProcess(ctx context.Context, t *testing.T, brokers, experiment string, flags ...string) (start func() *exec.Cmd, logPath string) {
 	t.Helper()
+	return serviceProcess(ctx, t, "joiner", append([]string{
+		"--kafka.brokers=" + brokers, "--http.listen-addr=127.0.0.1:0", "--instance-id=" + experiment,
+		"--kafka.group=" + experiment, "--join.expected-shadows=a", "--database.url=" + postgres.URL,
+	}, flags...)...)
+}
+
+// serviceProcess builds service name and returns a function that starts it with args (each
+// start a new process, its output appended to logPath).
+func serviceProcess(ctx context.Context, t *testing.T, name string, args ...string) (start func() *exec.Cmd, logPath string) {
+	t.Helper()
 	dir := t.TempDir()
-	bin, err := harness.BuildService(ctx, "joiner", dir)
+	bin, err := harness.BuildService(ctx, name, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	logPath = filepath.Join(dir, "joiner.log")
-	args := append([]string{
-		"--kafka.brokers=" + brokers, "--http.listen-addr=127.0.0.1:0", "--instance-id=" + experiment,
-		"--kafka.group=" + experiment, "--join.expected-shadows=a", "--database.url=" + postgres.URL,
-	}, flags...)
+	logPath = filepath.Join(dir, name+".log")
 	return func() *exec.Cmd {
 		cmd := exec.Command(bin, args...)
 		logf, _ := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
