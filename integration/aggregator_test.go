@@ -97,10 +97,11 @@ func TestAggregatorSIGKILLTwoReplicasAndReplay(t *testing.T) {
 	ensureTopics(ctx, t)
 
 	r := rand.New(rand.NewPCG(11, 12))
-	t0 := time.Now().UTC().Truncate(time.Hour).Add(-3 * time.Hour)
+	// 40 minutes of event time across an hour boundary, shuffled: every batch touches many windows.
+	t0 := time.Now().UTC().Truncate(time.Hour).Add(-20 * time.Minute)
 	var all []schemas.Comparison
 	for i := range finals {
-		c := comparisonFor(r, experiment, fmt.Sprint("k", i), t0.Add(time.Duration(i)*250*time.Millisecond), 0.3)
+		c := comparisonFor(r, experiment, fmt.Sprint("k", i), t0.Add(time.Duration(i)*60*time.Millisecond), 0.3)
 		all = append(all, c)
 	}
 	for i := 0; i < labeled; i++ {

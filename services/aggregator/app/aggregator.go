@@ -57,6 +57,7 @@ type Aggregator struct {
 	batches prometheus.Counter
 	rows    prometheus.Counter
 	fenced  prometheus.Counter
+	rolled  prometheus.Counter
 }
 
 // New wires an aggregator; it does not touch the network (the pool connects lazily).
@@ -118,7 +119,8 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Aggregator
 	a.ops.AddCheck("postgres", func(ctx context.Context) error { return db.Ping(ctx) })
 	a.counted = f.NewCounter(prometheus.CounterOpts{Name: "understudy_aggregator_comparisons_total", Help: "Comparisons counted into Postgres."})
 	a.batches = f.NewCounter(prometheus.CounterOpts{Name: "understudy_aggregator_transactions_total", Help: "Postgres transactions committed."})
-	a.rows = f.NewCounter(prometheus.CounterOpts{Name: "understudy_aggregator_window_rows_written_total", Help: "Window rows written to Postgres, all widths."})
+	a.rows = f.NewCounter(prometheus.CounterOpts{Name: "understudy_aggregator_window_rows_written_total", Help: "Base window rows written to Postgres by batches (rollups are counted in understudy_aggregator_rollups_written_total)."})
+	a.rolled = f.NewCounter(prometheus.CounterOpts{Name: "understudy_aggregator_rollups_written_total", Help: "1h and 1d window rows recomputed from finer windows."})
 	a.fenced = f.NewCounter(prometheus.CounterOpts{Name: "understudy_aggregator_batches_fenced_total", Help: "Batches refused because the stored offsets had moved past them (partition owned elsewhere); their partitions were sought back to the stored offsets."})
 	return a, nil
 }
@@ -145,7 +147,7 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	g.Go(func() error { return a.ops.Run(gctx) })
 	g.Go(func() error { return consume.Loop(gctx, a.client, a.logger, a.handle) })
 	g.Go(func() error { return a.engine.Run(gctx, a.sender.Run) })
-	g.Go(func() error { a.retain(gctx); return nil })
+	g.Go(func() error { a.maintain(gctx); return nil })
 	if a.cfg.Alerts.RulesFile != "" {
 		g.Go(func() error { launch.ReloadOnHangup(gctx, a.logger, "alert rules", a.Reload); return nil })
 	}
@@ -163,21 +165,33 @@ func (a *Aggregator) Reload() error {
 	return nil
 }
 
-// retain deletes expired windows every retention interval until ctx ends.
-func (a *Aggregator) retain(ctx context.Context) {
-	t := time.NewTicker(a.cfg.Retention.Interval)
-	defer t.Stop()
+// maintain recomputes dirty rollups every rollup interval and deletes expired windows every
+// retention interval, until ctx ends.
+func (a *Aggregator) maintain(ctx context.Context) {
+	rollup, retain := time.NewTicker(a.cfg.RollupInterval), time.NewTicker(a.cfg.Retention.Interval)
+	defer rollup.Stop()
+	defer retain.Stop()
+	var lastErr string
+	report := func(what string, err error) {
+		if err != nil && ctx.Err() == nil && err.Error() != lastErr {
+			lastErr = err.Error()
+			a.logger.Warn(what, "err", err)
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-		}
-		n, err := a.store.Retain(ctx, time.Now())
-		if err != nil && ctx.Err() == nil {
-			a.logger.Warn("window retention", "err", err)
-		} else if n > 0 {
-			a.logger.Info("expired windows deleted", "rows", n)
+		case <-rollup.C:
+			n, err := a.store.Rollup(ctx)
+			a.rolled.Add(float64(n))
+			report("window rollup", err)
+		case <-retain.C:
+			n, err := a.store.Retain(ctx, time.Now())
+			report("window retention", err)
+			if n > 0 {
+				a.logger.Info("expired windows deleted", "rows", n)
+			}
 		}
 	}
 }

@@ -26,6 +26,7 @@ type Config struct {
 	Window          time.Duration // width of base windows
 	FlushInterval   time.Duration // longest wait for a batch (one Postgres transaction)
 	ExperimentsFile string        // optional: expected shadows per experiment
+	RollupInterval  time.Duration // how often dirty 1h and 1d windows are recomputed
 	Retention       struct {
 		Base, Hour, Day time.Duration
 		Interval        time.Duration
@@ -70,7 +71,8 @@ func NewDefaultConfig() Config {
 		Group:         "understudy-aggregator",
 		DatabaseURL:   "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
 		Window:        time.Minute,
-		FlushInterval: time.Second,
+		FlushInterval:  time.Second,
+		RollupInterval: 30 * time.Second,
 	}
 	c.Retention.Base, c.Retention.Hour, c.Retention.Day = 7*24*time.Hour, 90*24*time.Hour, 730*24*time.Hour
 	c.Retention.Interval = 10 * time.Minute
@@ -133,6 +135,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Window, "window", c.Window, "width of base windows (must divide an hour); windows are rolled up into 1h and 1d windows")
 	fs.DurationVar(&c.FlushInterval, "flush.interval", c.FlushInterval, "longest wait for a batch of comparisons; each batch is one Postgres transaction writing each touched window once")
 	fs.StringVar(&c.ExperimentsFile, "experiments.file", c.ExperimentsFile, "experiments YAML (the invoker's file): each experiment's shadows are its expected shadows, and a comparison without one counts as shadow_missing in that shadow's windows")
+	fs.DurationVar(&c.RollupInterval, "rollup.interval", c.RollupInterval, "how often 1h and 1d windows touched by new comparisons are recomputed from the finer windows (reads stay exact meanwhile)")
 	fs.DurationVar(&c.Retention.Base, "retention.base", c.Retention.Base, "how long base windows are kept")
 	fs.DurationVar(&c.Retention.Hour, "retention.hour", c.Retention.Hour, "how long 1h windows are kept")
 	fs.DurationVar(&c.Retention.Day, "retention.day", c.Retention.Day, "how long 1d windows are kept")
@@ -172,6 +175,9 @@ func (c *Config) Validate() error {
 	}
 	if c.FlushInterval < 10*time.Millisecond {
 		errs = append(errs, errors.New("flush.interval: must be at least 10ms"))
+	}
+	if c.RollupInterval <= 0 {
+		errs = append(errs, errors.New("rollup.interval: must be positive"))
 	}
 	if c.Retention.Interval <= 0 {
 		errs = append(errs, errors.New("retention.interval: must be positive"))

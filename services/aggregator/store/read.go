@@ -71,32 +71,98 @@ type Window struct {
 }
 
 // Range returns, per shadow of experiment, the merge of its windows in [from, to) (see plan).
-// Shadows without windows in the range are absent.
+// A rollup window marked dirty (not yet recomputed by Rollup) is replaced by the finer
+// windows it contains, so the answer never depends on whether the rollup pass ran. Shadows
+// without windows in the range are absent.
 func (s *Store) Range(ctx context.Context, experiment string, from, to time.Time) (map[string]*window.Window, error) {
+	dirty, err := s.dirty(ctx, experiment)
+	if err != nil {
+		return nil, err
+	}
 	out := map[string]*window.Window{}
 	for _, sp := range s.plan(from, to) {
-		ws, err := s.load(ctx, experiment, "", sp.width, sp.from, sp.to)
-		if err != nil {
+		if err := s.addSpan(ctx, experiment, "", s.level(sp.width), sp.from, sp.to, dirty, out); err != nil {
 			return nil, err
-		}
-		for _, w := range ws {
-			acc := out[w.Shadow]
-			if acc == nil {
-				acc = window.New()
-				out[w.Shadow] = acc
-			}
-			if err := acc.Merge(w.Data); err != nil {
-				return nil, fmt.Errorf("merge window %s/%s at %s: %w", experiment, w.Shadow, w.Start, err)
-			}
 		}
 	}
 	return out, nil
 }
 
+type dirtyKey struct {
+	shadow string
+	width  time.Duration
+	start  time.Time
+}
+
+func (s *Store) dirty(ctx context.Context, experiment string) (map[dirtyKey]bool, error) {
+	rows, err := s.db.Query(ctx, `SELECT shadow, width_seconds, window_start FROM aggregator_dirty WHERE experiment = $1`, experiment)
+	if err != nil {
+		return nil, fmt.Errorf("load dirty rollups: %w", err)
+	}
+	out := map[dirtyKey]bool{}
+	var (
+		k     dirtyKey
+		width int32
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&k.shadow, &width, &k.start}, func() error {
+		k.width, k.start = time.Duration(width)*time.Second, k.start.UTC()
+		out[k] = true
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("load dirty rollups: %w", err)
+	}
+	return out, nil
+}
+
+func (s *Store) level(width time.Duration) int {
+	for i, l := range s.levels {
+		if l.Width == width {
+			return i
+		}
+	}
+	return 0
+}
+
+// addSpan merges the windows of level li in [from, to) (of one shadow, or all when shadow is
+// empty) into out, descending into the finer level for dirty windows.
+func (s *Store) addSpan(ctx context.Context, experiment, shadow string, li int, from, to time.Time, dirty map[dirtyKey]bool, out map[string]*window.Window) error {
+	width := s.levels[li].Width
+	ws, err := loadWindows(ctx, s.db, experiment, shadow, width, from, to)
+	if err != nil {
+		return err
+	}
+	for _, w := range ws {
+		if li > 0 && dirty[dirtyKey{w.Shadow, width, w.Start}] {
+			continue
+		}
+		acc := out[w.Shadow]
+		if acc == nil {
+			acc = window.New()
+			out[w.Shadow] = acc
+		}
+		if err := acc.Merge(w.Data); err != nil {
+			return fmt.Errorf("merge window %s/%s at %s: %w", experiment, w.Shadow, w.Start, err)
+		}
+	}
+	if li == 0 {
+		return nil
+	}
+	for k := range dirty {
+		if k.width != width || (shadow != "" && k.shadow != shadow) || k.start.Before(from) || !k.start.Before(to) {
+			continue
+		}
+		if err := s.addSpan(ctx, experiment, k.shadow, li-1, k.start, k.start.Add(width), dirty, out); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Series returns the windows of experiment (and shadow, unless empty) at one stored width
 // whose start is in [from, to), ordered by shadow and start.
+// Rollup windows may lag their base windows by one rollup pass.
 func (s *Store) Series(ctx context.Context, experiment, shadow string, width time.Duration, from, to time.Time) ([]Window, error) {
-	return s.load(ctx, experiment, shadow, width, from, to)
+	return loadWindows(ctx, s.db, experiment, shadow, width, from, to)
 }
 
 // Width returns the stored width to use for a series over [from, to) with at most maxPoints
@@ -110,8 +176,8 @@ func (s *Store) Width(from, to time.Time, maxPoints int) time.Duration {
 	return s.levels[len(s.levels)-1].Width
 }
 
-func (s *Store) load(ctx context.Context, experiment, shadow string, width time.Duration, from, to time.Time) ([]Window, error) {
-	rows, err := s.db.Query(ctx, `
+func loadWindows(ctx context.Context, db Querier, experiment, shadow string, width time.Duration, from, to time.Time) ([]Window, error) {
+	rows, err := db.Query(ctx, `
 		SELECT shadow, window_start, data FROM aggregator_windows
 		WHERE experiment = $1 AND ($2 = '' OR shadow = $2) AND width_seconds = $3 AND window_start >= $4 AND window_start < $5
 		ORDER BY shadow, window_start`,
@@ -149,14 +215,16 @@ type Shadow struct {
 	Total int64     `json:"comparisons"`
 }
 
-// Experiments returns every experiment with windows, with its shadows, sorted by name. It
-// reads the coarsest level, so it is cheap and covers the longest retention.
+// Experiments returns every experiment with windows, with its shadows, sorted by name. The
+// comparison count is the larger of the coarsest level's (longest retention, may lag one
+// rollup pass) and the base level's (current, shortest retention).
 func (s *Store) Experiments(ctx context.Context) (map[string][]Shadow, error) {
-	coarsest := s.levels[len(s.levels)-1].Width
+	base, coarsest := int32(s.levels[0].Width/time.Second), int32(s.levels[len(s.levels)-1].Width/time.Second)
 	rows, err := s.db.Query(ctx, `
-		SELECT experiment, shadow, max(role), min(window_start), max(window_start), sum(total)::bigint
-		FROM aggregator_windows WHERE width_seconds = $1 GROUP BY experiment, shadow ORDER BY experiment, shadow`,
-		int32(coarsest/time.Second))
+		SELECT experiment, shadow, max(role), min(window_start), max(window_start) FILTER (WHERE width_seconds = $1),
+			greatest(coalesce(sum(total) FILTER (WHERE width_seconds = $1), 0), coalesce(sum(total) FILTER (WHERE width_seconds = $2), 0))::bigint
+		FROM aggregator_windows WHERE width_seconds IN ($1, $2) GROUP BY experiment, shadow ORDER BY experiment, shadow`,
+		base, coarsest)
 	if err != nil {
 		return nil, fmt.Errorf("list experiments: %w", err)
 	}
@@ -165,8 +233,12 @@ func (s *Store) Experiments(ctx context.Context) (map[string][]Shadow, error) {
 		exp string
 		sh  Shadow
 	)
-	if _, err := pgx.ForEachRow(rows, []any{&exp, &sh.Name, &sh.Role, &sh.First, &sh.Last, &sh.Total}, func() error {
-		sh.First, sh.Last = sh.First.UTC(), sh.Last.UTC()
+	var last *time.Time
+	if _, err := pgx.ForEachRow(rows, []any{&exp, &sh.Name, &sh.Role, &sh.First, &last, &sh.Total}, func() error {
+		sh.First, sh.Last = sh.First.UTC(), sh.First.UTC()
+		if last != nil {
+			sh.Last = last.UTC()
+		}
 		out[exp] = append(out[exp], sh)
 		return nil
 	}); err != nil {

@@ -45,7 +45,8 @@ type Level struct {
 }
 
 // DefaultLevels are the base width and its rollups: 1 minute for 7 days, 1 hour for 90 days,
-// 1 day for 2 years.
+// 1 day for 2 years. Batches write base windows only; rollups are recomputed from the level
+// below by Rollup, so their cost does not grow with traffic.
 func DefaultLevels(base time.Duration) []Level {
 	return []Level{{base, 7 * 24 * time.Hour}, {time.Hour, 90 * 24 * time.Hour}, {24 * time.Hour, 730 * 24 * time.Hour}}
 }
@@ -123,8 +124,9 @@ type Stats struct {
 }
 
 // Apply writes b in one transaction: the offsets first (refused with ErrFenced when a stored
-// offset is already past the batch's first offset), then every window merged into its stored
-// row at each level, then the counts. Writers of one experiment are serialized by a
+// offset is already past the batch's first offset), then every base window merged into its
+// stored row, with the rollup windows containing them marked dirty (see Rollup), then the
+// counts. Writers of one experiment are serialized by a
 // transaction-level advisory lock, so replicas owning different partitions can update the same
 // window. Either all of b is stored or none of it.
 func (s *Store) Apply(ctx context.Context, b Batch) (Stats, error) {
@@ -176,32 +178,113 @@ type levelKey struct {
 	width time.Duration
 }
 
-// rollup merges the base windows into every level's windows.
-func (s *Store) rollup(ws map[window.Key]*window.Window) (map[levelKey]*window.Window, error) {
-	out := make(map[levelKey]*window.Window, len(ws)*len(s.levels))
-	for k, w := range ws {
-		for _, l := range s.levels {
-			lk := levelKey{window.Key{Experiment: k.Experiment, Shadow: k.Shadow, Start: k.Start.UTC().Truncate(l.Width)}, l.Width}
-			acc := out[lk]
-			if acc == nil {
-				acc = window.New()
-				out[lk] = acc
-			}
-			if err := acc.Merge(w); err != nil {
-				return nil, fmt.Errorf("roll up %s/%s: %w", k.Experiment, k.Shadow, err)
+// markDirty marks the rollup windows (every level but the base) containing the base keys.
+func (s *Store) markDirty(ctx context.Context, tx pgx.Tx, keys []levelKey) error {
+	dirty := map[levelKey]bool{}
+	for _, k := range keys {
+		for _, l := range s.levels[1:] {
+			dirty[levelKey{window.Key{Experiment: k.Experiment, Shadow: k.Shadow, Start: k.Start.Truncate(l.Width)}, l.Width}] = true
+		}
+	}
+	if len(dirty) == 0 {
+		return nil
+	}
+	var (
+		exps, shadows []string
+		widths        []int32
+		starts        []time.Time
+	)
+	for k := range dirty {
+		exps, shadows, widths, starts = append(exps, k.Experiment), append(shadows, k.Shadow), append(widths, int32(k.width/time.Second)), append(starts, k.Start)
+	}
+	if _, err := tx.Exec(ctx, `
+		INSERT INTO aggregator_dirty (experiment, shadow, width_seconds, window_start)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[]) ORDER BY 1, 2, 3, 4
+		ON CONFLICT (experiment, shadow, width_seconds, window_start) DO UPDATE SET version = aggregator_dirty.version + 1`,
+		exps, shadows, widths, starts); err != nil {
+		return fmt.Errorf("mark rollups dirty: %w", err)
+	}
+	return nil
+}
+
+// Rollup recomputes every dirty rollup window from the level below it, finest rollups first
+// (so a day is merged from up-to-date hours), and returns how many it wrote. A window marked
+// again while it was being recomputed stays dirty for the next pass. Several replicas may run
+// it at once: each window is claimed with SKIP LOCKED.
+func (s *Store) Rollup(ctx context.Context) (int, error) {
+	n := 0
+	for li := 1; li < len(s.levels); li++ {
+		l, below := s.levels[li], s.levels[li-1]
+		rows, err := s.db.Query(ctx, `SELECT experiment, shadow, window_start, version FROM aggregator_dirty WHERE width_seconds = $1 ORDER BY 1, 2, 3`,
+			int32(l.Width/time.Second))
+		if err != nil {
+			return n, fmt.Errorf("list dirty rollups: %w", err)
+		}
+		type mark struct {
+			exp, shadow string
+			start       time.Time
+			version     int64
+		}
+		var marks []mark
+		var m mark
+		if _, err := pgx.ForEachRow(rows, []any{&m.exp, &m.shadow, &m.start, &m.version}, func() error {
+			marks = append(marks, m)
+			return nil
+		}); err != nil {
+			return n, fmt.Errorf("list dirty rollups: %w", err)
+		}
+		for _, m := range marks {
+			err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+				var claimed bool
+				if err := tx.QueryRow(ctx, `SELECT true FROM aggregator_dirty WHERE experiment = $1 AND shadow = $2 AND width_seconds = $3 AND window_start = $4 FOR UPDATE SKIP LOCKED`,
+					m.exp, m.shadow, int32(l.Width/time.Second), m.start).Scan(&claimed); err != nil {
+					if errors.Is(err, pgx.ErrNoRows) {
+						return nil // done or claimed by another replica
+					}
+					return err
+				}
+				children, err := loadWindows(ctx, tx, m.exp, m.shadow, below.Width, m.start, m.start.Add(l.Width))
+				if err != nil {
+					return err
+				}
+				acc := window.New()
+				for _, c := range children {
+					if err := acc.Merge(c.Data); err != nil {
+						return err
+					}
+				}
+				b, err := json.Marshal(acc)
+				if err != nil {
+					return err
+				}
+				if _, err := tx.Exec(ctx, `
+					INSERT INTO aggregator_windows (experiment, shadow, width_seconds, window_start, role, total, data, updated_at)
+					VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+					ON CONFLICT (experiment, shadow, width_seconds, window_start) DO UPDATE
+						SET role = excluded.role, total = excluded.total, data = excluded.data, updated_at = excluded.updated_at`,
+					m.exp, m.shadow, int32(l.Width/time.Second), m.start, acc.Role, int64(acc.Total), b); err != nil {
+					return err
+				}
+				_, err = tx.Exec(ctx, `DELETE FROM aggregator_dirty WHERE experiment = $1 AND shadow = $2 AND width_seconds = $3 AND window_start = $4 AND version = $5`,
+					m.exp, m.shadow, int32(l.Width/time.Second), m.start, m.version)
+				n++
+				return err
+			})
+			if err != nil {
+				return n, fmt.Errorf("roll up %s/%s %s at %s: %w", m.exp, m.shadow, l.Width, m.start, err)
 			}
 		}
 	}
-	return out, nil
+	return n, nil
 }
 
 func (s *Store) writeWindows(ctx context.Context, tx pgx.Tx, ws map[window.Key]*window.Window) (int, error) {
 	if len(ws) == 0 {
 		return 0, nil
 	}
-	rolled, err := s.rollup(ws)
-	if err != nil {
-		return 0, err
+	rolled := make(map[levelKey]*window.Window, len(ws))
+	for k, w := range ws {
+		rolled[levelKey{window.Key{Experiment: k.Experiment, Shadow: k.Shadow, Start: k.Start.UTC()}, s.levels[0].Width}] = w
 	}
 	keys := make([]levelKey, 0, len(rolled))
 	exps := map[string]bool{}
@@ -227,6 +310,9 @@ func (s *Store) writeWindows(ctx context.Context, tx pgx.Tx, ws map[window.Key]*
 	)
 	for _, k := range keys {
 		kexp, kshadow, kwidth, kstart = append(kexp, k.Experiment), append(kshadow, k.Shadow), append(kwidth, int32(k.width/time.Second)), append(kstart, k.Start)
+	}
+	if err := s.markDirty(ctx, tx, keys); err != nil {
+		return 0, err
 	}
 	rows, err := tx.Query(ctx, `
 		SELECT w.experiment, w.shadow, w.width_seconds, w.window_start, w.data

@@ -35,7 +35,7 @@ func TestApplyRollsUpFencesAndRetains(t *testing.T) {
 	all := map[window.Key]*window.Window{}
 	var batches []store.Batch
 	next := int64(0)
-	for b := range 40 {
+	for b := range 20 {
 		batch := store.Batch{Windows: map[window.Key]*window.Window{}, Counts: map[store.CountKey]int64{}}
 		for i := range 500 {
 			// Event times spread over 48 hours from t0.
@@ -52,11 +52,11 @@ func TestApplyRollsUpFencesAndRetains(t *testing.T) {
 		}
 		batches = append(batches, batch)
 	}
-	if _, err := s.Apply(ctx, batches[10]); !errors.Is(err, store.ErrFenced) {
+	if _, err := s.Apply(ctx, batches[5]); !errors.Is(err, store.ErrFenced) {
 		t.Fatalf("replayed batch: %v, want store.ErrFenced", err)
 	}
 	counts, err := store.Counts(ctx, db, "e")
-	if err != nil || counts[schemas.StatusComplete] != 20000 {
+	if err != nil || counts[schemas.StatusComplete] != 10000 {
 		t.Fatalf("counts %v %v", counts, err)
 	}
 	check := func(from, to time.Time) {
@@ -84,21 +84,47 @@ func TestApplyRollsUpFencesAndRetains(t *testing.T) {
 			t.Fatalf("median differs by %v", d)
 		}
 	}
-	check(t0, t0.Add(48*time.Hour))
-	check(t0.Add(90*time.Minute+17*time.Second), t0.Add(30*time.Hour+5*time.Minute))
-	check(t0.Add(26*time.Hour), t0.Add(26*time.Hour+10*time.Minute))
+	ranges := func() {
+		t.Helper()
+		check(t0, t0.Add(48*time.Hour))
+		check(t0.Add(90*time.Minute+17*time.Second), t0.Add(30*time.Hour+5*time.Minute))
+		check(t0.Add(26*time.Hour), t0.Add(26*time.Hour+10*time.Minute))
+	}
+	ranges() // every rollup dirty: answered from base windows
+	// 48 hours from 22:00 touch 48 hour windows and 3 day windows of the one shadow.
+	if n, err := s.Rollup(ctx); err != nil || n != 48+3 {
+		t.Fatalf("rolled up %d windows, want 51: %v", n, err)
+	}
+	var dirty int
+	if err := db.QueryRow(ctx, `SELECT count(*) FROM aggregator_dirty`).Scan(&dirty); err != nil || dirty != 0 {
+		t.Fatalf("%d rollups still dirty %v", dirty, err)
+	}
+	ranges() // answered from rollups
+	// A new batch dirties one hour again: answers stay exact.
+	extra := store.Batch{Windows: map[window.Key]*window.Window{}, Offsets: []store.Offset{{Topic: "t", Partition: 0, First: next, Next: next + 1}}}
+	c := comparison(r, -1, t0.Add(26*time.Hour+time.Minute))
+	window.Fold(extra.Windows, c, time.Minute, nil)
+	window.Fold(all, c, time.Minute, nil)
+	if _, err := s.Apply(ctx, extra); err != nil {
+		t.Fatal(err)
+	}
+	ranges()
+	if _, err := s.Rollup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ranges()
 
 	exps, err := s.Experiments(ctx)
-	if err != nil || len(exps["e"]) != 1 || exps["e"][0].Total != 20000 || exps["e"][0].Role != schemas.RoleCandidate {
+	if err != nil || len(exps["e"]) != 1 || exps["e"][0].Total != 10001 || exps["e"][0].Role != schemas.RoleCandidate {
 		t.Fatalf("experiments %v %v", exps, err)
 	}
 	// Retention: at t0+9 days base windows (7 days) of the first two days go, hours stay.
-	n, err := s.Retain(ctx, t0.Add(9*24*time.Hour+time.Hour))
-	if err != nil || n == 0 {
-		t.Fatalf("retain %d %v", n, err)
+	deleted, err := s.Retain(ctx, t0.Add(9*24*time.Hour+time.Hour))
+	if err != nil || deleted == 0 {
+		t.Fatalf("retain %d %v", deleted, err)
 	}
 	got, err := s.Range(ctx, "e", t0, t0.Add(48*time.Hour))
-	if err != nil || got["v7"].Total != 20000 {
+	if err != nil || got["v7"].Total != 10001 {
 		t.Fatalf("after retention %v %v", got, err)
 	}
 }

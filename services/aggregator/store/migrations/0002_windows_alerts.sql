@@ -65,3 +65,16 @@ CREATE TABLE webhook_outbox (
     last_error   text        NOT NULL DEFAULT ''
 );
 CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt) WHERE delivered_at IS NULL AND failed_at IS NULL;
+
+-- Rollup windows (every width but the base) that no longer equal the merge of the windows
+-- they contain: a batch marks them in its transaction, the rollup pass recomputes them from
+-- the finer level and removes the mark if its version did not move meanwhile. Reads use the
+-- finer windows in place of a marked one, so answers are exact whether or not the pass ran.
+CREATE TABLE aggregator_dirty (
+    experiment    text        NOT NULL,
+    shadow        text        NOT NULL,
+    width_seconds int         NOT NULL,
+    window_start  timestamptz NOT NULL,
+    version       bigint      NOT NULL DEFAULT 1,
+    PRIMARY KEY (experiment, shadow, width_seconds, window_start)
+);
