@@ -58,6 +58,10 @@ bench-invoker: ## Invoker throughput and memory under a slow shadow on the real 
 bench-joiner: ## Joiner throughput vs the same join in Kafka Streams, with and without labels, on the real broker (writes bench-results/joiner.md).
 	@scripts/bench-joiner.sh
 
+.PHONY: bench-aggregator
+bench-aggregator: ## Aggregator fold rate, PSI/KS time and Postgres rows/min at 5,000 comparisons/s on the real broker (writes bench-results/aggregator.md).
+	@scripts/bench-aggregator.sh
+
 .PHONY: bench
 bench: ## Run the Go benchmarks of every module.
 	@for m in $(UNIT_MODULES); do (cd $$m && go test -run '^$$' -bench . -benchmem ./...) || exit 1; done

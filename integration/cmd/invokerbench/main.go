@@ -124,7 +124,7 @@ func run(events, shadows, slowEvents int, slowLatency, slowFor time.Duration, ou
 	var samples []string
 	deadline := time.Now().Add(slowFor)
 	for time.Now().Before(deadline) {
-		rss := rssKB(cmd.Process.Pid)
+		rss := harness.StatusKiB(cmd.Process.Pid, "VmRSS")
 		maxRSS = max(maxRSS, rss)
 		if rss > 0 && (minRSS == 0 || rss < minRSS) && len(samples) > 2 {
 			minRSS = rss
@@ -240,20 +240,6 @@ func counter(ops, name string) float64 {
 		}
 	}
 	return total
-}
-
-func rssKB(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
-			v, _ := strconv.ParseInt(strings.Fields(line)[1], 10, 64)
-			return v
-		}
-	}
-	return 0
 }
 
 func fetch(url, path string) {

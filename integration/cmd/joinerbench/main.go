@@ -244,11 +244,11 @@ func measure(ctx context.Context, adm *kadm.Client, cmd *exec.Cmd, group string,
 		if time.Now().After(deadline) {
 			return result{}, fmt.Errorf("%s: not done after 10 minutes\n%s", name, tail(stderr.String(), 3000))
 		}
-		if cmd.ProcessState != nil || processGone(cmd.Process.Pid) {
+		if cmd.ProcessState != nil || harness.Exited(cmd.Process.Pid) {
 			return result{}, fmt.Errorf("%s exited\n%s", name, tail(stderr.String(), 3000))
 		}
 		time.Sleep(50 * time.Millisecond)
-		peak = max(peak, hwmKB(cmd.Process.Pid))
+		peak = max(peak, harness.StatusKiB(cmd.Process.Pid, "VmHWM"))
 		offs, err := adm.FetchOffsetsForTopics(ctx, group, topics...)
 		if err != nil {
 			continue
@@ -299,26 +299,6 @@ func profile(url, path string) {
 	defer func() { _ = resp.Body.Close() }()
 	b, _ := io.ReadAll(resp.Body)
 	_ = os.WriteFile(path, b, 0o644)
-}
-
-func processGone(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	return err != nil || strings.Contains(string(b), ") Z ")
-}
-
-// hwmKB is the process's peak resident set (VmHWM) in KiB.
-func hwmKB(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return n
-		}
-	}
-	return 0
 }
 
 func tail(s string, n int) string {

@@ -241,3 +241,24 @@ func mustJSON(t *testing.T, v any) []byte {
 	}
 	return b
 }
+
+// TestExampleFileSpellsOutTheDefaults: deploy/alert-rules.example.yaml parses, and its rules
+// are exactly DefaultRules.
+func TestExampleFileSpellsOutTheDefaults(t *testing.T) {
+	rs, err := alert.Load("../../../deploy/alert-rules.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, want := rs.For("any"), alert.Default().For("any")
+	if len(got) != len(want) {
+		t.Fatalf("%d rules, want %d", len(got), len(want))
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Fatalf("rule %d: %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	if len(rs.For("fraud-v7")) != len(want) { // one disabled, one added
+		t.Fatalf("fraud-v7 rules %+v", rs.For("fraud-v7"))
+	}
+}

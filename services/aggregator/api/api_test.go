@@ -1,0 +1,116 @@
+package api_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/understudy-ml/understudy/schemas"
+	"github.com/understudy-ml/understudy/services/aggregator/api"
+	"github.com/understudy-ml/understudy/services/aggregator/internal/pgtest"
+	"github.com/understudy-ml/understudy/services/aggregator/stats"
+	"github.com/understudy-ml/understudy/services/aggregator/store"
+	"github.com/understudy-ml/understudy/services/aggregator/window"
+)
+
+func get(t *testing.T, srv *httptest.Server, path, token string, into any) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, srv.URL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if into != nil && resp.StatusCode == http.StatusOK {
+		if err := json.NewDecoder(resp.Body).Decode(into); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// TestReadAPI stores 30 minutes of windows (a drifted candidate and a noise-baseline copy) and
+// reads them back through every endpoint: the experiment listing, statistics with the noise
+// floor, a per-window series, alert states; bad parameters get 400 and a missing token 401.
+func TestReadAPI(t *testing.T) {
+	db := pgtest.Start(t)
+	ctx := context.Background()
+	st := store.New(db, "g", store.DefaultLevels(time.Minute))
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	r := rand.New(rand.NewPCG(3, 3))
+	b := store.Batch{Windows: map[window.Key]*window.Window{}, Offsets: []store.Offset{{Topic: "t", Partition: 0, First: 0, Next: 1}}}
+	for i := range 3000 {
+		at := now.Add(-30 * time.Minute).Add(time.Duration(i) * 600 * time.Millisecond)
+		cp := r.NormFloat64()
+		c := schemas.Comparison{RequestID: fmt.Sprint(i), Experiment: "fraud", EventTime: at, Status: schemas.StatusComplete,
+			Champion: &schemas.Outcome{Prediction: schemas.Number(cp), Latency: time.Millisecond},
+			Shadows: []schemas.Outcome{
+				{Name: "v7", Role: schemas.RoleCandidate, Prediction: schemas.Number(r.NormFloat64() + 0.8), Latency: 2 * time.Millisecond},
+				{Name: "copy", Role: schemas.RoleNoiseBaseline, Prediction: schemas.Number(r.NormFloat64()), Latency: time.Millisecond},
+			}}
+		window.Fold(b.Windows, c, time.Minute, nil)
+	}
+	if _, err := st.Apply(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	a := api.New(st, db, stats.DefaultOptions(), "s3cret", slog.New(slog.DiscardHandler), func() time.Time { return now })
+	mux := http.NewServeMux()
+	a.Register(mux)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	if code := get(t, srv, "/api/v1/experiments", "", nil); code != http.StatusUnauthorized {
+		t.Fatalf("no token: %d", code)
+	}
+	var exps struct{ Experiments []api.Experiment }
+	if code := get(t, srv, "/api/v1/experiments", "s3cret", &exps); code != 200 || len(exps.Experiments) != 1 || len(exps.Experiments[0].Shadows) != 2 {
+		t.Fatalf("experiments %d %+v", code, exps)
+	}
+	var sr api.StatsResponse
+	if code := get(t, srv, "/api/v1/experiments/fraud/stats?from=1h", "s3cret", &sr); code != 200 || len(sr.Shadows) != 2 {
+		t.Fatalf("stats %d %+v", code, sr)
+	}
+	v7 := sr.Shadows[0]
+	if v7.Shadow != "v7" || v7.Stats.Total != 3000 || v7.NoiseFloor == nil || v7.Baseline != "copy" {
+		t.Fatalf("v7 report %+v", v7)
+	}
+	if p, f := v7.Stats.Predictions.PSI, v7.NoiseFloor.Predictions.PSI; p == nil || f == nil || *p < 0.3 || *f > 0.05 {
+		t.Fatalf("PSI %v, noise floor %v", p, f)
+	}
+	if r := v7.Stats.Latency.Ratio.P50; r == nil || *r < 1.9 || *r > 2.1 {
+		t.Fatalf("p50 latency ratio %v", r)
+	}
+	var series api.SeriesResponse
+	if code := get(t, srv, "/api/v1/experiments/fraud/windows?from=1h&shadow=v7", "s3cret", &series); code != 200 || series.Width != "1m0s" || len(series.Points) != 30 {
+		t.Fatalf("series %d width %s points %d", code, series.Width, len(series.Points))
+	}
+	var total uint64
+	for _, p := range series.Points {
+		total += p.Stats.Total
+	}
+	if total != 3000 {
+		t.Fatalf("series counts %d comparisons", total)
+	}
+	var alerts struct{ Alerts []any }
+	if code := get(t, srv, "/api/v1/alerts?experiment=fraud", "s3cret", &alerts); code != 200 || alerts.Alerts == nil {
+		t.Fatalf("alerts %d %+v", code, alerts)
+	}
+	for _, bad := range []string{"/api/v1/experiments/fraud/stats?from=yesterday", "/api/v1/experiments/fraud/stats?from=1h&to=2h",
+		"/api/v1/experiments/fraud/windows?width=7m", "/api/v1/alerts/history?limit=0"} {
+		if code := get(t, srv, bad, "s3cret", nil); code != http.StatusBadRequest {
+			t.Fatalf("%s: %d, want 400", bad, code)
+		}
+	}
+}
