@@ -43,7 +43,9 @@ func main() {
 	}
 }
 
-func step(format string, args ...any) { fmt.Fprintf(os.Stderr, "aggregatorbench: "+format+"\n", args...) }
+func step(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "aggregatorbench: "+format+"\n", args...)
+}
 
 func freeAddr() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")

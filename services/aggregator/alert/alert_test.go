@@ -94,8 +94,18 @@ func TestNext(t *testing.T) {
 		holds bool
 		want  alert.State
 	}
-	steps := []step{{false, alert.StateInactive}, {true, alert.StatePending}, {false, alert.StateInactive}, {true, alert.StatePending},
-		{true, alert.StateFiring}, {true, alert.StateFiring}, {false, alert.StateResolved}, {false, alert.StateResolved}, {true, alert.StatePending}, {true, alert.StateFiring}}
+	steps := []step{
+		{false, alert.StateInactive},
+		{true, alert.StatePending},
+		{false, alert.StateInactive},
+		{true, alert.StatePending},
+		{true, alert.StateFiring},
+		{true, alert.StateFiring},
+		{false, alert.StateResolved},
+		{false, alert.StateResolved},
+		{true, alert.StatePending},
+		{true, alert.StateFiring},
+	}
 	st, streak := alert.StateInactive, 0
 	for i, s := range steps {
 		prev := st
@@ -155,12 +165,14 @@ func TestEngineTransitionsAndNotifications(t *testing.T) {
 		at := t0.Add(time.Duration(minute) * time.Minute)
 		for i := range 1000 {
 			cp := r.NormFloat64()
-			c := schemas.Comparison{RequestID: fmt.Sprint(minute, "-", i), Experiment: "e", EventTime: at, Status: schemas.StatusComplete,
+			c := schemas.Comparison{
+				RequestID: fmt.Sprint(minute, "-", i), Experiment: "e", EventTime: at, Status: schemas.StatusComplete,
 				Champion: &schemas.Outcome{Prediction: schemas.Number(cp), Latency: time.Millisecond},
 				Shadows: []schemas.Outcome{
 					{Name: "cand", Role: schemas.RoleCandidate, Prediction: schemas.Number(r.NormFloat64() + shift), Latency: time.Millisecond},
 					{Name: "copy", Role: schemas.RoleNoiseBaseline, Prediction: schemas.Number(r.NormFloat64()), Latency: time.Millisecond},
-				}}
+				},
+			}
 			window.Fold(src, c, time.Minute, nil)
 		}
 	}

@@ -54,12 +54,14 @@ func TestReadAPI(t *testing.T) {
 	for i := range 3000 {
 		at := now.Add(-30 * time.Minute).Add(time.Duration(i) * 600 * time.Millisecond)
 		cp := r.NormFloat64()
-		c := schemas.Comparison{RequestID: fmt.Sprint(i), Experiment: "fraud", EventTime: at, Status: schemas.StatusComplete,
+		c := schemas.Comparison{
+			RequestID: fmt.Sprint(i), Experiment: "fraud", EventTime: at, Status: schemas.StatusComplete,
 			Champion: &schemas.Outcome{Prediction: schemas.Number(cp), Latency: time.Millisecond},
 			Shadows: []schemas.Outcome{
 				{Name: "v7", Role: schemas.RoleCandidate, Prediction: schemas.Number(r.NormFloat64() + 0.8), Latency: 2 * time.Millisecond},
 				{Name: "copy", Role: schemas.RoleNoiseBaseline, Prediction: schemas.Number(r.NormFloat64()), Latency: time.Millisecond},
-			}}
+			},
+		}
 		window.Fold(b.Windows, c, time.Minute, nil)
 	}
 	if _, err := st.Apply(ctx, b); err != nil {
@@ -107,8 +109,10 @@ func TestReadAPI(t *testing.T) {
 	if code := get(t, srv, "/api/v1/alerts?experiment=fraud", "s3cret", &alerts); code != 200 || alerts.Alerts == nil {
 		t.Fatalf("alerts %d %+v", code, alerts)
 	}
-	for _, bad := range []string{"/api/v1/experiments/fraud/stats?from=yesterday", "/api/v1/experiments/fraud/stats?from=1h&to=2h",
-		"/api/v1/experiments/fraud/windows?width=7m", "/api/v1/alerts/history?limit=0"} {
+	for _, bad := range []string{
+		"/api/v1/experiments/fraud/stats?from=yesterday", "/api/v1/experiments/fraud/stats?from=1h&to=2h",
+		"/api/v1/experiments/fraud/windows?width=7m", "/api/v1/alerts/history?limit=0",
+	} {
 		if code := get(t, srv, bad, "s3cret", nil); code != http.StatusBadRequest {
 			t.Fatalf("%s: %d, want 400", bad, code)
 		}

@@ -108,8 +108,10 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Aggregator
 		Interval: cfg.Alerts.Interval, Range: cfg.Alerts.Range, Delay: cfg.Alerts.Delay, Options: cfg.Stats, ExternalURL: cfg.API.ExternalURL,
 	}, db, a.store, a.rules.Load, logger, reg, time.Now)
 	secrets, _ := cfg.secrets() // validated
-	wc := webhook.Config{URL: cfg.Webhook.URL, Secrets: secrets, Timeout: cfg.Webhook.Timeout, BackoffMin: cfg.Webhook.BackoffMin,
-		BackoffMax: cfg.Webhook.BackoffMax, MaxAge: cfg.Webhook.MaxAge, Poll: cfg.Webhook.Poll}
+	wc := webhook.Config{
+		URL: cfg.Webhook.URL, Secrets: secrets, Timeout: cfg.Webhook.Timeout, BackoffMin: cfg.Webhook.BackoffMin,
+		BackoffMax: cfg.Webhook.BackoffMax, MaxAge: cfg.Webhook.MaxAge, Poll: cfg.Webhook.Poll,
+	}
 	if cfg.Webhook.Format == "slack" {
 		wc.Format = alert.SlackBody
 	}

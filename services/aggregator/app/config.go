@@ -67,10 +67,10 @@ type APIConfig struct {
 // NewDefaultConfig returns the defaults.
 func NewDefaultConfig() Config {
 	c := Config{
-		Common:        svc.NewCommon("aggregator", ":9104"),
-		Group:         "understudy-aggregator",
-		DatabaseURL:   "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
-		Window:        time.Minute,
+		Common:         svc.NewCommon("aggregator", ":9104"),
+		Group:          "understudy-aggregator",
+		DatabaseURL:    "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
+		Window:         time.Minute,
 		FlushInterval:  time.Second,
 		RollupInterval: 30 * time.Second,
 	}

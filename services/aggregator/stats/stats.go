@@ -61,8 +61,11 @@ type Predictions struct {
 	Diff      Quantiles `json:"diff_quantiles"` // unitless here despite the type's name
 	Champion  uint64    `json:"champion_n"`
 	Shadow    uint64    `json:"shadow_n"`
-	Compared  uint64    `json:"compared"`
-	Agreement *float64  `json:"agreement"`
+	// Numeric predictions rejected as NaN or ±Inf, by side: counted, never folded.
+	ChampionNonFinite uint64   `json:"champion_non_finite"`
+	ShadowNonFinite   uint64   `json:"shadow_non_finite"`
+	Compared          uint64   `json:"compared"`
+	Agreement         *float64 `json:"agreement"`
 }
 
 // LabelMetrics are one side's metrics against labels.
@@ -166,7 +169,10 @@ func Compute(w *window.Window, o Options) Stats {
 }
 
 func predictions(w *window.Window, o Options) Predictions {
-	p := Predictions{Compared: w.Compared, Agreement: ratio(w.Agree, w.Compared)}
+	p := Predictions{
+		Compared: w.Compared, Agreement: ratio(w.Agree, w.Compared),
+		ChampionNonFinite: w.Champion.NonFinite, ShadowNonFinite: w.Shadow.NonFinite,
+	}
 	cn, sn := w.Champion.Predictions.Count(), w.Shadow.Predictions.Count()
 	cc, sc := w.Champion.Classes.Total(), w.Shadow.Classes.Total()
 	switch {
@@ -285,8 +291,10 @@ const (
 )
 
 // Metrics lists every metric name.
-var Metrics = []Metric{MetricPSI, MetricKS, MetricChiSquareP, MetricDisagreement, MetricLatencyP50, MetricLatencyP95, MetricLatencyP99,
-	MetricErrorRateDiff, MetricAccuracyDiff, MetricMAEDiff, MetricCoverage, MetricShadowMissing}
+var Metrics = []Metric{
+	MetricPSI, MetricKS, MetricChiSquareP, MetricDisagreement, MetricLatencyP50, MetricLatencyP95, MetricLatencyP99,
+	MetricErrorRateDiff, MetricAccuracyDiff, MetricMAEDiff, MetricCoverage, MetricShadowMissing,
+}
 
 // Value returns metric m of s and the sample size it rests on; ok is false when it cannot be
 // computed (no data, or labels below the minimum).

@@ -75,9 +75,11 @@ func TestNumericStatisticsMatchExact(t *testing.T) {
 				cl := 1 + r.ExpFloat64()*4
 				sl := 1.3 + r.ExpFloat64()*5
 				cp, sp := d[0](r), d[1](r)
-				c := schemas.Comparison{RequestID: fmt.Sprint(i), Experiment: "e", EventTime: t0, Status: schemas.StatusComplete,
+				c := schemas.Comparison{
+					RequestID: fmt.Sprint(i), Experiment: "e", EventTime: t0, Status: schemas.StatusComplete,
 					Champion: &schemas.Outcome{Prediction: schemas.Number(cp), Latency: time.Duration(cl * float64(time.Millisecond))},
-					Shadows:  []schemas.Outcome{{Name: "v7", Prediction: schemas.Number(sp), Latency: time.Duration(sl * float64(time.Millisecond))}}}
+					Shadows:  []schemas.Outcome{{Name: "v7", Prediction: schemas.Number(sp), Latency: time.Duration(sl * float64(time.Millisecond))}},
+				}
 				switch i % 40 {
 				case 0:
 					c.Status, c.Shadows[0].Error, c.Shadows[0].Prediction = schemas.StatusShadowError, &schemas.Error{Kind: "timeout"}, schemas.Prediction{}
@@ -204,12 +206,14 @@ func TestClassesLabelsGateAndNoiseFloor(t *testing.T) {
 		if sp == cp {
 			agree++
 		}
-		c := schemas.Comparison{RequestID: fmt.Sprint(i), Experiment: "e", EventTime: t0, Status: schemas.StatusComplete,
+		c := schemas.Comparison{
+			RequestID: fmt.Sprint(i), Experiment: "e", EventTime: t0, Status: schemas.StatusComplete,
 			Champion: &schemas.Outcome{Prediction: schemas.Label(cp), Latency: time.Millisecond},
 			Shadows: []schemas.Outcome{
 				{Name: "cand", Role: schemas.RoleCandidate, Prediction: schemas.Label(sp), Latency: time.Millisecond},
 				{Name: "copy", Role: schemas.RoleNoiseBaseline, Prediction: schemas.Label(cp), Latency: time.Millisecond},
-			}}
+			},
+		}
 		window.Fold(ws, c, time.Minute, nil)
 		if i < 50 {
 			c.Label = &schemas.LabelValue{Value: schemas.Label(cp)}

@@ -133,8 +133,10 @@ func TestSenderRetriesInOrderAndStopsOn4xx(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s := webhook.NewSender(webhook.Config{URL: srv.URL, Secrets: [][]byte{k}, Timeout: time.Second, BackoffMin: 10 * time.Millisecond,
-		BackoffMax: 40 * time.Millisecond, MaxAge: time.Hour, Poll: 5 * time.Millisecond}, db, slog.New(slog.DiscardHandler), prometheus.NewRegistry(), time.Now)
+	s := webhook.NewSender(webhook.Config{
+		URL: srv.URL, Secrets: [][]byte{k}, Timeout: time.Second, BackoffMin: 10 * time.Millisecond,
+		BackoffMax: 40 * time.Millisecond, MaxAge: time.Hour, Poll: 5 * time.Millisecond,
+	}, db, slog.New(slog.DiscardHandler), prometheus.NewRegistry(), time.Now)
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error)
 	go func() { done <- s.Run(rctx) }()

@@ -135,8 +135,10 @@ func TestFoldPerShadowCoverage(t *testing.T) {
 	expected := []string{"v7", "copy"}
 	Fold(ws, cmp("a", t0, 0.9, 0.8, ""), time.Minute, expected)             // copy missing
 	Fold(ws, cmp("b", t0, 0.2, 0.7, "rate_limited"), time.Minute, expected) // v7 not shadowed, copy missing
-	none := schemas.Comparison{RequestID: "c", Experiment: "other", EventTime: t0, Status: schemas.StatusShadowMissing,
-		Champion: &schemas.Outcome{Prediction: schemas.Number(1)}}
+	none := schemas.Comparison{
+		RequestID: "c", Experiment: "other", EventTime: t0, Status: schemas.StatusShadowMissing,
+		Champion: &schemas.Outcome{Prediction: schemas.Number(1)},
+	}
 	Fold(ws, none, time.Minute, nil)
 
 	v7, cp, other := ws[Key{"e", "v7", t0}], ws[Key{"e", "copy", t0}], ws[Key{"other", "", t0}]
@@ -156,8 +158,10 @@ func TestFoldPerShadowCoverage(t *testing.T) {
 
 	// Paired label counts: champion right and shadow wrong, then both right.
 	lab := func(champ, shadow string) schemas.Comparison {
-		return schemas.Comparison{Experiment: "e", EventTime: t0, Label: &schemas.LabelValue{Value: schemas.Label("fraud")},
-			Champion: &schemas.Outcome{Prediction: schemas.Label(champ)}, Shadows: []schemas.Outcome{{Name: "v7", Prediction: schemas.Label(shadow)}}}
+		return schemas.Comparison{
+			Experiment: "e", EventTime: t0, Label: &schemas.LabelValue{Value: schemas.Label("fraud")},
+			Champion: &schemas.Outcome{Prediction: schemas.Label(champ)}, Shadows: []schemas.Outcome{{Name: "v7", Prediction: schemas.Label(shadow)}},
+		}
 	}
 	Fold(ws, lab("fraud", "ok"), time.Minute, nil)
 	Fold(ws, lab("fraud", "fraud"), time.Minute, nil)
