@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 
 	"github.com/understudy-ml/understudy/services/aggregator/stats"
 	"gopkg.in/yaml.v3"
@@ -250,4 +251,41 @@ func validate(where string, rs []Rule) []error {
 		}
 	}
 	return errs
+}
+
+// Verdict is a one-line judgement of a shadow over a range against the alert rules, ignoring
+// their for: durations: fail when any rule holds, insufficient when none holds but some lack
+// samples (labels, typically), pass otherwise.
+type Verdict struct {
+	Shadow       string   `json:"shadow"`
+	Status       string   `json:"status"` // pass, fail or insufficient
+	Failing      []string `json:"failing"`
+	Insufficient []string `json:"insufficient"`
+	Summary      string   `json:"summary"`
+}
+
+// Judge returns the verdict of one shadow's statistics against rules.
+func Judge(rules []Rule, shadow string, st stats.Stats) Verdict {
+	v := Verdict{Shadow: shadow, Failing: []string{}, Insufficient: []string{}}
+	for _, r := range rules {
+		value, n, ok := st.Value(r.Metric)
+		switch {
+		case !ok || n < r.MinSamples:
+			v.Insufficient = append(v.Insufficient, fmt.Sprintf("%s (n=%d < %d)", r.Name, n, r.MinSamples))
+		case r.Holds(value):
+			v.Failing = append(v.Failing, fmt.Sprintf("%s: %s %.4g %s %g", r.Name, r.Metric, value, r.Comparator, r.Threshold))
+		}
+	}
+	switch {
+	case len(v.Failing) > 0:
+		v.Status = "fail"
+		v.Summary = fmt.Sprintf("%s: NOT READY, %d rule(s) breached: %s", shadow, len(v.Failing), strings.Join(v.Failing, "; "))
+	case len(v.Insufficient) > 0:
+		v.Status = "insufficient"
+		v.Summary = fmt.Sprintf("%s: no rule breached, but not enough evidence yet for %s", shadow, strings.Join(v.Insufficient, ", "))
+	default:
+		v.Status = "pass"
+		v.Summary = fmt.Sprintf("%s: every alert rule passes over this range", shadow)
+	}
+	return v
 }

@@ -5,7 +5,8 @@
 //
 //	GET /api/v1/experiments
 //	GET /api/v1/experiments/{experiment}/stats?from=&to=
-//	GET /api/v1/experiments/{experiment}/windows?from=&to=&shadow=&width=
+//	GET /api/v1/experiments/{experiment}/windows?from=&to=&shadow=&width=&min_labels=
+//	GET /api/v1/experiments/{experiment}/distribution?from=&to=&shadow=&bins=
 //	GET /api/v1/alerts?experiment=&state=
 //	GET /api/v1/alerts/history?experiment=&from=&limit=
 //
@@ -22,9 +23,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sort"
 	"strconv"
 	"time"
 
+	"github.com/understudy-ml/understudy/schemas"
 	"github.com/understudy-ml/understudy/services/aggregator/alert"
 	"github.com/understudy-ml/understudy/services/aggregator/stats"
 	"github.com/understudy-ml/understudy/services/aggregator/store"
@@ -44,16 +47,17 @@ type Store interface {
 type API struct {
 	store  Store
 	db     alert.Querier
+	rules  func() *alert.Rules
 	opts   stats.Options
 	token  string
 	logger *slog.Logger
 	now    func() time.Time
 }
 
-// New returns the API. A non-empty token requires "Authorization: Bearer <token>" on every
-// request.
-func New(s Store, db alert.Querier, opts stats.Options, token string, logger *slog.Logger, now func() time.Time) *API {
-	return &API{store: s, db: db, opts: opts, token: token, logger: logger, now: now}
+// New returns the API; rules give the verdicts of the stats endpoint. A non-empty token
+// requires "Authorization: Bearer <token>" on every request.
+func New(s Store, db alert.Querier, rules func() *alert.Rules, opts stats.Options, token string, logger *slog.Logger, now func() time.Time) *API {
+	return &API{store: s, db: db, rules: rules, opts: opts, token: token, logger: logger, now: now}
 }
 
 // Register adds the endpoints to mux.
@@ -61,6 +65,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/experiments", a.auth(a.experiments))
 	mux.HandleFunc("GET /api/v1/experiments/{experiment}/stats", a.auth(a.stats))
 	mux.HandleFunc("GET /api/v1/experiments/{experiment}/windows", a.auth(a.windows))
+	mux.HandleFunc("GET /api/v1/experiments/{experiment}/distribution", a.auth(a.distribution))
 	mux.HandleFunc("GET /api/v1/alerts", a.auth(a.alerts))
 	mux.HandleFunc("GET /api/v1/alerts/history", a.auth(a.history))
 }
@@ -157,6 +162,7 @@ type StatsResponse struct {
 	From       time.Time            `json:"from"`
 	To         time.Time            `json:"to"`
 	Shadows    []stats.ShadowReport `json:"shadows"`
+	Verdicts   []alert.Verdict      `json:"verdicts"`
 	Alerts     []alert.Current      `json:"alerts"`
 }
 
@@ -184,7 +190,13 @@ func (a *API) stats(w http.ResponseWriter, r *http.Request) {
 	if states == nil {
 		states = []alert.Current{}
 	}
-	writeJSON(w, http.StatusOK, StatsResponse{Experiment: exp, From: from, To: to, Shadows: rep, Alerts: states})
+	verdicts := []alert.Verdict{}
+	for _, r := range rep {
+		if r.Role != schemas.RoleNoiseBaseline && r.Shadow != "" {
+			verdicts = append(verdicts, alert.Judge(a.rules().For(exp), r.Shadow, r.Stats))
+		}
+	}
+	writeJSON(w, http.StatusOK, StatsResponse{Experiment: exp, From: from, To: to, Shadows: rep, Verdicts: verdicts, Alerts: states})
 }
 
 // Point is one window of a series with its statistics.
@@ -232,11 +244,108 @@ func (a *API) windows(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	opts := a.opts
+	if s := r.URL.Query().Get("min_labels"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			a.fail(w, r, fmt.Errorf("%w: min_labels must be a non-negative integer", errBadRequest))
+			return
+		}
+		opts.MinLabels = n
+	}
 	out := SeriesResponse{Experiment: exp, From: from, To: to, Width: width.String(), Points: make([]Point, 0, len(ws))}
 	for _, x := range ws {
-		out.Points = append(out.Points, Point{Shadow: x.Shadow, Role: x.Data.Role, Start: x.Start, Stats: stats.Compute(x.Data, a.opts)})
+		out.Points = append(out.Points, Point{Shadow: x.Shadow, Role: x.Data.Role, Start: x.Start, Stats: stats.Compute(x.Data, opts)})
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// Distribution is GET /api/v1/experiments/{experiment}/distribution: the champion's and one
+// shadow's prediction distributions over the range, rebuilt from the sketches. For numbers,
+// Edges are bins+1 equally spaced edges over both distributions' 0.1–99.9 % quantiles and
+// Champion, Shadow the share of predictions in each bin (a final repeated value closes the
+// step); for classes, Classes are the class names and the values their shares.
+type Distribution struct {
+	Experiment string    `json:"experiment"`
+	Shadow     string    `json:"shadow"`
+	Kind       string    `json:"kind"` // number, class or "" (no predictions)
+	Edges      []float64 `json:"edges,omitempty"`
+	Classes    []string  `json:"classes,omitempty"`
+	Champion   []float64 `json:"champion_shares"`
+	ShadowData []float64 `json:"shadow_shares"`
+}
+
+func (a *API) distribution(w http.ResponseWriter, r *http.Request) {
+	exp, shadow := r.PathValue("experiment"), r.URL.Query().Get("shadow")
+	from, to, err := a.timeRange(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	bins := 40
+	if s := r.URL.Query().Get("bins"); s != "" {
+		if bins, err = strconv.Atoi(s); err != nil || bins < 2 || bins > 500 {
+			a.fail(w, r, fmt.Errorf("%w: bins must be 2..500", errBadRequest))
+			return
+		}
+	}
+	ws, err := a.store.Range(r.Context(), exp, from, to)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	out := Distribution{Experiment: exp, Shadow: shadow, Champion: []float64{}, ShadowData: []float64{}}
+	if win := ws[shadow]; win != nil {
+		out.fill(win, bins)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (d *Distribution) fill(w *window.Window, bins int) {
+	c, s := w.Champion, w.Shadow
+	switch {
+	case c.Predictions.Count() > 0 && s.Predictions.Count() > 0:
+		d.Kind = "number"
+		lo := min(c.Predictions.Quantile(0.001), s.Predictions.Quantile(0.001))
+		hi := max(c.Predictions.Quantile(0.999), s.Predictions.Quantile(0.999))
+		if !(hi > lo) {
+			hi = lo + 1
+		}
+		step := (hi - lo) / float64(bins)
+		prevC, prevS := c.Predictions.CDF(lo), s.Predictions.CDF(lo)
+		for i := 0; i <= bins; i++ {
+			d.Edges = append(d.Edges, lo+float64(i)*step)
+		}
+		for i := 1; i <= bins; i++ {
+			cc, sc := c.Predictions.CDF(d.Edges[i]), s.Predictions.CDF(d.Edges[i])
+			d.Champion, d.ShadowData = append(d.Champion, cc-prevC), append(d.ShadowData, sc-prevS)
+			prevC, prevS = cc, sc
+		}
+		d.Champion, d.ShadowData = append(d.Champion, d.Champion[bins-1]), append(d.ShadowData, d.ShadowData[bins-1])
+	case c.Classes.Total() > 0 || s.Classes.Total() > 0:
+		d.Kind = "class"
+		names := map[string]bool{}
+		for k := range c.Classes {
+			names[k] = true
+		}
+		for k := range s.Classes {
+			names[k] = true
+		}
+		for k := range names {
+			d.Classes = append(d.Classes, k)
+		}
+		sort.Strings(d.Classes)
+		share := func(cl map[string]uint64, total uint64, k string) float64 {
+			if total == 0 {
+				return 0
+			}
+			return float64(cl[k]) / float64(total)
+		}
+		for _, k := range d.Classes {
+			d.Champion = append(d.Champion, share(c.Classes, c.Classes.Total(), k))
+			d.ShadowData = append(d.ShadowData, share(s.Classes, s.Classes.Total(), k))
+		}
+	}
 }
 
 func (a *API) alerts(w http.ResponseWriter, r *http.Request) {

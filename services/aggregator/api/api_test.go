@@ -8,10 +8,12 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/understudy-ml/understudy/schemas"
+	"github.com/understudy-ml/understudy/services/aggregator/alert"
 	"github.com/understudy-ml/understudy/services/aggregator/api"
 	"github.com/understudy-ml/understudy/services/aggregator/internal/pgtest"
 	"github.com/understudy-ml/understudy/services/aggregator/stats"
@@ -67,7 +69,7 @@ func TestReadAPI(t *testing.T) {
 	if _, err := st.Apply(ctx, b); err != nil {
 		t.Fatal(err)
 	}
-	a := api.New(st, db, stats.DefaultOptions(), "s3cret", slog.New(slog.DiscardHandler), func() time.Time { return now })
+	a := api.New(st, db, alert.Default, stats.DefaultOptions(), "s3cret", slog.New(slog.DiscardHandler), func() time.Time { return now })
 	mux := http.NewServeMux()
 	a.Register(mux)
 	srv := httptest.NewServer(mux)
@@ -83,6 +85,9 @@ func TestReadAPI(t *testing.T) {
 	var sr api.StatsResponse
 	if code := get(t, srv, "/api/v1/experiments/fraud/stats?from=1h", "s3cret", &sr); code != 200 || len(sr.Shadows) != 2 {
 		t.Fatalf("stats %d %+v", code, sr)
+	}
+	if len(sr.Verdicts) != 1 || sr.Verdicts[0].Status != "fail" || !strings.Contains(sr.Verdicts[0].Summary, "psi_critical") {
+		t.Fatalf("verdicts %+v", sr.Verdicts)
 	}
 	v7 := sr.Shadows[0]
 	if v7.Shadow != "v7" || v7.Stats.Total != 3000 || v7.NoiseFloor == nil || v7.Baseline != "copy" {
@@ -104,6 +109,22 @@ func TestReadAPI(t *testing.T) {
 	}
 	if total != 3000 {
 		t.Fatalf("series counts %d comparisons", total)
+	}
+	var dist api.Distribution
+	if code := get(t, srv, "/api/v1/experiments/fraud/distribution?from=1h&shadow=v7&bins=20", "s3cret", &dist); code != 200 ||
+		dist.Kind != "number" || len(dist.Edges) != 21 || len(dist.Champion) != 21 {
+		t.Fatalf("distribution %d %+v", code, dist)
+	}
+	// Shares sum to about 1 (the 0.1 % tails are outside the edges), and the candidate's mass
+	// sits higher: it is shifted by 0.8.
+	var sc, ss, meanC, meanS float64
+	for i := range 20 {
+		mid := (dist.Edges[i] + dist.Edges[i+1]) / 2
+		sc, ss = sc+dist.Champion[i], ss+dist.ShadowData[i]
+		meanC, meanS = meanC+mid*dist.Champion[i], meanS+mid*dist.ShadowData[i]
+	}
+	if sc < 0.99 || sc > 1.001 || ss < 0.99 || ss > 1.001 || meanS-meanC < 0.6 || meanS-meanC > 1.0 {
+		t.Fatalf("shares %.3f %.3f, means %.3f %.3f", sc, ss, meanC, meanS)
 	}
 	var alerts struct{ Alerts []any }
 	if code := get(t, srv, "/api/v1/alerts?experiment=fraud", "s3cret", &alerts); code != 200 || alerts.Alerts == nil {

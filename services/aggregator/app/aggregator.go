@@ -26,6 +26,7 @@ import (
 	"github.com/understudy-ml/understudy/schemas"
 	"github.com/understudy-ml/understudy/services/aggregator/alert"
 	"github.com/understudy-ml/understudy/services/aggregator/api"
+	"github.com/understudy-ml/understudy/services/aggregator/dashboard"
 	"github.com/understudy-ml/understudy/services/aggregator/store"
 	"github.com/understudy-ml/understudy/services/aggregator/webhook"
 	"github.com/understudy-ml/understudy/services/aggregator/window"
@@ -116,7 +117,8 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Aggregator
 		wc.Format = alert.SlackBody
 	}
 	a.sender = webhook.NewSender(wc, db, logger, reg, time.Now)
-	api.New(a.store, db, cfg.Stats, cfg.API.Token, logger, time.Now).Register(a.ops.Mux())
+	api.New(a.store, db, a.rules.Load, cfg.Stats, cfg.API.Token, logger, time.Now).Register(a.ops.Mux())
+	dashboard.Register(a.ops.Mux())
 	a.ops.AddCheck("kafka", func(ctx context.Context) error { return kafka.Ping(ctx, a.client) })
 	a.ops.AddCheck("postgres", func(ctx context.Context) error { return db.Ping(ctx) })
 	a.counted = f.NewCounter(prometheus.CounterOpts{Name: "understudy_aggregator_comparisons_total", Help: "Comparisons counted into Postgres."})

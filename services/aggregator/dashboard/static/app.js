@@ -1,0 +1,184 @@
+// Understudy dashboard: reads the aggregator's read API (same origin) and plots champion vs
+// candidate with uPlot (bundled, no CDN). Every chart element gets data-points = the number of
+// non-null values plotted, which the browser test checks.
+"use strict";
+
+const $ = (s) => document.querySelector(s);
+const params = new URLSearchParams(location.search);
+let token = params.get("token") || sessionStorage.getItem("understudy_token") || "";
+const charts = {};
+let timer = null;
+
+async function api(path) {
+  const headers = token ? { Authorization: "Bearer " + token } : {};
+  let res = await fetch(path, { headers });
+  if (res.status === 401) {
+    token = prompt("This Understudy API requires a token:") || "";
+    sessionStorage.setItem("understudy_token", token);
+    res = await fetch(path, { headers: { Authorization: "Bearer " + token } });
+  }
+  if (!res.ok) throw new Error(path + ": " + res.status);
+  return res.json();
+}
+
+const fmt = (v, d = 3) => (v === null || v === undefined ? "–" : Number(v).toFixed(d));
+const pct = (v, d = 1) => (v === null || v === undefined ? "–" : (100 * v).toFixed(d) + " %");
+const get = (o, path) => path.split(".").reduce((a, k) => (a == null ? null : a[k]), o);
+
+function setStatus(s) { $("#status").textContent = s; }
+
+async function loadExperiments() {
+  const { experiments } = await api("/api/v1/experiments");
+  const sel = $("#experiment");
+  const want = params.get("experiment") || sel.value;
+  sel.innerHTML = "";
+  for (const e of experiments) {
+    const o = document.createElement("option");
+    o.value = o.textContent = e.name;
+    sel.appendChild(o);
+  }
+  if (want && experiments.some((e) => e.name === want)) sel.value = want;
+  return experiments.length;
+}
+
+function card(k, v, n) {
+  return `<div class="card"><div class="k">${k}</div><div class="v">${v}</div><div class="n">${n || ""}</div></div>`;
+}
+
+function renderCards(rep) {
+  const s = rep.stats, f = rep.noise_floor;
+  const fl = (path, d) => (f ? "noise floor " + fmt(get(f, path), d) : "no noise baseline");
+  const diff = s.labels.difference;
+  $("#cards").innerHTML = [
+    card("requests", s.requests, "coverage " + pct(s.coverage)),
+    card("PSI", fmt(s.predictions.psi), fl("predictions.psi")),
+    card("KS", fmt(s.predictions.ks), fl("predictions.ks")),
+    card("agreement", pct(s.predictions.agreement), f ? "noise floor " + pct(f.predictions.agreement) : ""),
+    card("latency p99 (ms)", fmt(s.latency.shadow_ms.p99, 2) + " / " + fmt(s.latency.champion_ms.p99, 2), "ratio " + fmt(s.latency.ratio.p99, 2)),
+    card("error rate", pct(s.shadow_errors.rate, 2), "champion " + pct(s.champion_errors.rate, 2)),
+    card(diff ? diff.metric + " Δ (shadow − champion)" : "labels", diff ? fmt(diff.value, 4) : s.labels.n + " labeled",
+      diff ? `95 % CI [${fmt(diff.ci_low, 4)}, ${fmt(diff.ci_high, 4)}], n=${diff.n}` : `shown from ${s.labels.min_labels}`),
+  ].join("");
+}
+
+function renderVerdict(stats, shadow) {
+  const v = (stats.verdicts || []).find((x) => x.shadow === shadow);
+  const el = $("#verdict");
+  el.className = "verdict " + (v ? { pass: "good", fail: "bad", insufficient: "warn" }[v.status] || "" : "");
+  el.textContent = v ? v.summary : "";
+}
+
+function makeChart(id, series, data, opts = {}) {
+  const el = document.getElementById(id);
+  let points = 0;
+  data.slice(1).forEach((ys, i) => { if (!series[i].threshold) points += ys.filter((y) => y !== null && y !== undefined && !Number.isNaN(y)).length; });
+  el.dataset.points = String(points);
+  if (charts[id]) { charts[id].destroy(); delete charts[id]; }
+  el.innerHTML = "";
+  if (data[0].length === 0 || points === 0) {
+    el.innerHTML = '<div class="empty">no data in this range yet</div>';
+    return;
+  }
+  const palette = ["#1f6feb", "#d1242f", "#8250df", "#1a7f37", "#bf8700", "#57606a"];
+  const width = Math.max(320, el.clientWidth || 560);
+  charts[id] = new uPlot({
+    width, height: 240,
+    scales: { x: { time: opts.time !== false } },
+    axes: [{}, { size: 60 }],
+    series: [{}].concat(series.map((s, i) => ({
+      label: s.label, stroke: s.color || palette[i % palette.length], width: s.threshold ? 1 : 2,
+      dash: s.threshold ? [6, 4] : s.dash, spanGaps: true, points: { show: false },
+      paths: s.steps ? uPlot.paths.stepped({ align: 1 }) : undefined,
+    }))),
+  }, data, el);
+}
+
+// byStart turns a shadow's series points into a map start → stats.
+function byStart(points, shadow) {
+  const m = new Map();
+  for (const p of points) if (p.shadow === shadow) m.set(Date.parse(p.start) / 1000, p.stats);
+  return m;
+}
+
+function renderSeries(series, candidate, baseline) {
+  const c = byStart(series.points, candidate), b = baseline ? byStart(series.points, baseline) : new Map();
+  const xs = [...new Set([...c.keys(), ...b.keys()])].sort((a, z) => a - z);
+  const col = (m, path) => xs.map((x) => { const s = m.get(x); const v = s ? get(s, path) : null; return v === undefined ? null : v; });
+  const konst = (v) => xs.map(() => v);
+  makeChart("chart-latency", [
+    { label: "champion p50" }, { label: "champion p99", dash: [2, 2] },
+    { label: candidate + " p50" }, { label: candidate + " p99", dash: [2, 2] },
+  ], [xs, col(c, "latency.champion_ms.p50"), col(c, "latency.champion_ms.p99"), col(c, "latency.shadow_ms.p50"), col(c, "latency.shadow_ms.p99")]);
+  makeChart("chart-drift", [
+    { label: candidate + " PSI" }, { label: candidate + " KS" },
+    { label: "noise floor PSI (" + (baseline || "none") + ")", color: "#57606a" },
+    { label: "PSI warning 0.1", threshold: true, color: "#bf8700" }, { label: "PSI critical 0.2", threshold: true, color: "#d1242f" },
+  ], [xs, col(c, "predictions.psi"), col(c, "predictions.ks"), col(b, "predictions.psi"), konst(0.1), konst(0.2)]);
+  makeChart("chart-errors", [{ label: "champion" }, { label: candidate }],
+    [xs, col(c, "champion_errors.rate"), col(c, "shadow_errors.rate")]);
+  makeChart("chart-agreement", [{ label: candidate }, { label: "noise floor (" + (baseline || "none") + ")", color: "#57606a" }],
+    [xs, col(c, "predictions.agreement"), col(b, "predictions.agreement")]);
+  makeChart("chart-accuracy", [{ label: "champion" }, { label: candidate }],
+    [xs, col(c, "labels.champion.accuracy"), col(c, "labels.shadow.accuracy")]);
+}
+
+function renderDistribution(d, candidate) {
+  if (d.kind === "class") {
+    const xs = d.classes.map((_, i) => i);
+    makeChart("chart-distribution", [{ label: "champion", steps: true }, { label: candidate, steps: true }],
+      [xs, d.champion_shares, d.shadow_shares], { time: false });
+    return;
+  }
+  makeChart("chart-distribution", [{ label: "champion", steps: true }, { label: candidate, steps: true }],
+    [d.edges || [], d.champion_shares || [], d.shadow_shares || []], { time: false });
+}
+
+function renderAlerts(transitions) {
+  const rows = transitions.slice(-50).reverse().map((t) =>
+    `<tr><td>${new Date(t.at).toLocaleString()}</td><td>${t.shadow}</td><td>${t.rule}</td><td>${t.severity}</td>` +
+    `<td class="${t.to}">${t.from} → ${t.to}</td><td>${fmt(t.value, 4)}</td><td>${fmt(t.noise_floor, 4)}</td><td>${t.threshold}</td><td>${t.samples}</td></tr>`);
+  $("#alerts tbody").innerHTML = rows.join("") || '<tr><td colspan="9">no transitions yet</td></tr>';
+}
+
+async function refresh() {
+  const exp = $("#experiment").value;
+  if (!exp) { setStatus("no experiments yet"); return; }
+  const range = $("#range").value;
+  const q = "from=" + encodeURIComponent(range);
+  const e = encodeURIComponent(exp);
+  try {
+    const [stats, series, hist] = await Promise.all([
+      api(`/api/v1/experiments/${e}/stats?${q}`),
+      api(`/api/v1/experiments/${e}/windows?${q}&min_labels=20`),
+      api(`/api/v1/alerts/history?experiment=${e}`),
+    ]);
+    const candidates = stats.shadows.filter((s) => s.role !== "noise_baseline");
+    const sel = $("#shadow");
+    const keep = sel.value;
+    sel.innerHTML = candidates.map((s) => `<option>${s.shadow}</option>`).join("");
+    if (candidates.some((s) => s.shadow === keep)) sel.value = keep;
+    const rep = candidates.find((s) => s.shadow === sel.value);
+    if (!rep) { setStatus("no candidate shadow in this range"); return; }
+    const dist = await api(`/api/v1/experiments/${e}/distribution?${q}&shadow=${encodeURIComponent(rep.shadow)}`);
+    renderVerdict(stats, rep.shadow);
+    renderCards(rep);
+    renderSeries(series, rep.shadow, rep.noise_baseline);
+    renderDistribution(dist, rep.shadow);
+    renderAlerts(hist.transitions);
+    document.body.dataset.loaded = "true";
+    setStatus("updated " + new Date().toLocaleTimeString());
+  } catch (err) {
+    setStatus("error: " + err.message);
+  }
+}
+
+async function main() {
+  try {
+    if ((await loadExperiments()) === 0) { setStatus("no experiments yet"); }
+  } catch (err) { setStatus("error: " + err.message); return; }
+  for (const id of ["#experiment", "#shadow", "#range"]) $(id).addEventListener("change", refresh);
+  await refresh();
+  timer = setInterval(async () => { await loadExperiments(); await refresh(); }, 10000);
+}
+
+main();
