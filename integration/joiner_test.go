@@ -275,7 +275,7 @@ func TestJoinerFaultsWithLabels(t *testing.T) {
 // joinerProcess builds the joiner binary and returns a function that starts it (group and
 // instance id named after experiment, shadow "a" expected, this package's Postgres, extra
 // flags appended) with its output appended to the returned log file.
-func joinerProcess(ctx context.Context, t *testing.T, brokers, experiment string, flags ...string) (start func() *exec.Cmd, logPath string) {
+func joinerProcess(ctx context.Context, t *testing.T, brokers, experiment string, flags ...string) (start func(extra ...string) *exec.Cmd, logPath string) {
 	t.Helper()
 	return serviceProcess(ctx, t, "joiner", append([]string{
 		"--kafka.brokers=" + brokers, "--http.listen-addr=127.0.0.1:0", "--instance-id=" + experiment,
@@ -283,9 +283,9 @@ func joinerProcess(ctx context.Context, t *testing.T, brokers, experiment string
 	}, flags...)...)
 }
 
-// serviceProcess builds service name and returns a function that starts it with args (each
-// start a new process, its output appended to logPath).
-func serviceProcess(ctx context.Context, t *testing.T, name string, args ...string) (start func() *exec.Cmd, logPath string) {
+// serviceProcess builds service name and returns a function that starts it with args and the
+// start's extra arguments (each start a new process, its output appended to logPath).
+func serviceProcess(ctx context.Context, t *testing.T, name string, args ...string) (start func(extra ...string) *exec.Cmd, logPath string) {
 	t.Helper()
 	dir := t.TempDir()
 	bin, err := harness.BuildService(ctx, name, dir)
@@ -293,8 +293,8 @@ func serviceProcess(ctx context.Context, t *testing.T, name string, args ...stri
 		t.Fatal(err)
 	}
 	logPath = filepath.Join(dir, name+".log")
-	return func() *exec.Cmd {
-		cmd := exec.Command(bin, args...)
+	return func(extra ...string) *exec.Cmd {
+		cmd := exec.Command(bin, append(append([]string(nil), args...), extra...)...)
 		logf, _ := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 		cmd.Stdout, cmd.Stderr = logf, logf
 		if err := cmd.Start(); err != nil {

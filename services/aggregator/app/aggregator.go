@@ -80,7 +80,12 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Aggregator
 		return nil, err
 	}
 	a := &Aggregator{cfg: cfg, logger: logger, db: db, codecs: codecs, expected: expected, store: store.New(db, cfg.Group, cfg.levels())}
-	a.client, err = kgo.NewClient(append(cfg.Kafka.Opts(),
+	opts := cfg.Kafka.Opts()
+	if cfg.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
+	}
+	a.client, err = kgo.NewClient(append(opts,
+		kgo.SessionTimeout(cfg.SessionTimeout),
 		// Batches of about one flush interval: Postgres writes are per window and batch.
 		kgo.FetchMaxWait(cfg.FlushInterval),
 		kgo.FetchMinBytes(1<<20),

@@ -22,6 +22,8 @@ type Config struct {
 	svc.Common
 
 	Group           string        // consumer group; replicas share it
+	InstanceID      string        // optional static group membership: a restarted replica gets its partitions back at once
+	SessionTimeout  time.Duration // how long the group waits for a silent replica before moving its partitions
 	DatabaseURL     string        // Postgres connection string
 	Window          time.Duration // width of base windows
 	FlushInterval   time.Duration // longest wait for a batch (one Postgres transaction)
@@ -72,6 +74,7 @@ func NewDefaultConfig() Config {
 		DatabaseURL:    "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
 		Window:         time.Minute,
 		FlushInterval:  time.Second,
+		SessionTimeout: 45 * time.Second,
 		RollupInterval: 30 * time.Second,
 	}
 	c.Retention.Base, c.Retention.Hour, c.Retention.Day = 7*24*time.Hour, 90*24*time.Hour, 730*24*time.Hour
@@ -131,6 +134,8 @@ func (c *Config) expectedShadows() (map[string][]string, error) {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Common.RegisterFlags(fs)
 	fs.StringVar(&c.Group, "kafka.group", c.Group, "consumer group shared by all aggregator replicas")
+	fs.StringVar(&c.InstanceID, "instance-id", c.InstanceID, "optional stable id of this replica (Kafka static membership): a replica restarted with the same id gets its partitions back without waiting for the session timeout")
+	fs.DurationVar(&c.SessionTimeout, "kafka.session-timeout", c.SessionTimeout, "how long the group waits for a silent replica before moving its partitions to the others")
 	fs.StringVar(&c.DatabaseURL, "database.url", c.DatabaseURL, "Postgres connection string")
 	fs.DurationVar(&c.Window, "window", c.Window, "width of base windows (must divide an hour); windows are rolled up into 1h and 1d windows")
 	fs.DurationVar(&c.FlushInterval, "flush.interval", c.FlushInterval, "longest wait for a batch of comparisons; each batch is one Postgres transaction writing each touched window once")
@@ -172,6 +177,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("window: must be at least 1s and divide an hour"))
 	} else if err := store.ValidateLevels(c.levels()); err != nil {
 		errs = append(errs, fmt.Errorf("retention: %w", err))
+	}
+	if c.SessionTimeout < 6*time.Second || c.SessionTimeout > 5*time.Minute {
+		errs = append(errs, errors.New("kafka.session-timeout: must be 6s..5m (the broker's group.min/max.session.timeout.ms defaults)"))
 	}
 	if c.FlushInterval < 10*time.Millisecond {
 		errs = append(errs, errors.New("flush.interval: must be at least 10ms"))
