@@ -14,8 +14,8 @@ func TestServesPageAndBundledLibrary(t *testing.T) {
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	for path, want := range map[string]string{
-		"/dashboard/":                        "<title>Understudy",
-		"/dashboard/app.js":                  "/api/v1/experiments",
+		"/dashboard/":                         "<title>Understudy",
+		"/dashboard/app.js":                   "/api/v1/experiments",
 		"/dashboard/vendor/uPlot.iife.min.js": "uPlot",
 	} {
 		resp, err := http.Get(srv.URL + path)
