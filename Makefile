@@ -15,8 +15,12 @@ help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make <target>\n\nTargets:\n"} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: bootstrap
-bootstrap: ## Install what is missing: Java 17, Maven, PostgreSQL server, Kafka jars, Go modules.
+bootstrap: ## Install what is missing: Java 17, Maven, PostgreSQL server, Node.js, Kafka jars, dashboard assets, Go modules.
 	@scripts/bootstrap.sh
+
+.PHONY: bootstrap-test
+bootstrap-test: ## bootstrap, plus Debian's Chromium for the dashboard's browser test.
+	@scripts/bootstrap.sh --browser
 
 .PHONY: build
 build: ## Build the service binaries and the understudy CLI into bin/.
@@ -26,7 +30,7 @@ build: ## Build the service binaries and the understudy CLI into bin/.
 	@echo "built: $$(ls $(BIN) | grep understudy | tr '\n' ' ')"
 
 .PHONY: test
-test: bootstrap test-unit test-integration ## Run every test (unit and integration, with -race) on real Kafka and Postgres.
+test: bootstrap-test test-unit test-integration ## Run every test (unit and integration, with -race) on real Kafka and Postgres.
 
 .PHONY: test-unit
 test-unit: ## Unit tests of every module (kfake, httptest, throwaway Postgres), with -race.

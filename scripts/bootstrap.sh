@@ -7,6 +7,9 @@
 #   PostgreSQL server         (Debian package; tests and the demo start throwaway clusters)
 #   Kafka broker jars         (scripts/kafka.sh fetch, into scripts/kafka/.cache)
 #   Go modules                (go mod download in every module of go.work)
+#   Node.js and npm           (Debian packages; the dashboard's charting library comes from npm)
+#   dashboard assets          (scripts/dashboard-assets.sh: uPlot from npm, embedded at build time)
+#   Chromium                  (only with --browser: Debian's package, for the dashboard's browser test)
 #   docker-compose            (only with --compose: Debian's package, to validate docker-compose.yml)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -37,10 +40,17 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
   echo "create_main_cluster = false" | sudo_ tee /etc/postgresql-common/createcluster.conf >/dev/null
   need+=(postgresql)
 fi
-if [ "${1:-}" = "--compose" ] && ! command -v docker-compose >/dev/null; then need+=(docker-compose); fi
+command -v npm >/dev/null || need+=(nodejs npm)
+for arg in "$@"; do
+  case "$arg" in
+    --compose) command -v docker-compose >/dev/null || need+=(docker-compose) ;;
+    --browser) command -v chromium >/dev/null || need+=(chromium) ;;
+  esac
+done
 if [ "${#need[@]}" -gt 0 ]; then apt_install "${need[@]}"; fi
 
 "$root/scripts/kafka.sh" fetch
+"$root/scripts/dashboard-assets.sh"
 
 cd "$root"
 for m in $(go work edit -json | sed -n 's/.*"DiskPath": "\(.*\)".*/\1/p'); do

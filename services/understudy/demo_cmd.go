@@ -2,18 +2,21 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -21,11 +24,14 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
 	aggregator "github.com/understudy-ml/understudy/services/aggregator/app"
+	"github.com/understudy-ml/understudy/services/aggregator/alert"
+	"github.com/understudy-ml/understudy/services/aggregator/webhook"
 	"github.com/understudy-ml/understudy/services/platform/flagenv"
 	"github.com/understudy-ml/understudy/services/platform/pgrun"
 	"github.com/understudy-ml/understudy/services/platform/topics"
 	"github.com/understudy-ml/understudy/services/understudy/demo"
 	"github.com/understudy-ml/understudy/services/understudy/pipeline"
+	"github.com/understudy-ml/understudy/services/understudy/report"
 )
 
 type demoConfig struct {
@@ -37,6 +43,10 @@ type demoConfig struct {
 	Partitions  int
 	Experiment  string
 	Verbose     bool
+	Exit        bool
+	LabelDelay  time.Duration
+	Window      time.Duration
+	Addr        string
 }
 
 func (c *demoConfig) validate() error {
@@ -53,11 +63,18 @@ func (c *demoConfig) validate() error {
 	if c.Experiment == "" {
 		errs = append(errs, errors.New("experiment: required"))
 	}
+	if c.LabelDelay < 0 {
+		errs = append(errs, errors.New("label-delay: must not be negative"))
+	}
+	if c.Window < time.Second || time.Hour%c.Window != 0 {
+		errs = append(errs, errors.New("window: must be at least 1s and divide an hour"))
+	}
 	return errors.Join(errs...)
 }
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	c := demoConfig{Duration: 15 * time.Second, Rate: 100, DataDir: ".demo", Partitions: 4, Experiment: "fraud-v7"}
+	c := demoConfig{Duration: time.Minute, Rate: 100, DataDir: ".demo", Partitions: 4, Experiment: "fraud-v7",
+		LabelDelay: 10 * time.Second, Window: 5 * time.Second, Addr: "127.0.0.1:9104"}
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.DurationVar(&c.Duration, "duration", c.Duration, "how long to send traffic")
@@ -67,6 +84,10 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "where the embedded broker keeps its data (cleared at start)")
 	fs.IntVar(&c.Partitions, "partitions", c.Partitions, "partitions of every topic")
 	fs.StringVar(&c.Experiment, "experiment", c.Experiment, "experiment name")
+	fs.DurationVar(&c.LabelDelay, "label-delay", c.LabelDelay, "labels arrive up to this long after their request (uniformly spread)")
+	fs.DurationVar(&c.Window, "window", c.Window, "the aggregator's window width (alerts are evaluated every window)")
+	fs.StringVar(&c.Addr, "addr", c.Addr, "address of the aggregator's API and dashboard (port 0: any free port)")
+	fs.BoolVar(&c.Exit, "exit", c.Exit, "exit after the report instead of serving the dashboard until Ctrl-C")
 	fs.BoolVar(&c.Verbose, "verbose", c.Verbose, "print the services' logs")
 	if err := flagenv.Parse(fs, "demo", args, flagenv.LookupEnv); err != nil {
 		return 2
@@ -82,38 +103,87 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// demoInfra starts the embedded broker and throwaway Postgres unless the config names real ones;
+// stop releases what it started.
+func demoInfra(ctx context.Context, c *demoConfig, say func(string, ...any)) (stop func(), err error) {
+	var stops []func()
+	stop = func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
+	if c.Brokers == "" {
+		dir := filepath.Join(c.DataDir, "kafka")
+		if err := os.RemoveAll(dir); err != nil {
+			return stop, fmt.Errorf("clear %s: %w", dir, err)
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return stop, fmt.Errorf("data dir: %w", err)
+		}
+		cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DataDir(dir))
+		if err != nil {
+			return stop, fmt.Errorf("embedded broker: %w", err)
+		}
+		stops = append(stops, cluster.Close)
+		c.Brokers = strings.Join(cluster.ListenAddrs(), ",")
+		say("embedded Kafka (kfake) at %s, data in %s", c.Brokers, dir)
+	}
+	if c.DatabaseURL == "" {
+		pg, stopPG, err := pgrun.StartTemp(ctx)
+		if err != nil {
+			return stop, fmt.Errorf("throwaway postgres: %w", err)
+		}
+		stops = append(stops, func() { _ = stopPG() })
+		c.DatabaseURL = pg.URL
+		say("throwaway PostgreSQL at 127.0.0.1:%d", pg.Port)
+	}
+	return stop, nil
+}
+
+// alertReceiver is the demo's webhook receiver: it verifies each delivery's signature and
+// prints the alert.
+type alertReceiver struct {
+	secret [][]byte
+	out    io.Writer
+	seen   atomic.Int64
+}
+
+func (r *alertReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	body, _ := io.ReadAll(io.LimitReader(req.Body, 1<<20))
+	if err := webhook.Verify(req.Header, body, r.secret, 5*time.Minute, time.Now()); err != nil {
+		http.Error(w, err.Error(), http.StatusUnauthorized)
+		return
+	}
+	var p alert.Payload
+	if err := json.Unmarshal(body, &p); err != nil {
+		http.Error(w, "bad payload", http.StatusBadRequest)
+		return
+	}
+	r.seen.Add(1)
+	d := p.Data
+	val := func(v *float64) string {
+		if v == nil {
+			return "–"
+		}
+		return fmt.Sprintf("%.4g", *v)
+	}
+	fmt.Fprintf(r.out, "\n  ⚑ verified webhook %s: %s/%s %s %s = %s (noise floor %s, threshold %s %g)\n",
+		req.Header.Get(webhook.HeaderID), d.Experiment, d.Shadow, strings.ToUpper(string(d.State)), d.Rule.Name, val(d.Value), val(d.NoiseFloor), d.Rule.Comparator, d.Rule.Threshold)
+	w.WriteHeader(http.StatusNoContent)
+}
+
 func demoRun(ctx context.Context, c demoConfig, stdout, stderr io.Writer) error {
 	say := func(format string, args ...any) { fmt.Fprintf(stderr, "• "+format+"\n", args...) }
 	logger := slog.New(slog.DiscardHandler)
 	if c.Verbose {
 		logger = slog.New(slog.NewTextHandler(stderr, nil))
 	}
-	if c.Brokers == "" {
-		dir := filepath.Join(c.DataDir, "kafka")
-		if err := os.RemoveAll(dir); err != nil {
-			return fmt.Errorf("clear %s: %w", dir, err)
-		}
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("data dir: %w", err)
-		}
-		cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DataDir(dir))
-		if err != nil {
-			return fmt.Errorf("embedded broker: %w", err)
-		}
-		defer cluster.Close()
-		c.Brokers = strings.Join(cluster.ListenAddrs(), ",")
-		say("embedded Kafka (kfake) at %s, data in %s", c.Brokers, dir)
+	stopInfra, err := demoInfra(ctx, &c, say)
+	defer stopInfra()
+	if err != nil {
+		return err
 	}
-	if c.DatabaseURL == "" {
-		pg, stop, err := pgrun.StartTemp(ctx)
-		if err != nil {
-			return fmt.Errorf("throwaway postgres: %w", err)
-		}
-		defer func() { _ = stop() }()
-		c.DatabaseURL = pg.URL
-		say("throwaway PostgreSQL at 127.0.0.1:%d", pg.Port)
-	}
-	admin, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(c.Brokers, ",")...))
+	admin, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(c.Brokers, ",")...), kgo.DefaultProduceTopic(schemas.TopicLabels))
 	if err != nil {
 		return fmt.Errorf("kafka client: %w", err)
 	}
@@ -123,68 +193,190 @@ func demoRun(ctx context.Context, c demoConfig, stdout, stderr io.Writer) error 
 	if _, err := topics.Ensure(ctx, admin, tc, topics.Understudy(tc)); err != nil {
 		return fmt.Errorf("topics: %w", err)
 	}
-	champion, candidate := demo.Champion(), demo.Candidate()
-	championURL, stopChampion, err := serve(champion)
-	if err != nil {
-		return err
-	}
-	defer stopChampion()
-	candidateURL, stopCandidate, err := serve(candidate)
-	if err != nil {
-		return err
-	}
-	defer stopCandidate()
-	say("champion %s v%s at %s; candidate v%s at %s (slower by %s, drifted where feature 0 > %.0f)",
-		champion.Name, champion.Version, championURL, candidate.Version, candidateURL, candidate.Delay, candidate.DriftAbove)
 
+	champion, candidate, noise := demo.Champion(), demo.Candidate(), demo.NoiseCopy()
+	urls := map[string]string{}
+	for name, m := range map[string]*demo.Model{"champion": champion, "candidate": candidate, "copy": noise} {
+		u, stop, err := serve(m)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		urls[name] = u
+	}
+	say("models: champion %s v%s; candidate v%s (more accurate, slower by %s, drifted where feature 0 > %.0f); noise-baseline copy of the champion",
+		champion.Name, champion.Version, candidate.Version, candidate.Delay, candidate.DriftAbove)
+
+	key := make([]byte, 24)
+	_, _ = rand.Read(key)
+	receiver := &alertReceiver{secret: [][]byte{key}, out: stderr}
+	receiverURL, stopReceiver, err := serve(receiver)
+	if err != nil {
+		return err
+	}
+	defer stopReceiver()
+	apiAddr := c.Addr
+	if strings.HasSuffix(apiAddr, ":0") {
+		if apiAddr, err = freeAddr(apiAddr); err != nil {
+			return err
+		}
+	}
+	apiURL := "http://" + apiAddr
 	p, err := pipeline.Start(ctx, pipeline.Options{
-		Brokers: c.Brokers, DatabaseURL: c.DatabaseURL, Experiment: c.Experiment,
-		ChampionURL: championURL, ShadowURL: candidateURL, JoinWindow: 10 * time.Second, Logger: logger,
+		Brokers: c.Brokers, DatabaseURL: c.DatabaseURL, Experiment: c.Experiment, ChampionURL: urls["champion"],
+		Shadows: []pipeline.Shadow{
+			{Name: "candidate", URL: urls["candidate"], Role: schemas.RoleCandidate},
+			{Name: "champion-copy", URL: urls["copy"], Role: schemas.RoleNoiseBaseline},
+		},
+		JoinWindow: 10 * time.Second, CountWindow: c.Window, Logger: logger,
+		Aggregator: func(ac *aggregator.Config) {
+			ac.Ops.ListenAddr, ac.API.ExternalURL = apiAddr, apiURL
+			ac.Alerts.Interval, ac.Alerts.Range, ac.Alerts.Delay = c.Window, 6*c.Window, 15*time.Second
+			ac.RollupInterval = 10 * time.Second
+			ac.Webhook.URL, ac.Webhook.Secret, ac.Webhook.Poll = receiverURL, "whsec_"+base64.StdEncoding.EncodeToString(key), 200*time.Millisecond
+		},
 	})
 	if err != nil {
 		return err
 	}
 	defer func() { _ = p.Stop() }()
-	say("tap listening at %s; services: %s", p.ProxyURL, opsList(p.OpsURLs))
+	say("tap at %s; dashboard and API at %s/dashboard/; webhook receiver at %s", p.ProxyURL, apiURL, receiverURL)
 
-	n := int(c.Duration.Seconds() * float64(c.Rate))
-	say("sending %d requests at %d/s through the tap", n, c.Rate)
 	db, err := pgxpool.New(ctx, c.DatabaseURL)
 	if err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}
 	defer db.Close()
+	seed := uint64(time.Now().Unix())
+	n := int(c.Duration.Seconds() * float64(c.Rate))
+	say("sending %d requests at %d/s through the tap; their labels follow within %s", n, c.Rate, c.LabelDelay)
+	start := time.Now()
+	var labels atomic.Int64
+	labelsDone := make(chan error, 1)
+	go func() { labelsDone <- sendLabels(ctx, admin, c, seed, n, start, &labels) }()
+	progress := func(sent int64) {
+		counts, _ := aggregator.Counts(ctx, db, c.Experiment)
+		fmt.Fprintf(stderr, "\r  requests %6d/%d  comparisons %6d  labels sent %6d  labeled comparisons %6d  alerts %d ",
+			sent, n, sum(counts)-counts["labeled"], labels.Load(), counts["labeled"], receiver.seen.Load())
+	}
 	lastPrint := time.Now()
-	res := demo.Traffic(ctx, p.ProxyURL, champion.Name, uint64(time.Now().Unix()), n, c.Rate, 16, champion, func(r demo.Result) {
+	res := demo.Traffic(ctx, p.ProxyURL, champion.Name, seed, n, c.Rate, 16, champion, func(r demo.Result) {
 		if time.Since(lastPrint) > 500*time.Millisecond {
 			lastPrint = time.Now()
-			fmt.Fprintf(stderr, "\r  requests %6d/%d  comparisons %6d", r.Sent, n, total(ctx, db, c.Experiment))
+			progress(r.Sent)
 		}
 	})
-	fmt.Fprintln(stderr)
 	if ctx.Err() != nil {
 		return errors.New("interrupted")
 	}
-	say("waiting for every comparison to reach Postgres")
-	deadline := time.Now().Add(60 * time.Second)
-	for total(ctx, db, c.Experiment) < res.Sent && time.Now().Before(deadline) && ctx.Err() == nil {
-		fmt.Fprintf(stderr, "\r  comparisons %6d/%d", total(ctx, db, c.Experiment), res.Sent)
+	if err := <-labelsDone; err != nil {
+		return err
+	}
+	// Wait for every comparison and labeled comparison to reach Postgres.
+	deadline := time.Now().Add(90 * time.Second)
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		counts, err := aggregator.Counts(ctx, db, c.Experiment)
+		if err == nil && sum(counts)-counts["labeled"] >= res.Sent && counts["labeled"] >= labels.Load() {
+			break
+		}
+		progress(res.Sent)
 		time.Sleep(250 * time.Millisecond)
 	}
+	progress(res.Sent)
 	fmt.Fprintln(stderr)
 	counts, err := aggregator.Counts(ctx, db, c.Experiment)
 	if err != nil {
 		return err
 	}
-	stats, err := readComparisons(ctx, c.Brokers, int(res.Sent))
+	fmt.Fprintf(stdout, "\nUnderstudy demo: experiment %s\n", c.Experiment)
+	fmt.Fprintf(stdout, "  requests sent through the tap    %d in %s (%d answered 200, %d transport errors)\n", res.Sent, res.Elapsed.Round(time.Millisecond), res.OK, res.Failed)
+	fmt.Fprintf(stdout, "  callers got the champion's bytes %d/%d\n", res.Sent-res.Mismatched-res.Failed, res.Sent)
+	fmt.Fprintf(stdout, "  comparisons in Postgres          %d  %s\n", sum(counts)-counts["labeled"], statusList(counts))
+	fmt.Fprintf(stdout, "  labeled comparisons              %d of %d labels sent\n", counts["labeled"], labels.Load())
+	fmt.Fprintf(stdout, "  verified alert webhooks          %d\n\n", receiver.seen.Load())
+	d, err := report.Fetch(ctx, report.Client{Base: apiURL}, c.Experiment, start.Add(-time.Minute), time.Now().Add(time.Minute))
 	if err != nil {
 		return err
 	}
-	printSummary(stdout, c, res, counts, stats)
-	if sum(counts) != res.Sent || res.Mismatched > 0 {
-		return fmt.Errorf("pipeline lost or changed data: %d requests, %d comparisons, %d mismatched answers", res.Sent, sum(counts), res.Mismatched)
+	if err := report.Write(stdout, d, "table"); err != nil {
+		return err
+	}
+	if sum(counts)-counts["labeled"] != res.Sent || res.Mismatched > 0 {
+		return fmt.Errorf("pipeline lost or changed data: %d requests, %d comparisons, %d mismatched answers", res.Sent, sum(counts)-counts["labeled"], res.Mismatched)
+	}
+	if c.Exit {
+		return nil
+	}
+	fmt.Fprintf(stderr, "• dashboard: %s/dashboard/  (same numbers: understudy report --api %s --experiment %s --from 15m). Ctrl-C to stop.\n", apiURL, apiURL, c.Experiment)
+	select {
+	case <-ctx.Done():
+	case <-waitErr(p):
 	}
 	return nil
+}
+
+func waitErr(p *pipeline.Pipeline) <-chan error {
+	ch := make(chan error, 1)
+	go func() { ch <- p.Wait() }()
+	return ch
+}
+
+// sendLabels produces the ground-truth label of each request to the labels topic, each a
+// random delay (up to c.LabelDelay) after the request was due, in order of arrival.
+func sendLabels(ctx context.Context, cl *kgo.Client, c demoConfig, seed uint64, n int, start time.Time, sent *atomic.Int64) error {
+	codecs, err := schemas.NewCodecs()
+	if err != nil {
+		return err
+	}
+	type due struct {
+		i  int
+		at time.Time
+	}
+	ds := make([]due, n)
+	for i := range n {
+		delay := time.Duration(float64(c.LabelDelay) * float64((uint64(i)*2654435761+seed)%1000) / 1000)
+		ds[i] = due{i, start.Add(time.Duration(float64(i)/float64(c.Rate)*float64(time.Second)) + delay)}
+	}
+	sort.Slice(ds, func(a, b int) bool { return ds[a].at.Before(ds[b].at) })
+	for _, d := range ds {
+		if w := time.Until(d.at); w > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(w):
+			}
+		}
+		req := demo.NewRequest(seed, d.i)
+		v, err := codecs.Label.Encode(nil, schemas.LabelEvent{RequestID: req.ID, Experiment: c.Experiment, Value: schemas.Number(demo.Label(seed, d.i)), EventTime: time.Now(), Source: "demo"})
+		if err != nil {
+			return err
+		}
+		cl.Produce(ctx, &kgo.Record{Key: []byte(req.ID), Value: v}, func(_ *kgo.Record, err error) {
+			if err == nil {
+				sent.Add(1)
+			}
+		})
+	}
+	return cl.Flush(ctx)
+}
+
+func statusList(counts map[string]int64) string {
+	var parts []string
+	for _, s := range []string{schemas.StatusComplete, schemas.StatusShadowError, schemas.StatusShadowMissing, schemas.StatusChampionMissing} {
+		if counts[s] > 0 {
+			parts = append(parts, fmt.Sprintf("%s=%d", s, counts[s]))
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+func freeAddr(addr string) (string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = ln.Close() }()
+	return ln.Addr().String(), nil
 }
 
 func serve(h http.Handler) (string, func(), error) {
@@ -197,109 +389,10 @@ func serve(h http.Handler) (string, func(), error) {
 	return "http://" + ln.Addr().String(), func() { _ = srv.Close() }, nil
 }
 
-func opsList(urls map[string]string) string {
-	var parts []string
-	for name, u := range urls {
-		parts = append(parts, name+"="+u)
-	}
-	sort.Strings(parts)
-	return strings.Join(parts, " ")
-}
-
-func total(ctx context.Context, db *pgxpool.Pool, experiment string) int64 {
-	counts, err := aggregator.Counts(ctx, db, experiment)
-	if err != nil {
-		return 0
-	}
-	return sum(counts)
-}
-
 func sum(m map[string]int64) int64 {
 	var n int64
 	for _, v := range m {
 		n += v
 	}
 	return n
-}
-
-// comparisonStats are computed by the demo from the comparisons topic itself.
-type comparisonStats struct {
-	n, agree                       int
-	meanAbsDiff                    float64
-	championLatency, shadowLatency []time.Duration
-}
-
-func readComparisons(ctx context.Context, brokers string, want int) (comparisonStats, error) {
-	var st comparisonStats
-	codecs, err := schemas.NewCodecs()
-	if err != nil {
-		return st, err
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...), kgo.ConsumeTopics(schemas.TopicComparisons),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		return st, fmt.Errorf("kafka client: %w", err)
-	}
-	defer cl.Close()
-	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	var diffSum float64
-	for st.n < want {
-		fetches := cl.PollFetches(rctx)
-		if rctx.Err() != nil {
-			break
-		}
-		fetches.EachRecord(func(r *kgo.Record) {
-			cmp, err := codecs.Comparison.Decode(ctx, r.Value)
-			if err != nil {
-				return
-			}
-			st.n++
-			if cmp.Champion == nil || len(cmp.Shadows) == 0 {
-				return
-			}
-			ch, sh := cmp.Champion, cmp.Shadows[0]
-			st.championLatency = append(st.championLatency, ch.Latency)
-			st.shadowLatency = append(st.shadowLatency, sh.Latency)
-			if ch.Prediction.Kind == schemas.PredictionNumber && sh.Prediction.Kind == schemas.PredictionNumber {
-				d := math.Abs(ch.Prediction.Number - sh.Prediction.Number)
-				diffSum += d
-				if (ch.Prediction.Number >= 0.5) == (sh.Prediction.Number >= 0.5) {
-					st.agree++
-				}
-			}
-		})
-	}
-	if len(st.championLatency) > 0 {
-		st.meanAbsDiff = diffSum / float64(len(st.championLatency))
-	}
-	return st, nil
-}
-
-func quantile(ds []time.Duration, q float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[int(q*float64(len(s)-1))]
-}
-
-func printSummary(w io.Writer, c demoConfig, res demo.Result, counts map[string]int64, st comparisonStats) {
-	fmt.Fprintf(w, "\nUnderstudy demo summary: experiment %s\n", c.Experiment)
-	fmt.Fprintf(w, "  requests sent through the tap   %d in %s (%d answered 200, %d transport errors)\n", res.Sent, res.Elapsed.Round(time.Millisecond), res.OK, res.Failed)
-	fmt.Fprintf(w, "  callers got the champion's bytes %d/%d\n", res.Sent-res.Mismatched-res.Failed, res.Sent)
-	fmt.Fprintf(w, "  comparisons in Postgres          %d", sum(counts))
-	for _, s := range []string{schemas.StatusComplete, schemas.StatusShadowError, schemas.StatusShadowMissing, schemas.StatusChampionMissing} {
-		if counts[s] > 0 {
-			fmt.Fprintf(w, "  %s=%d", s, counts[s])
-		}
-	}
-	fmt.Fprintln(w)
-	if len(st.championLatency) > 0 {
-		fmt.Fprintf(w, "  decision agreement (score ≥ 0.5) %.1f%% of %d joined requests\n", 100*float64(st.agree)/float64(len(st.championLatency)), len(st.championLatency))
-		fmt.Fprintf(w, "  mean |candidate − champion|      %.4f\n", st.meanAbsDiff)
-		fmt.Fprintf(w, "  latency p50/p95  champion %s / %s   candidate %s / %s\n",
-			quantile(st.championLatency, 0.5), quantile(st.championLatency, 0.95), quantile(st.shadowLatency, 0.5), quantile(st.shadowLatency, 0.95))
-	}
 }

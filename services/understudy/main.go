@@ -1,6 +1,7 @@
-// Command understudy is Understudy's command-line tool: it runs the one-process demo and
-// administers topics. The services themselves are separate binaries (services/tap,
-// services/invoker, services/joiner, services/aggregator).
+// Command understudy is Understudy's command-line tool: it runs the one-process demo, reports
+// on experiments and alerts from the aggregator's read API, replays traffic and administers
+// topics. The services themselves are separate binaries (services/tap, services/invoker,
+// services/joiner, services/aggregator).
 package main
 
 import (
@@ -17,11 +18,20 @@ type command struct {
 	run           func(ctx context.Context, args []string, stdout, stderr io.Writer) int
 }
 
-var commands = []command{
-	{"demo", "run the whole pipeline in one process with demo models and traffic", runDemo},
-	{"topics", "create Understudy's topics (`understudy topics create`)", runTopics},
-	{"replay", "replay recorded traffic of a time window into a shadow, tagged with a run id", runReplay},
-	{"model", "serve a demo model (champion or candidate) over the Open Inference Protocol v2", runModel},
+// commands is set in init: runCompletion reads it, which a package-level initializer cannot.
+var commands []command
+
+func init() {
+	commands = []command{
+		{"demo", "run the whole pipeline in one process with demo models and traffic", runDemo},
+		{"topics", "create Understudy's topics (`understudy topics create`)", runTopics},
+		{"replay", "replay recorded traffic of a time window into a shadow, tagged with a run id", runReplay},
+		{"report", "champion vs each shadow over a time range, with the noise floor and a verdict", runReport},
+		{"experiments", "list experiments and their shadows (`understudy experiments list`)", runExperiments},
+		{"alerts", "list alert states or transitions (`understudy alerts list`)", runAlerts},
+		{"model", "serve a demo model (champion, candidate or copy) over the Open Inference Protocol v2", runModel},
+		{"completion", "print a shell completion script (`source <(understudy completion bash)`)", runCompletion},
+	}
 }
 
 func main() {
@@ -52,7 +62,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "Usage: understudy <command> [flags]\n\nCommands:")
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nRun `understudy <command> -h` for a command's flags.")
 }

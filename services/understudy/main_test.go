@@ -44,11 +44,12 @@ func TestTopicsCreateIsIdempotent(t *testing.T) {
 // and a throwaway Postgres must account for every request.
 func TestDemoRunsEndToEnd(t *testing.T) {
 	var out, errOut bytes.Buffer
-	code := runDemo(context.Background(), []string{"--duration=2s", "--rate=50", "--data-dir=" + t.TempDir()}, &out, &errOut)
+	code := runDemo(context.Background(), []string{"--duration=2s", "--rate=50", "--label-delay=1s", "--exit", "--addr=127.0.0.1:0", "--data-dir=" + t.TempDir()}, &out, &errOut)
 	if code != 0 {
 		t.Fatalf("demo exited %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errOut.String())
 	}
-	for _, want := range []string{"comparisons in Postgres          100  complete=100", "callers got the champion's bytes 100/100"} {
+	for _, want := range []string{"comparisons in Postgres          100  complete=100", "callers got the champion's bytes 100/100",
+		"labeled comparisons              100 of 100", "candidate vs champion" /* the report's title row */} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("summary lacks %q:\n%s", want, out.String())
 		}

@@ -18,15 +18,15 @@ import (
 func runModel(ctx context.Context, args []string, _, stderr io.Writer) int {
 	fs := flag.NewFlagSet("model", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	name := fs.String("name", "champion", "demo model to serve: champion or candidate")
+	name := fs.String("name", "champion", "demo model to serve: champion, candidate or copy (the noise baseline)")
 	addr := fs.String("listen-addr", ":8000", "listen address")
 	if err := flagenv.Parse(fs, "model", args, flagenv.LookupEnv); err != nil {
 		return 2
 	}
-	models := map[string]*demo.Model{"champion": demo.Champion(), "candidate": demo.Candidate()}
+	models := map[string]*demo.Model{"champion": demo.Champion(), "candidate": demo.Candidate(), "copy": demo.NoiseCopy()}
 	m, ok := models[*name]
 	if !ok {
-		fmt.Fprintf(stderr, "understudy model: unknown model %q (champion or candidate)\n", *name)
+		fmt.Fprintf(stderr, "understudy model: unknown model %q (champion, candidate or copy)\n", *name)
 		return 2
 	}
 	ln, err := net.Listen("tcp", *addr)

@@ -5,9 +5,12 @@ package demo
 import (
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"math"
+	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -24,20 +27,51 @@ type Model struct {
 	// DriftAbove shifts the score by DriftShift for inputs whose first feature exceeds it
 	// (a segment on which the candidate behaves differently); zero disables drift.
 	DriftAbove, DriftShift float64
+	// Jitter adds a deterministic perturbation of at most ±Jitter to every score (a copy of a
+	// model that is not bit-for-bit reproducible, like most served models).
+	Jitter float64
 }
 
-// Champion returns the demo's production model.
+// Truth returns the process the demo's labels come from: a request's label is 1 with the
+// probability Truth().Score(features). It is never served.
+func Truth() *Model {
+	return &Model{Name: "truth", Weights: []float64{1.6, -1.1, 0.7, 0.4}, Bias: -0.4}
+}
+
+// Champion returns the demo's production model: its decision boundary is off the truth's, so it
+// is about 77 % accurate.
 func Champion() *Model {
-	return &Model{Name: "fraud", Version: "6", Weights: []float64{1.2, -0.8, 0.5, 0.3}, Bias: -0.2}
+	return &Model{Name: "fraud", Version: "6", Weights: []float64{1.2, -0.5, 0.5, 0.3}, Bias: 0.1}
 }
 
-// Candidate returns the demo's candidate: close to the champion, a little slower, and drifted
-// on the segment where the first feature exceeds 1.
+// Candidate returns the demo's candidate: closer to the truth (about 2 points more accurate),
+// a little slower, and drifted on the segment where the first feature exceeds 1 (its scores
+// there are 0.15 higher, which moves the prediction distribution without changing many
+// decisions).
 func Candidate() *Model {
 	return &Model{
-		Name: "fraud", Version: "7", Weights: []float64{1.25, -0.75, 0.5, 0.35}, Bias: -0.25,
+		Name: "fraud", Version: "7", Weights: []float64{1.55, -1.05, 0.7, 0.4}, Bias: -0.4,
 		Delay: 2 * time.Millisecond, DriftAbove: 1, DriftShift: 0.15,
 	}
+}
+
+// NoiseCopy returns a second copy of the champion whose scores differ by at most 0.002: the
+// noise baseline, which measures how much two "identical" models disagree.
+func NoiseCopy() *Model {
+	m := Champion()
+	m.Jitter = 0.002
+	return m
+}
+
+// Label returns the ground truth of request i of the stream seeded by seed (see NewRequest):
+// 1 with the truth's probability for its features, else 0.
+func Label(seed uint64, i int) float64 {
+	x := NewRequest(seed, i).Features
+	r := rand.New(rand.NewPCG(seed^0x6c6162656c, uint64(i)))
+	if r.Float64() < Truth().Score(x) {
+		return 1
+	}
+	return 0
 }
 
 type inferRequest struct {
@@ -88,6 +122,14 @@ func (m *Model) Score(x []float64) float64 {
 	p := 1 / (1 + math.Exp(-z))
 	if m.DriftAbove != 0 && x[0] > m.DriftAbove {
 		p = math.Min(1, p+m.DriftShift)
+	}
+	if m.Jitter > 0 {
+		h := fnv.New64a()
+		for _, v := range x {
+			_, _ = h.Write([]byte(strconv.FormatFloat(v, 'g', -1, 64)))
+		}
+		u := float64(h.Sum64()%2001)/1000 - 1 // [-1, 1]
+		p = math.Min(1, math.Max(0, p+u*m.Jitter))
 	}
 	return math.Round(p*1e6) / 1e6
 }

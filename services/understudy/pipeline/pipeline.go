@@ -10,6 +10,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,11 +29,41 @@ type Options struct {
 	DatabaseURL string        // Postgres connection string
 	Experiment  string        // experiment name
 	ChampionURL string        // champion model server base URL
-	ShadowURL   string        // shadow model server base URL
+	ShadowURL   string        // shadow model server base URL (one shadow; or use Shadows)
 	ShadowName  string        // shadow name (default "candidate")
+	Shadows     []Shadow      // several shadows (replaces ShadowURL and ShadowName)
 	JoinWindow  time.Duration // joiner window (default 60s)
 	CountWindow time.Duration // aggregator window (default 1m)
-	Logger      *slog.Logger  // nil: discard
+	// Aggregator, if not nil, adjusts the aggregator's configuration (alerts, webhooks, API).
+	Aggregator func(*aggregator.Config)
+	Logger     *slog.Logger // nil: discard
+}
+
+// Shadow is one shadow model of the experiment.
+type Shadow struct {
+	Name string
+	URL  string
+	Role string // candidate (default) or noise_baseline
+}
+
+// experimentsFile writes the experiments file the invoker, joiner and aggregator read, for
+// several shadows.
+func experimentsFile(dir string, o Options) (string, error) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "experiments:\n  - name: %q\n", o.Experiment)
+	if o.JoinWindow > 0 {
+		fmt.Fprintf(&b, "    join: {window: %s}\n", o.JoinWindow)
+	}
+	b.WriteString("    shadows:\n")
+	for _, s := range o.Shadows {
+		role := s.Role
+		if role == "" {
+			role = "candidate"
+		}
+		fmt.Fprintf(&b, "      - {name: %q, url: %q, role: %s, version: %q}\n", s.Name, s.URL, role, s.Name)
+	}
+	path := filepath.Join(dir, "experiments.yaml")
+	return path, os.WriteFile(path, []byte(b.String()), 0o600)
 }
 
 // Pipeline is a running set of the four services.
@@ -44,6 +77,7 @@ type Pipeline struct {
 
 	cancel context.CancelFunc
 	group  *errgroup.Group
+	tmp    string // holds the generated experiments file
 }
 
 type runner interface {
@@ -77,9 +111,21 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 	}
 	p.ProxyURL = "http://" + addr.String()
 
+	var expFile string
+	if len(o.Shadows) > 0 {
+		dir, err := os.MkdirTemp("", "understudy-pipeline-")
+		if err != nil {
+			return nil, err
+		}
+		p.tmp = dir
+		if expFile, err = experimentsFile(dir, o); err != nil {
+			return nil, fmt.Errorf("experiments file: %w", err)
+		}
+	}
 	ic := invoker.NewDefaultConfig()
 	ic.Kafka.Brokers, ic.Ops.ListenAddr = o.Brokers, local
 	ic.ShadowURL, ic.ShadowName, ic.Experiment, ic.ShadowModel = o.ShadowURL, o.ShadowName, o.Experiment, o.ShadowName
+	ic.ExperimentsFile = expFile
 	ic.InstanceID = "pipeline-" + o.Experiment // one transactional id per in-process pipeline
 	inv, err := invoker.New(ic, o.Logger.With("service", "invoker"), p.Registries["invoker"])
 	if err != nil {
@@ -89,6 +135,9 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 	jc := joiner.NewDefaultConfig()
 	jc.Kafka.Brokers, jc.Ops.ListenAddr, jc.ExpectedShadows, jc.DatabaseURL = o.Brokers, local, o.ShadowName, o.DatabaseURL
 	jc.InstanceID = "pipeline-" + o.Experiment
+	if expFile != "" {
+		jc.ExperimentsFile = expFile
+	}
 	if o.JoinWindow > 0 {
 		jc.Window = o.JoinWindow
 	}
@@ -101,6 +150,10 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 	ac.Kafka.Brokers, ac.Ops.ListenAddr, ac.DatabaseURL = o.Brokers, local, o.DatabaseURL
 	if o.CountWindow > 0 {
 		ac.Window = o.CountWindow
+	}
+	ac.ExperimentsFile = expFile
+	if o.Aggregator != nil {
+		o.Aggregator(&ac)
 	}
 	a, err := aggregator.New(ac, o.Logger.With("service", "aggregator"), p.Registries["aggregator"])
 	if err != nil {
@@ -136,6 +189,9 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 func (p *Pipeline) Stop() error {
 	p.cancel()
 	err := p.group.Wait()
+	if p.tmp != "" {
+		_ = os.RemoveAll(p.tmp)
+	}
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}

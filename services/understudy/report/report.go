@@ -1,0 +1,249 @@
+// Package report renders an experiment's statistics, as the aggregator's read API returns them,
+// for people: champion vs each candidate shadow side by side, with the noise-baseline shadow's
+// numbers as the noise floor, the alerts that fired in the range and a one-line verdict against
+// the alert rules. `understudy report` and the demo print it; formats are an aligned text
+// table, Markdown, and JSON (the API's own answer).
+package report
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/understudy-ml/understudy/services/aggregator/alert"
+	"github.com/understudy-ml/understudy/services/aggregator/api"
+	"github.com/understudy-ml/understudy/services/aggregator/stats"
+)
+
+// Client reads the aggregator's read API.
+type Client struct {
+	Base  string // e.g. http://localhost:9104
+	Token string // bearer token, if the API requires one
+	HTTP  *http.Client
+}
+
+// Get decodes GET path (with query) into v.
+func (c Client) Get(ctx context.Context, path string, query url.Values, v any) error {
+	u := strings.TrimRight(c.Base, "/") + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = &http.Client{Timeout: 30 * time.Second}
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("aggregator API: %w", err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		var e struct{ Error string }
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		return fmt.Errorf("aggregator API %s: %s %s", path, resp.Status, e.Error)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// Data is what a report shows.
+type Data struct {
+	Stats   api.StatsResponse  `json:"stats"`
+	History []alert.Transition `json:"alert_history"`
+}
+
+// Fetch reads the statistics of experiment over [from, to) and the alert transitions in it.
+func Fetch(ctx context.Context, c Client, experiment string, from, to time.Time) (Data, error) {
+	var d Data
+	q := url.Values{"from": {from.UTC().Format(time.RFC3339)}, "to": {to.UTC().Format(time.RFC3339)}}
+	if err := c.Get(ctx, "/api/v1/experiments/"+url.PathEscape(experiment)+"/stats", q, &d.Stats); err != nil {
+		return d, err
+	}
+	var h struct{ Transitions []alert.Transition }
+	if err := c.Get(ctx, "/api/v1/alerts/history", url.Values{"experiment": {experiment}, "from": {from.UTC().Format(time.RFC3339)}}, &h); err != nil {
+		return d, err
+	}
+	for _, t := range h.Transitions {
+		if t.At.Before(to) {
+			d.History = append(d.History, t)
+		}
+	}
+	return d, nil
+}
+
+// Formats are the output formats.
+var Formats = []string{"table", "markdown", "json"}
+
+// Write renders d in format.
+func Write(w io.Writer, d Data, format string) error {
+	switch format {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(d)
+	case "table", "markdown":
+		return write(w, d, format == "markdown")
+	}
+	return fmt.Errorf("unknown format %q (want one of %s)", format, strings.Join(Formats, ", "))
+}
+
+func num(p *float64, prec int) string {
+	if p == nil {
+		return "–"
+	}
+	return fmt.Sprintf("%.*f", prec, *p)
+}
+
+func pct(p *float64) string {
+	if p == nil {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f %%", 100**p)
+}
+
+func quant(q stats.Quantiles) string {
+	return num(q.P50, 2) + " / " + num(q.P95, 2) + " / " + num(q.P99, 2)
+}
+
+func kinds(m map[string]uint64) string {
+	if len(m) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s=%d", k, m[k]))
+	}
+	return " (" + strings.Join(parts, " ") + ")"
+}
+
+func diff(d *stats.Difference, l stats.Labels) string {
+	if !l.Shown {
+		return fmt.Sprintf("waiting for labels (%d of %d)", l.N, l.MinLabels)
+	}
+	if d == nil || d.Value == nil {
+		return "–"
+	}
+	scale, unit := 1.0, ""
+	if d.Metric == "accuracy" {
+		scale, unit = 100, " points"
+	}
+	v, lo, hi := *d.Value*scale, 0.0, 0.0
+	if d.Low != nil && d.High != nil {
+		lo, hi = *d.Low*scale, *d.High*scale
+	}
+	return fmt.Sprintf("%+.2f%s [%+.2f, %+.2f] (95 %% CI, n=%d)", v, unit, lo, hi, d.N)
+}
+
+func labelMetric(l stats.Labels, side stats.LabelMetrics) string {
+	if !l.Shown {
+		return "–"
+	}
+	if side.Accuracy != nil {
+		return pct(side.Accuracy)
+	}
+	return "MAE " + num(side.MAE, 4)
+}
+
+// write renders the table or Markdown form.
+func write(w io.Writer, d Data, markdown bool) error {
+	s := d.Stats
+	fmt.Fprintf(w, "Experiment %s, %s → %s\n\n", s.Experiment, s.From.Format(time.RFC3339), s.To.Format(time.RFC3339))
+	if len(s.Shadows) == 0 {
+		fmt.Fprintln(w, "No comparisons in this range.")
+		return nil
+	}
+	for _, rep := range s.Shadows {
+		if rep.Role == "noise_baseline" {
+			continue
+		}
+		st, fl := rep.Stats, rep.NoiseFloor
+		floorName := "noise floor"
+		if rep.Baseline != "" {
+			floorName += " (" + rep.Baseline + ")"
+		}
+		f := func(get func(stats.Stats) string) string {
+			if fl == nil {
+				return "–"
+			}
+			return get(*fl)
+		}
+		rows := [][]string{
+			{"", "champion", rep.Shadow, floorName},
+			{"requests", fmt.Sprint(st.Total), "coverage " + pct(st.Coverage), f(func(x stats.Stats) string { return "coverage " + pct(x.Coverage) })},
+			{"not shadowed", "", strings.TrimPrefix(kinds(st.NotShadowed), " ") + missing(st), ""},
+			{"latency p50 / p95 / p99 (ms)", quant(st.Latency.Champion), quant(st.Latency.Shadow), f(func(x stats.Stats) string { return quant(x.Latency.Shadow) })},
+			{"latency ratio p99 (shadow ÷ champion)", "", num(st.Latency.Ratio.P99, 3), f(func(x stats.Stats) string { return num(x.Latency.Ratio.P99, 3) })},
+			{"error rate", pct(st.Champion.Rate) + kinds(st.Champion.ByKind), pct(st.Shadow.Rate) + kinds(st.Shadow.ByKind), f(func(x stats.Stats) string { return pct(x.Shadow.Rate) })},
+			{"prediction PSI vs champion", "", num(st.Predictions.PSI, 4), f(func(x stats.Stats) string { return num(x.Predictions.PSI, 4) })},
+			{"prediction KS vs champion", "", num(st.Predictions.KS, 4), f(func(x stats.Stats) string { return num(x.Predictions.KS, 4) })},
+			{"agreement with champion", "", pct(st.Predictions.Agreement), f(func(x stats.Stats) string { return pct(x.Predictions.Agreement) })},
+			{fmt.Sprintf("accuracy on labels (n=%d)", st.Labels.N), labelMetric(st.Labels, st.Labels.Champion), labelMetric(st.Labels, st.Labels.Shadow), f(func(x stats.Stats) string { return labelMetric(x.Labels, x.Labels.Shadow) })},
+			{"difference vs champion", "", diff(st.Labels.Difference, st.Labels), f(func(x stats.Stats) string { return diff(x.Labels.Difference, x.Labels) })},
+			{"alerts fired in range", "", fired(d.History, rep.Shadow), ""},
+		}
+		if markdown {
+			fmt.Fprintf(w, "### %s vs champion\n\n", rep.Shadow)
+			for i, r := range rows {
+				fmt.Fprintf(w, "| %s |\n", strings.Join(r, " | "))
+				if i == 0 {
+					fmt.Fprintln(w, "|---|---|---|---|")
+				}
+			}
+			fmt.Fprintln(w)
+		} else {
+			fmt.Fprintf(w, "%s vs champion\n", rep.Shadow)
+			tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+			for _, r := range rows {
+				fmt.Fprintln(tw, strings.Join(r, "\t"))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			fmt.Fprintln(w)
+		}
+		for _, v := range s.Verdicts {
+			if v.Shadow == rep.Shadow {
+				fmt.Fprintf(w, "Verdict: %s\n\n", v.Summary)
+			}
+		}
+	}
+	return nil
+}
+
+func missing(st stats.Stats) string {
+	if n := st.Statuses["shadow_missing"]; n > 0 {
+		return fmt.Sprintf(" missing=%d", n)
+	}
+	return ""
+}
+
+func fired(h []alert.Transition, shadow string) string {
+	var out []string
+	for _, t := range h {
+		if t.Shadow == shadow && t.To == alert.StateFiring {
+			out = append(out, fmt.Sprintf("%s (%s, %s)", t.Rule, t.Severity, t.At.Format("15:04:05")))
+		}
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	return strings.Join(out, ", ")
+}
