@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// syncBuffer is a bytes.Buffer safe for a writer goroutine and a reading test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// chromium returns Debian's Chromium, or skips (fails under CI=true) without it.
+func chromium(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{"/usr/bin/chromium", "/usr/bin/chromium-browser"} {
+		if _, err := exec.LookPath(p); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("chromium not installed (scripts/bootstrap.sh --browser installs Debian's package)")
+	}
+	t.Skip("chromium not installed (scripts/bootstrap.sh --browser)")
+	return ""
+}
+
+// TestDashboardInBrowser runs a short demo, then drives headless Chromium against its dashboard:
+// every chart must have data, the verdict and the alert history must show, and a screenshot is
+// saved (to $UNDERSTUDY_SCREENSHOT when set, else into the test's temp dir).
+func TestDashboardInBrowser(t *testing.T) {
+	exe := chromium(t)
+	addr, err := freeAddr("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- runDemo(ctx, []string{"--duration=40s", "--rate=100", "--label-delay=5s", "--window=2s", "--addr=" + addr, "--data-dir=" + t.TempDir()}, &stdout, &stderr)
+	}()
+	defer func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("demo exited %d\n%s", code, stderr.String())
+		}
+	}()
+	// The demo serves the dashboard once its report is printed.
+	deadline := time.Now().Add(3 * time.Minute)
+	for !strings.Contains(stderr.String(), "Ctrl-C to stop") {
+		if time.Now().After(deadline) {
+			t.Fatalf("demo never reached its dashboard\nstdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+		}
+		select {
+		case code := <-done:
+			done <- code
+			t.Fatalf("demo exited %d early\n%s", code, stderr.String())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	resp, err := http.Get("http://" + addr + "/api/v1/experiments")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exps struct{ Experiments []json.RawMessage }
+	_ = json.NewDecoder(resp.Body).Decode(&exps)
+	_ = resp.Body.Close()
+	if len(exps.Experiments) != 1 {
+		t.Fatalf("experiments %v", exps)
+	}
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-component-update", true), chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1400, 1800))
+	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer acancel()
+	bctx, bcancel := chromedp.NewContext(actx)
+	defer bcancel()
+	bctx, tcancel := context.WithTimeout(bctx, 90*time.Second)
+	defer tcancel()
+
+	charts := []string{"latency", "drift", "errors", "agreement", "accuracy", "distribution"}
+	points := make([]string, len(charts))
+	if err := chromedp.Do(bctx,
+		chromedp.Navigate("http://"+addr+"/dashboard/"),
+		chromedp.WaitVisible(chromedp.CSS(`body[data-loaded="true"]`)),
+	); err != nil {
+		t.Fatalf("browser: %v\ndemo stderr:\n%s", err, stderr.String())
+	}
+	for i, c := range charts {
+		res, err := chromedp.Run(bctx, chromedp.AttributeValue(chromedp.CSS(`#chart-`+c), "data-points"))
+		if err != nil {
+			t.Fatalf("chart %s: %v", c, err)
+		}
+		points[i] = res.Value
+	}
+	verdict, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(`#verdict`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	alerts, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll("#alerts tbody tr td.firing").length`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	canvases, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll(".chart canvas").length`))
+	if err != nil || canvases != len(charts) {
+		t.Fatalf("%d charts drew a canvas, want %d: %v", canvases, len(charts), err)
+	}
+	png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100) // 100: PNG)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range charts {
+		if n, _ := strconv.Atoi(points[i]); n == 0 {
+			t.Errorf("chart %s has no data (data-points=%q)", c, points[i])
+		}
+	}
+	if !strings.Contains(verdict, "candidate") {
+		t.Errorf("verdict %q", verdict)
+	}
+	if alerts == 0 {
+		t.Errorf("alert history shows no firing transition")
+	}
+	out := os.Getenv("UNDERSTUDY_SCREENSHOT")
+	if out == "" {
+		out = filepath.Join(t.TempDir(), "dashboard.png")
+	}
+	if err := os.WriteFile(out, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot (%d KiB) in %s", len(png)/1024, out)
+}
