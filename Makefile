@@ -62,6 +62,10 @@ bench-invoker: ## Invoker throughput and memory under a slow shadow on the real 
 bench-joiner: ## Joiner throughput vs the same join in Kafka Streams, with and without labels, on the real broker (writes bench-results/joiner.md).
 	@scripts/bench-joiner.sh
 
+.PHONY: screenshot
+screenshot: bootstrap-test ## Refresh docs/dashboard.png: a short demo driven in headless Chromium (the dashboard's browser test).
+	@cd services/understudy && UNDERSTUDY_SCREENSHOT=$(CURDIR)/docs/dashboard.png go test -count=1 -run TestDashboardInBrowser .
+
 .PHONY: bench-aggregator
 bench-aggregator: ## Aggregator fold rate, PSI/KS time and Postgres rows/min at 5,000 comparisons/s on the real broker (writes bench-results/aggregator.md).
 	@scripts/bench-aggregator.sh

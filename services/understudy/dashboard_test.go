@@ -106,9 +106,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	defer tcancel()
 
 	charts := []string{"latency", "drift", "errors", "agreement", "accuracy", "distribution"}
-	points := make([]string, len(charts))
+	points, xs := make([]string, len(charts)), make([]string, len(charts))
 	if err := chromedp.Do(bctx,
-		chromedp.Navigate("http://"+addr+"/dashboard/"),
+		chromedp.Navigate("http://"+addr+"/dashboard/?range=15m"),
 		chromedp.WaitVisible(chromedp.CSS(`body[data-loaded="true"]`)),
 	); err != nil {
 		t.Fatalf("browser: %v\ndemo stderr:\n%s", err, stderr.String())
@@ -119,6 +119,10 @@ func TestDashboardInBrowser(t *testing.T) {
 			t.Fatalf("chart %s: %v", c, err)
 		}
 		points[i] = res.Value
+		if res, err = chromedp.Run(bctx, chromedp.AttributeValue(chromedp.CSS(`#chart-`+c), "data-x")); err != nil {
+			t.Fatalf("chart %s: %v", c, err)
+		}
+		xs[i] = res.Value
 	}
 	verdict, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(`#verdict`)))
 	if err != nil {
@@ -132,13 +136,18 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err != nil || canvases != len(charts) {
 		t.Fatalf("%d charts drew a canvas, want %d: %v", canvases, len(charts), err)
 	}
-	png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100) // 100: PNG)
+	png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100)) // quality 100: PNG
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, c := range charts {
 		if n, _ := strconv.Atoi(points[i]); n == 0 {
 			t.Errorf("chart %s has no data (data-points=%q)", c, points[i])
+		}
+		// A time series of one point would be a dot on an empty axis: a 40 s run in 2 s windows
+		// must give many.
+		if n, _ := strconv.Atoi(xs[i]); n < 10 {
+			t.Errorf("chart %s has %s x values, want at least 10", c, xs[i])
 		}
 	}
 	if !strings.Contains(verdict, "candidate") {

@@ -307,7 +307,7 @@ func demoRun(ctx context.Context, c demoConfig, stdout, stderr io.Writer) error 
 	if c.Exit {
 		return nil
 	}
-	fmt.Fprintf(stderr, "• dashboard: %s/dashboard/  (same numbers: understudy report --api %s --experiment %s --from 15m). Ctrl-C to stop.\n", apiURL, apiURL, c.Experiment)
+	fmt.Fprintf(stderr, "• dashboard: %s/dashboard/?range=15m  (same numbers: understudy report --api %s --experiment %s --from 15m). Ctrl-C to stop.\n", apiURL, apiURL, c.Experiment)
 	select {
 	case <-ctx.Done():
 	case <-waitErr(p):

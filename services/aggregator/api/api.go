@@ -216,8 +216,9 @@ type SeriesResponse struct {
 	Points     []Point   `json:"points"`
 }
 
-// maxPoints bounds a series when no width is given.
-const maxPoints = 500
+// maxPoints bounds a series when no width is given: the finest stored width that keeps the
+// range within it is used.
+const maxPoints = 2000
 
 func (a *API) windows(w http.ResponseWriter, r *http.Request) {
 	exp := r.PathValue("experiment")

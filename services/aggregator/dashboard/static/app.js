@@ -1,6 +1,6 @@
 // Understudy dashboard: reads the aggregator's read API (same origin) and plots champion vs
 // candidate with uPlot (bundled, no CDN). Every chart element gets data-points = the number of
-// non-null values plotted, which the browser test checks.
+// non-null values plotted and data-x = the number of x values, which the browser test checks.
 "use strict";
 
 const $ = (s) => document.querySelector(s);
@@ -38,6 +38,8 @@ async function loadExperiments() {
     sel.appendChild(o);
   }
   if (want && experiments.some((e) => e.name === want)) sel.value = want;
+  const range = params.get("range");
+  if (range && [...$("#range").options].some((o) => o.value === range)) $("#range").value = range;
   return experiments.length;
 }
 
@@ -73,6 +75,7 @@ function makeChart(id, series, data, opts = {}) {
   let points = 0;
   data.slice(1).forEach((ys, i) => { if (!series[i].threshold) points += ys.filter((y) => y !== null && y !== undefined && !Number.isNaN(y)).length; });
   el.dataset.points = String(points);
+  el.dataset.x = String(data[0].length);
   if (charts[id]) { charts[id].destroy(); delete charts[id]; }
   el.innerHTML = "";
   if (data[0].length === 0 || points === 0) {
