@@ -75,7 +75,8 @@ bench: ## Run the Go benchmarks of every module.
 	@for m in $(UNIT_MODULES); do (cd $$m && go test -run '^$$' -bench . -benchmem ./...) || exit 1; done
 
 .PHONY: lint
-lint: $(BIN)/golangci-lint ## gofmt, go vet and golangci-lint in every module.
+lint: $(BIN)/golangci-lint ## gofmt, go vet and golangci-lint in every module; every metric documented in docs/metrics.md.
+	@scripts/check-metrics-doc.sh
 	@test -z "$$(gofmt -l $(MODULES))" || { echo "gofmt would change:"; gofmt -l $(MODULES); exit 1; }
 	@for m in $(MODULES); do (cd $$m && go vet ./... && $(BIN)/golangci-lint run ./...) || exit 1; done
 

@@ -188,7 +188,7 @@ func write(w io.Writer, d Data, markdown bool) error {
 		rows := [][]string{
 			{"", "champion", rep.Shadow, floorName},
 			{"requests", fmt.Sprint(st.Total), "coverage " + pct(st.Coverage), f(func(x stats.Stats) string { return "coverage " + pct(x.Coverage) })},
-			{"not shadowed", "", strings.TrimPrefix(kinds(st.NotShadowed), " ") + missing(st), ""},
+			{"not shadowed", "", notShadowed(st), f(notShadowed)},
 			{"latency p50 / p95 / p99 (ms)", quant(st.Latency.Champion), quant(st.Latency.Shadow), f(func(x stats.Stats) string { return quant(x.Latency.Shadow) })},
 			{"latency ratio p99 (shadow ÷ champion)", "", num(st.Latency.Ratio.P99, 3), f(func(x stats.Stats) string { return num(x.Latency.Ratio.P99, 3) })},
 			{"error rate", pct(st.Champion.Rate) + kinds(st.Champion.ByKind), pct(st.Shadow.Rate) + kinds(st.Shadow.ByKind), f(func(x stats.Stats) string { return pct(x.Shadow.Rate) })},
@@ -197,7 +197,6 @@ func write(w io.Writer, d Data, markdown bool) error {
 			{"agreement with champion", "", pct(st.Predictions.Agreement), f(func(x stats.Stats) string { return pct(x.Predictions.Agreement) })},
 			{fmt.Sprintf("accuracy on labels (n=%d)", st.Labels.N), labelMetric(st.Labels, st.Labels.Champion), labelMetric(st.Labels, st.Labels.Shadow), f(func(x stats.Stats) string { return labelMetric(x.Labels, x.Labels.Shadow) })},
 			{"difference vs champion", "", diff(st.Labels.Difference, st.Labels), f(func(x stats.Stats) string { return diff(x.Labels.Difference, x.Labels) })},
-			{"alerts fired in range", "", fired(d.History, rep.Shadow), ""},
 		}
 		if markdown {
 			fmt.Fprintf(w, "### %s vs champion\n\n", rep.Shadow)
@@ -207,7 +206,6 @@ func write(w io.Writer, d Data, markdown bool) error {
 					fmt.Fprintln(w, "|---|---|---|---|")
 				}
 			}
-			fmt.Fprintln(w)
 		} else {
 			fmt.Fprintf(w, "%s vs champion\n", rep.Shadow)
 			tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
@@ -217,22 +215,30 @@ func write(w io.Writer, d Data, markdown bool) error {
 			if err := tw.Flush(); err != nil {
 				return err
 			}
-			fmt.Fprintln(w)
 		}
+		fmt.Fprintln(w)
+		fmt.Fprintf(w, "Alerts fired in range: %s\n", fired(d.History, rep.Shadow))
 		for _, v := range s.Verdicts {
 			if v.Shadow == rep.Shadow {
-				fmt.Fprintf(w, "Verdict: %s\n\n", v.Summary)
+				fmt.Fprintf(w, "Verdict: %s\n", v.Summary)
 			}
 		}
+		fmt.Fprintln(w)
 	}
 	return nil
 }
 
-func missing(st stats.Stats) string {
+// notShadowed lists the requests a shadow has no answer for: deliberately not called (by
+// reason) or missing.
+func notShadowed(st stats.Stats) string {
+	out := strings.TrimPrefix(kinds(st.NotShadowed), " ")
 	if n := st.Statuses["shadow_missing"]; n > 0 {
-		return fmt.Sprintf(" missing=%d", n)
+		out = strings.TrimSpace(out + fmt.Sprintf(" missing=%d", n))
 	}
-	return ""
+	if out == "" {
+		return "none"
+	}
+	return out
 }
 
 func fired(h []alert.Transition, shadow string) string {

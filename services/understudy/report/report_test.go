@@ -1,0 +1,72 @@
+package report
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/understudy-ml/understudy/services/aggregator/alert"
+	"github.com/understudy-ml/understudy/services/aggregator/api"
+	"github.com/understudy-ml/understudy/services/aggregator/stats"
+)
+
+func f(v float64) *float64 { return &v }
+
+func sample() Data {
+	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	cand := stats.Stats{Total: 6000, Coverage: f(1), Statuses: map[string]uint64{"complete": 6000}, NotShadowed: map[string]uint64{"rate_limited": 3}}
+	cand.Latency.Champion = stats.Quantiles{P50: f(0.25), P95: f(1.05), P99: f(1.99)}
+	cand.Latency.Shadow = stats.Quantiles{P50: f(2.86), P95: f(4.07), P99: f(5.39)}
+	cand.Latency.Ratio.P99 = f(2.707)
+	cand.Predictions = stats.Predictions{Kind: "number", PSI: f(0.2893), KS: f(0.1659), Agreement: f(0.9068)}
+	cand.Labels = stats.Labels{N: 6000, Shown: true, MinLabels: 100,
+		Champion: stats.LabelMetrics{Accuracy: f(0.7712)}, Shadow: stats.LabelMetrics{Accuracy: f(0.7903)},
+		Difference: &stats.Difference{Metric: "accuracy", Value: f(0.0192), Low: f(0.0115), High: f(0.0269), N: 6000}}
+	floor := stats.Stats{Total: 6000, Coverage: f(1)}
+	floor.Predictions = stats.Predictions{Kind: "number", PSI: f(0.0001), KS: f(0.0014), Agreement: f(0.999)}
+	return Data{
+		Stats: api.StatsResponse{Experiment: "fraud-v7", From: t0, To: t0.Add(time.Hour), Shadows: []stats.ShadowReport{
+			{Shadow: "candidate", Role: "candidate", Stats: cand, NoiseFloor: &floor, Baseline: "champion-copy"},
+			{Shadow: "champion-copy", Role: "noise_baseline", Stats: floor},
+		}, Verdicts: []alert.Verdict{{Shadow: "candidate", Status: "fail", Summary: "candidate: NOT READY, 1 rule(s) breached: psi_critical"}}},
+		History: []alert.Transition{{Shadow: "candidate", Rule: "psi_critical", Severity: "critical", From: alert.StatePending, To: alert.StateFiring, At: t0.Add(time.Minute)}},
+	}
+}
+
+func TestWriteFormats(t *testing.T) {
+	d := sample()
+	var table, md, js bytes.Buffer
+	for format, buf := range map[string]*bytes.Buffer{"table": &table, "markdown": &md, "json": &js} {
+		if err := Write(buf, d, format); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, want := range []string{"candidate vs champion", "noise floor (champion-copy)", "0.2893", "0.0001", "77.12 %", "79.03 %",
+		"+1.92 points [+1.15, +2.69] (95 % CI, n=6000)", "rate_limited=3", "psi_critical (critical, 10:01:00)", "Verdict: candidate: NOT READY"} {
+		if !strings.Contains(table.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, table.String())
+		}
+	}
+	if strings.Contains(table.String(), "champion-copy vs champion") {
+		t.Error("the noise baseline got its own section")
+	}
+	if !strings.Contains(md.String(), "### candidate vs champion") || !strings.Contains(md.String(), "| prediction PSI vs champion |  | 0.2893 | 0.0001 |") {
+		t.Errorf("markdown:\n%s", md.String())
+	}
+	var back Data
+	if err := json.Unmarshal(js.Bytes(), &back); err != nil || back.Stats.Experiment != "fraud-v7" || len(back.History) != 1 {
+		t.Fatalf("json round trip: %v %+v", err, back)
+	}
+	if err := Write(&table, d, "yaml"); err == nil {
+		t.Fatal("unknown format accepted")
+	}
+	// Labels below the minimum are not shown as numbers.
+	d.Stats.Shadows[0].Stats.Labels = stats.Labels{N: 40, MinLabels: 100}
+	table.Reset()
+	_ = Write(&table, d, "table")
+	if !strings.Contains(table.String(), "waiting for labels (40 of 100)") {
+		t.Errorf("label gate:\n%s", table.String())
+	}
+}
