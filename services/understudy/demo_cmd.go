@@ -73,8 +73,10 @@ func (c *demoConfig) validate() error {
 }
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	c := demoConfig{Duration: time.Minute, Rate: 100, DataDir: ".demo", Partitions: 4, Experiment: "fraud-v7",
-		LabelDelay: 10 * time.Second, Window: 5 * time.Second, Addr: "127.0.0.1:9104"}
+	c := demoConfig{
+		Duration: time.Minute, Rate: 100, DataDir: ".demo", Partitions: 4, Experiment: "fraud-v7",
+		LabelDelay: 10 * time.Second, Window: 5 * time.Second, Addr: "127.0.0.1:9104",
+	}
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.DurationVar(&c.Duration, "duration", c.Duration, "how long to send traffic")
@@ -308,17 +310,17 @@ func demoRun(ctx context.Context, c demoConfig, stdout, stderr io.Writer) error 
 		return nil
 	}
 	fmt.Fprintf(stderr, "• dashboard: %s/dashboard/?range=15m  (same numbers: understudy report --api %s --experiment %s --from 15m). Ctrl-C to stop.\n", apiURL, apiURL, c.Experiment)
+	failed := make(chan error, 1)
+	go func() { failed <- p.Wait() }()
 	select {
 	case <-ctx.Done():
-	case <-waitErr(p):
+		return nil
+	case err := <-failed:
+		if err != nil {
+			return fmt.Errorf("pipeline stopped: %w", err)
+		}
+		return nil
 	}
-	return nil
-}
-
-func waitErr(p *pipeline.Pipeline) <-chan error {
-	ch := make(chan error, 1)
-	go func() { ch <- p.Wait() }()
-	return ch
 }
 
 // sendLabels produces the ground-truth label of each request to the labels topic, each a

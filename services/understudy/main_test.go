@@ -48,8 +48,10 @@ func TestDemoRunsEndToEnd(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("demo exited %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errOut.String())
 	}
-	for _, want := range []string{"comparisons in Postgres          100  complete=100", "callers got the champion's bytes 100/100",
-		"labeled comparisons              100 of 100", "candidate vs champion" /* the report's title row */} {
+	for _, want := range []string{
+		"comparisons in Postgres          100  complete=100", "callers got the champion's bytes 100/100",
+		"labeled comparisons              100 of 100", "candidate vs champion", /* the report's title row */
+	} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("summary lacks %q:\n%s", want, out.String())
 		}

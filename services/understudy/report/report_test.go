@@ -21,9 +21,11 @@ func sample() Data {
 	cand.Latency.Shadow = stats.Quantiles{P50: f(2.86), P95: f(4.07), P99: f(5.39)}
 	cand.Latency.Ratio.P99 = f(2.707)
 	cand.Predictions = stats.Predictions{Kind: "number", PSI: f(0.2893), KS: f(0.1659), Agreement: f(0.9068)}
-	cand.Labels = stats.Labels{N: 6000, Shown: true, MinLabels: 100,
+	cand.Labels = stats.Labels{
+		N: 6000, Shown: true, MinLabels: 100,
 		Champion: stats.LabelMetrics{Accuracy: f(0.7712)}, Shadow: stats.LabelMetrics{Accuracy: f(0.7903)},
-		Difference: &stats.Difference{Metric: "accuracy", Value: f(0.0192), Low: f(0.0115), High: f(0.0269), N: 6000}}
+		Difference: &stats.Difference{Metric: "accuracy", Value: f(0.0192), Low: f(0.0115), High: f(0.0269), N: 6000},
+	}
 	floor := stats.Stats{Total: 6000, Coverage: f(1)}
 	floor.Predictions = stats.Predictions{Kind: "number", PSI: f(0.0001), KS: f(0.0014), Agreement: f(0.999)}
 	return Data{
@@ -43,8 +45,10 @@ func TestWriteFormats(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, want := range []string{"candidate vs champion", "noise floor (champion-copy)", "0.2893", "0.0001", "77.12 %", "79.03 %",
-		"+1.92 points [+1.15, +2.69] (95 % CI, n=6000)", "rate_limited=3", "psi_critical (critical, 10:01:00)", "Verdict: candidate: NOT READY"} {
+	for _, want := range []string{
+		"candidate vs champion", "noise floor (champion-copy)", "0.2893", "0.0001", "77.12 %", "79.03 %",
+		"+1.92 points [+1.15, +2.69] (95 % CI, n=6000)", "rate_limited=3", "psi_critical (critical, 10:01:00)", "Verdict: candidate: NOT READY",
+	} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
 		}
