@@ -9,7 +9,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -54,26 +53,6 @@ func freeAddr() (string, error) {
 	}
 	defer func() { _ = l.Close() }()
 	return l.Addr().String(), nil
-}
-
-// metric sums the samples of a metric on a Prometheus text page.
-func metric(url, name string) float64 {
-	resp, err := http.Get(url)
-	if err != nil {
-		return 0
-	}
-	defer func() { _ = resp.Body.Close() }()
-	total := 0.0
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
-			f := strings.Fields(line)
-			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-			total += v
-		}
-	}
-	return total
 }
 
 func run(rate int, duration time.Duration, out string) error {
@@ -155,8 +134,8 @@ func run(rate int, duration time.Duration, out string) error {
 	}
 
 	step("producing %d comparisons/s for %s", rate, duration)
-	cpu0, rows0, roll0, tup0 := harness.CPUSeconds(cmd.Process.Pid), metric(metrics, "understudy_aggregator_window_rows_written_total"),
-		metric(metrics, "understudy_aggregator_rollups_written_total"), tuples()
+	cpu0, rows0, roll0, tup0 := harness.CPUSeconds(cmd.Process.Pid), harness.ScrapeMetric(metrics, "understudy_aggregator_window_rows_written_total"),
+		harness.ScrapeMetric(metrics, "understudy_aggregator_rollups_written_total"), tuples()
 	r := rand.New(rand.NewPCG(1, 2))
 	start := time.Now()
 	tick := time.NewTicker(10 * time.Millisecond)
@@ -222,9 +201,9 @@ func run(rate int, duration time.Duration, out string) error {
 	drain := time.Since(start) - elapsed
 	cpu := harness.CPUSeconds(cmd.Process.Pid) - cpu0
 	minutes := elapsed.Minutes()
-	rows := (metric(metrics, "understudy_aggregator_window_rows_written_total") - rows0) / minutes
-	rolls := (metric(metrics, "understudy_aggregator_rollups_written_total") - roll0) / minutes
-	txs := metric(metrics, "understudy_aggregator_transactions_total") / minutes
+	rows := (harness.ScrapeMetric(metrics, "understudy_aggregator_window_rows_written_total") - rows0) / minutes
+	rolls := (harness.ScrapeMetric(metrics, "understudy_aggregator_rollups_written_total") - roll0) / minutes
+	txs := harness.ScrapeMetric(metrics, "understudy_aggregator_transactions_total") / minutes
 	pgRows := float64(tuples()-tup0) / minutes
 	rss := float64(harness.StatusKiB(cmd.Process.Pid, "VmHWM")) / 1024
 	perK := cpu / float64(sent) * 1000

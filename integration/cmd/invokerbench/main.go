@@ -6,7 +6,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -17,7 +16,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"time"
 
@@ -132,7 +130,7 @@ func run(events, shadows, slowEvents int, slowLatency, slowFor time.Duration, ou
 		samples = append(samples, fmt.Sprintf("%.0f", float64(rss)/1024))
 		time.Sleep(time.Second)
 	}
-	calls := counter(ops, "understudy_invoker_calls_total")
+	calls := harness.ScrapeMetric(ops+"/metrics", "understudy_invoker_calls_total")
 	_ = cmd.Process.Kill()
 	_ = cmd.Wait()
 	step("slow shadow: max RSS %.1f MiB, %.0f calls in %s", float64(maxRSS)/1024, calls, slowFor)
@@ -211,7 +209,7 @@ func startInvoker(tmp, bin, brokers, exp, yaml string) (*exec.Cmd, string, error
 func waitCalls(ops string, want float64, limit time.Duration) (first, last time.Time) {
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
-		n := counter(ops, "understudy_invoker_calls_total")
+		n := harness.ScrapeMetric(ops+"/metrics", "understudy_invoker_calls_total")
 		if n > 0 && first.IsZero() {
 			first = time.Now()
 		}
@@ -221,25 +219,6 @@ func waitCalls(ops string, want float64, limit time.Duration) (first, last time.
 		time.Sleep(20 * time.Millisecond)
 	}
 	return first, time.Now()
-}
-
-func counter(ops, name string) float64 {
-	resp, err := http.Get(ops + "/metrics")
-	if err != nil {
-		return 0
-	}
-	defer func() { _ = resp.Body.Close() }()
-	total := 0.0
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
-			f := strings.Fields(line)
-			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-			total += v
-		}
-	}
-	return total
 }
 
 func fetch(url, path string) {
