@@ -2,6 +2,11 @@
 // Postgres (package store), evaluates alert rules over them and delivers alert webhooks
 // (packages alert and webhook), and serves the read API (package api) on its ops address.
 //
+// Bad input: a record that does not decode, or a comparison without experiment or event time
+// (or with a shadow twice), goes to the dead-letter topic with the reason in headers and is
+// counted; dead letters are published before the batch's Postgres transaction, so a crash in
+// between may publish one twice (at least once), never lose it.
+//
 // Delivery: exactly-once into Postgres. The windows of a batch (at the base width and rolled
 // up to 1 h and 1 d) and the next offsets of its partitions are written in one Postgres
 // transaction; on assignment the consumer starts from the offsets stored there, so a crash or
@@ -224,6 +229,12 @@ func (a *Aggregator) handle(ctx context.Context, fs kgo.Fetches) error {
 				}
 				continue
 			}
+			if verr := validComparison(c); verr != nil {
+				if err = a.dlq.Publish(ctx, r, deadletter.ReasonInvalid, verr); err != nil {
+					return
+				}
+				continue
+			}
 			status := c.Status
 			if c.Label != nil {
 				// A labeled comparison repeats a final one with its label: count it apart so
@@ -250,6 +261,28 @@ func (a *Aggregator) handle(ctx context.Context, fs kgo.Fetches) error {
 	a.counted.Add(float64(n))
 	a.rows.Add(float64(st.WindowRows))
 	a.batches.Inc()
+	return nil
+}
+
+// errInvalidComparison marks comparisons that decode but cannot be folded.
+var errInvalidComparison = errors.New("invalid comparison")
+
+// validComparison reports why c cannot be folded into windows: an experiment and an event
+// time are needed to place it, and shadow names must be unique within it.
+func validComparison(c schemas.Comparison) error {
+	switch {
+	case c.Experiment == "":
+		return fmt.Errorf("%w: empty experiment", errInvalidComparison)
+	case c.EventTime.IsZero() || c.EventTime.Unix() <= 0:
+		return fmt.Errorf("%w: no event time", errInvalidComparison)
+	}
+	seen := map[string]bool{}
+	for _, s := range c.Shadows {
+		if seen[s.Name] {
+			return fmt.Errorf("%w: shadow %q appears twice", errInvalidComparison, s.Name)
+		}
+		seen[s.Name] = true
+	}
 	return nil
 }
 

@@ -100,10 +100,36 @@ func TestRestartAndReplayChangeNoCount(t *testing.T) {
 	}
 	produce(0, 20)
 	producer.ProduceSync(ctx, &kgo.Record{Key: []byte("junk"), Value: []byte("junk")}) // dead-lettered, not counted
-	run(20, 21)
-	run(20, 21) // restart: nothing new, nothing doubled
+	invalid, err := codecs.Comparison.Encode(nil, schemas.Comparison{RequestID: "no-experiment", EventTime: time.Now(), Status: schemas.StatusComplete})
+	if err != nil {
+		t.Fatal(err)
+	}
+	producer.ProduceSync(ctx, &kgo.Record{Key: []byte("no-experiment"), Value: invalid}) // dead-lettered as invalid
+	run(20, 22)
+	run(20, 22) // restart: nothing new, nothing doubled
 	produce(20, 10)
-	run(30, 31)
+	run(30, 32)
+	// Both bad records are in the dead-letter topic with their reasons.
+	dlq, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.ConsumeTopics(schemas.TopicDeadLetter), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dlq.Close()
+	reasons := map[string]int{}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for len(reasons) < 2 && dctx.Err() == nil {
+		dlq.PollFetches(dctx).EachRecord(func(r *kgo.Record) {
+			for _, h := range r.Headers {
+				if h.Key == schemas.HeaderDLQReason {
+					reasons[string(h.Value)]++
+				}
+			}
+		})
+	}
+	if reasons["decode"] < 1 || reasons["invalid"] < 1 {
+		t.Fatalf("dead letters by reason %v", reasons)
+	}
 	counts, err := Counts(ctx, db, "exp")
 	if err != nil {
 		t.Fatal(err)
