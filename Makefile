@@ -25,6 +25,7 @@ bootstrap-test: ## bootstrap, plus Debian's Chromium for the dashboard's browser
 .PHONY: build
 build: ## Build the service binaries and the understudy CLI into bin/.
 	@mkdir -p $(BIN)
+	@scripts/dashboard-assets.sh
 	@for s in tap invoker joiner aggregator; do (cd services/$$s && go build -o $(BIN)/understudy-$$s .) || exit 1; done
 	@cd services/understudy && go build -o $(BIN)/understudy .
 	@echo "built: $$(ls $(BIN) | grep understudy | tr '\n' ' ')"
@@ -93,7 +94,7 @@ check-tidy: tidy ## Fail when go.mod/go.sum or gofmt are not clean.
 	@test -z "$$(gofmt -l $(MODULES))" || { echo "unformatted files: run 'gofmt -w' on:"; gofmt -l $(MODULES); exit 1; }
 
 .PHONY: demo
-demo: bootstrap ## Run the whole pipeline in one process: embedded Kafka, throwaway Postgres, demo models and traffic.
+demo: bootstrap ## The whole pipeline in one process (embedded Kafka, throwaway Postgres, three demo models, traffic and delayed labels), a report, then the dashboard at http://127.0.0.1:9104/ until Ctrl-C.
 	@cd services/understudy && go run . demo --data-dir $(CURDIR)/.demo $(DEMO_FLAGS)
 
 .PHONY: topics
