@@ -39,12 +39,16 @@ type result struct {
 	ChampionCPU float64       `json:"champion_cpu_seconds_per_1000"`
 }
 
+// tapEnv is the -tap-env flag.
+var tapEnv *string
+
 func main() {
 	rates := flag.String("rates", "1000,5000", "constant request rates to measure")
 	duration := flag.Duration("duration", 15*time.Second, "measured duration of each scenario")
 	warmup := flag.Duration("warmup", 3*time.Second, "unmeasured warm-up before each scenario")
 	isoRate := flag.Int("isolation-rate", 1000, "rate of the isolation scenarios (0: skip them)")
 	out := flag.String("out", "bench-results/tap.md", "results file (Markdown; a .json file is written beside it)")
+	tapEnv = flag.String("tap-env", "", "environment for the tap processes only, space-separated (e.g. \"GOMAXPROCS=1 GOGC=400\")")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of the tap during its first scenario to this file")
 	flag.Parse()
 	if err := run(*rates, *duration, *warmup, *isoRate, *out, *profile); err != nil {
@@ -87,6 +91,10 @@ func run(rateList string, duration, warmup time.Duration, isoRate int, out, prof
 	bareTapPort, bareOpsPort := ports[7], ports[8]
 	start := func(name string, args ...string) (*exec.Cmd, error) {
 		cmd := exec.Command(name, args...)
+		if filepath.Base(name) == "tap" && *tapEnv != "" {
+			// Runtime settings for the tap processes only (e.g. GOMAXPROCS=1 GOGC=400).
+			cmd.Env = append(os.Environ(), strings.Fields(*tapEnv)...)
+		}
 		logf, _ := os.Create(filepath.Join(tmp, filepath.Base(name)+".log"))
 		cmd.Stdout, cmd.Stderr = logf, logf
 		if err := cmd.Start(); err != nil {
