@@ -1,0 +1,104 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/understudy-ml/understudy/services/aggregator/alert"
+	"github.com/understudy-ml/understudy/services/aggregator/api"
+	"github.com/understudy-ml/understudy/services/aggregator/store"
+)
+
+// fakeAPI answers the read API's endpoints with fixed bodies, requiring a bearer token.
+func fakeAPI(t *testing.T) *httptest.Server {
+	t.Helper()
+	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	v := 0.31
+	bodies := map[string]any{
+		"/api/v1/experiments": map[string]any{"experiments": []api.Experiment{{Name: "fraud-v7", Shadows: []store.Shadow{{Name: "candidate", Role: "candidate", First: t0, Last: t0, Total: 6000}}}}},
+		"/api/v1/alerts":      map[string]any{"alerts": []alert.Current{{Experiment: "fraud-v7", Shadow: "candidate", Rule: "psi_critical", State: alert.StateFiring, Value: &v, Since: t0}}},
+		"/api/v1/alerts/history": map[string]any{"transitions": []alert.Transition{{ID: 1, Experiment: "fraud-v7", Shadow: "candidate", Rule: "psi_critical",
+			Severity: "critical", From: alert.StatePending, To: alert.StateFiring, Value: &v, At: t0}}},
+		"/api/v1/experiments/fraud-v7/stats": api.StatsResponse{Experiment: "fraud-v7", From: t0, To: t0.Add(time.Hour)},
+	}
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer tok" {
+			http.Error(w, `{"error":"token"}`, http.StatusUnauthorized)
+			return
+		}
+		b, ok := bodies[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(b)
+	}))
+}
+
+func TestAPICommands(t *testing.T) {
+	srv := fakeAPI(t)
+	defer srv.Close()
+	api := []string{"--api=" + srv.URL, "--api-token=tok"}
+	for _, tc := range []struct {
+		name string
+		run  func(context.Context, []string, *bytes.Buffer, *bytes.Buffer) int
+		args []string
+		want []string
+	}{
+		{"experiments list", wrap(runExperiments), append([]string{"list"}, api...), []string{"fraud-v7", "candidate", "6000"}},
+		{"alerts list", wrap(runAlerts), append([]string{"list"}, api...), []string{"psi_critical", "firing", "0.31"}},
+		{"alerts history", wrap(runAlerts), append([]string{"list", "--history"}, api...), []string{"pending → firing", "critical"}},
+		{"report", wrap(runReport), append([]string{"--experiment=fraud-v7", "--format=markdown"}, api...), []string{"Experiment fraud-v7", "No comparisons in this range."}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			if code := tc.run(context.Background(), tc.args, &out, &errOut); code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut.String())
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out.String(), w) {
+					t.Fatalf("output lacks %q:\n%s", w, out.String())
+				}
+			}
+		})
+	}
+	// A wrong token is an error, reported, with exit code 1.
+	var out, errOut bytes.Buffer
+	if code := runExperiments(context.Background(), []string{"list", "--api=" + srv.URL, "--api-token=bad"}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "401") {
+		t.Fatalf("bad token: exit %d, %s", code, errOut.String())
+	}
+	// Invalid report flags list every problem.
+	errOut.Reset()
+	if code := runReport(context.Background(), []string{"--from=yesterday"}, &out, &errOut); code != 2 ||
+		!strings.Contains(errOut.String(), "experiment: required") || !strings.Contains(errOut.String(), `"yesterday"`) {
+		t.Fatalf("invalid flags: exit %d, %s", code, errOut.String())
+	}
+}
+
+func wrap(f func(context.Context, []string, io.Writer, io.Writer) int) func(context.Context, []string, *bytes.Buffer, *bytes.Buffer) int {
+	return func(ctx context.Context, args []string, out, errOut *bytes.Buffer) int {
+		return f(ctx, args, out, errOut)
+	}
+}
+
+func TestCompletion(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := runCompletion(context.Background(), []string{"bash"}, &out, &errOut); code != 0 {
+		t.Fatal(errOut.String())
+	}
+	for _, w := range []string{"complete -F _understudy understudy", "report", "--experiment", "experiments"} {
+		if !strings.Contains(out.String(), w) {
+			t.Fatalf("completion lacks %q:\n%s", w, out.String())
+		}
+	}
+	if code := runCompletion(context.Background(), []string{"fish"}, &out, &errOut); code != 2 {
+		t.Fatal("fish accepted")
+	}
+}
