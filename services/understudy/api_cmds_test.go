@@ -24,8 +24,10 @@ func fakeAPI(t *testing.T) *httptest.Server {
 	bodies := map[string]any{
 		"/api/v1/experiments": map[string]any{"experiments": []api.Experiment{{Name: "fraud-v7", Shadows: []store.Shadow{{Name: "candidate", Role: "candidate", First: t0, Last: t0, Total: 6000}}}}},
 		"/api/v1/alerts":      map[string]any{"alerts": []alert.Current{{Experiment: "fraud-v7", Shadow: "candidate", Rule: "psi_critical", State: alert.StateFiring, Value: &v, Since: t0}}},
-		"/api/v1/alerts/history": map[string]any{"transitions": []alert.Transition{{ID: 1, Experiment: "fraud-v7", Shadow: "candidate", Rule: "psi_critical",
-			Severity: "critical", From: alert.StatePending, To: alert.StateFiring, Value: &v, At: t0}}},
+		"/api/v1/alerts/history": map[string]any{"transitions": []alert.Transition{{
+			ID: 1, Experiment: "fraud-v7", Shadow: "candidate", Rule: "psi_critical",
+			Severity: "critical", From: alert.StatePending, To: alert.StateFiring, Value: &v, At: t0,
+		}}},
 		"/api/v1/experiments/fraud-v7/stats": api.StatsResponse{Experiment: "fraud-v7", From: t0, To: t0.Add(time.Hour)},
 	}
 	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
