@@ -206,6 +206,9 @@ func (a *Aggregator) maintain(ctx context.Context) {
 			if n > 0 {
 				a.logger.Info("expired windows deleted", "rows", n)
 			}
+			// Delivered and failed notifications are kept a week for inspection.
+			_, err = webhook.Prune(ctx, a.db, time.Now().Add(-7*24*time.Hour))
+			report("webhook outbox retention", err)
 		}
 	}
 }

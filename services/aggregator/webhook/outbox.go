@@ -221,3 +221,13 @@ func (s *Sender) post(ctx context.Context, m message, now time.Time) error {
 	_ = resp.Body.Close()
 	return Classify(resp.StatusCode)
 }
+
+// Prune deletes messages delivered or failed before before, and returns how many went.
+// Undelivered messages are never pruned (they expire through MaxAge first).
+func Prune(ctx context.Context, db *pgxpool.Pool, before time.Time) (int64, error) {
+	tag, err := db.Exec(ctx, `DELETE FROM webhook_outbox WHERE coalesce(delivered_at, failed_at) < $1`, before)
+	if err != nil {
+		return 0, fmt.Errorf("prune webhook outbox: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}

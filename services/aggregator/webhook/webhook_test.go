@@ -173,4 +173,11 @@ func TestSenderRetriesInOrderAndStopsOn4xx(t *testing.T) {
 	if err := db.QueryRow(ctx, `SELECT id FROM webhook_outbox WHERE failed_at IS NOT NULL`).Scan(&failed); err != nil || failed != "msg_b" {
 		t.Fatalf("failed message %q %v", failed, err)
 	}
+	// Finished messages are pruned once old enough; none is yet.
+	if n, err := webhook.Prune(ctx, db, now.Add(-time.Hour)); err != nil || n != 0 {
+		t.Fatalf("pruned %d %v", n, err)
+	}
+	if n, err := webhook.Prune(ctx, db, time.Now().Add(time.Hour)); err != nil || n != 3 {
+		t.Fatalf("pruned %d, want 3: %v", n, err)
+	}
 }
