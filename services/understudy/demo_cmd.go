@@ -180,6 +180,11 @@ func demoRun(ctx context.Context, c demoConfig, stdout, stderr io.Writer) error 
 	if c.Verbose {
 		logger = slog.New(slog.NewTextHandler(stderr, nil))
 	}
+	// Resolve port 0, and fail early with advice when the address is taken.
+	apiAddr, err := freeAddr(c.Addr)
+	if err != nil {
+		return fmt.Errorf("dashboard address %s: %w (pass --addr with another port, or 127.0.0.1:0 for any free one)", c.Addr, err)
+	}
 	stopInfra, err := demoInfra(ctx, &c, say)
 	defer stopInfra()
 	if err != nil {
@@ -217,12 +222,6 @@ func demoRun(ctx context.Context, c demoConfig, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer stopReceiver()
-	apiAddr := c.Addr
-	if strings.HasSuffix(apiAddr, ":0") {
-		if apiAddr, err = freeAddr(apiAddr); err != nil {
-			return err
-		}
-	}
 	apiURL := "http://" + apiAddr
 	p, err := pipeline.Start(ctx, pipeline.Options{
 		Brokers: c.Brokers, DatabaseURL: c.DatabaseURL, Experiment: c.Experiment, ChampionURL: urls["champion"],
