@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
 	aggregator "github.com/understudy-ml/understudy/services/aggregator/app"
+	"github.com/understudy-ml/understudy/services/aggregator/store"
 	"github.com/understudy-ml/understudy/services/understudy/demo"
 	"github.com/understudy-ml/understudy/services/understudy/pipeline"
 )
@@ -61,7 +62,7 @@ func TestEndToEnd(t *testing.T) {
 	// would have been counted by now.
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		counts, err := aggregator.Counts(ctx, db, experiment)
+		counts, err := store.Counts(ctx, db, experiment)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -80,7 +81,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	counts, err := aggregator.Counts(ctx, db, experiment)
+	counts, err := store.Counts(ctx, db, experiment)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +136,7 @@ func waitReady(t *testing.T, ctx context.Context, p *pipeline.Pipeline) {
 // of every partition (last holds those records' offsets).
 func caughtUp(ctx context.Context, t *testing.T, db *pgxpool.Pool, group string, last map[int32]int64) bool {
 	t.Helper()
-	stored, err := aggregator.StoredOffsets(ctx, db, group)
+	stored, err := store.StoredOffsets(ctx, db, group)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/understudy-ml/understudy/schemas"
 	"github.com/understudy-ml/understudy/services/aggregator/alert"
 	aggregator "github.com/understudy-ml/understudy/services/aggregator/app"
+	"github.com/understudy-ml/understudy/services/aggregator/store"
 	"github.com/understudy-ml/understudy/services/aggregator/webhook"
 	"github.com/understudy-ml/understudy/services/platform/flagenv"
 	"github.com/understudy-ml/understudy/services/platform/pgrun"
@@ -256,7 +257,7 @@ func demoRun(ctx context.Context, c demoConfig, stdout, stderr io.Writer) error 
 	labelsDone := make(chan error, 1)
 	go func() { labelsDone <- sendLabels(ctx, admin, c, seed, n, start, &labels) }()
 	progress := func(sent int64) {
-		counts, _ := aggregator.Counts(ctx, db, c.Experiment)
+		counts, _ := store.Counts(ctx, db, c.Experiment)
 		fmt.Fprintf(stderr, "\r  requests %6d/%d  comparisons %6d  labels sent %6d  labeled comparisons %6d  alerts %d ",
 			sent, n, sum(counts)-counts["labeled"], labels.Load(), counts["labeled"], receiver.seen.Load())
 	}
@@ -276,7 +277,7 @@ func demoRun(ctx context.Context, c demoConfig, stdout, stderr io.Writer) error 
 	// Wait for every comparison and labeled comparison to reach Postgres.
 	deadline := time.Now().Add(90 * time.Second)
 	for ctx.Err() == nil && time.Now().Before(deadline) {
-		counts, err := aggregator.Counts(ctx, db, c.Experiment)
+		counts, err := store.Counts(ctx, db, c.Experiment)
 		if err == nil && sum(counts)-counts["labeled"] >= res.Sent && counts["labeled"] >= labels.Load() {
 			break
 		}
@@ -285,7 +286,7 @@ func demoRun(ctx context.Context, c demoConfig, stdout, stderr io.Writer) error 
 	}
 	progress(res.Sent)
 	fmt.Fprintln(stderr)
-	counts, err := aggregator.Counts(ctx, db, c.Experiment)
+	counts, err := store.Counts(ctx, db, c.Experiment)
 	if err != nil {
 		return err
 	}

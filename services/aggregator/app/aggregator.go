@@ -7,13 +7,14 @@
 // counted; dead letters are published before the batch's Postgres transaction, so a crash in
 // between may publish one twice (at least once), never lose it.
 //
-// Delivery: exactly-once into Postgres. The windows of a batch (at the base width and rolled
-// up to 1 h and 1 d) and the next offsets of its partitions are written in one Postgres
-// transaction; on assignment the consumer starts from the offsets stored there, so a crash or
-// a replay of the input changes no window. A batch whose partition another replica has moved
-// past is refused and its partitions re-sought. Kafka group offsets are not used. Replicas
-// share the consumer group; writes are one row per touched window and width per batch, not
-// per record. Alerts are evaluated by one replica at a time (Postgres advisory lock).
+// Delivery: exactly-once into Postgres. The base windows of a batch (with dirty marks for the
+// 1 h and 1 d rollups containing them) and the next offsets of its partitions are written in
+// one Postgres transaction; on assignment the consumer starts from the offsets stored there,
+// so a crash or a replay of the input changes no window. A batch whose partition another
+// replica has moved past is refused and its partitions re-sought. Kafka group offsets are not
+// used. Replicas share the consumer group; writes are one row per touched base window per
+// batch, not per record; rollups are recomputed apart (store.Rollup). Alerts are evaluated by
+// one replica at a time (Postgres advisory lock).
 package app
 
 import (
@@ -329,15 +330,4 @@ func (a *Aggregator) storedOffsets(ctx context.Context, assigned map[string]map[
 		}
 	}
 	return assigned, nil
-}
-
-// Counts returns the request-level comparison counts of experiment by status (see
-// store.Counts).
-func Counts(ctx context.Context, db store.Querier, experiment string) (map[string]int64, error) {
-	return store.Counts(ctx, db, experiment)
-}
-
-// StoredOffsets returns the next offsets stored for group (see store.StoredOffsets).
-func StoredOffsets(ctx context.Context, db store.Querier, group string) (map[string]map[int32]int64, error) {
-	return store.StoredOffsets(ctx, db, group)
 }

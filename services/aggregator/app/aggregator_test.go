@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
+	"github.com/understudy-ml/understudy/services/aggregator/store"
 	"github.com/understudy-ml/understudy/services/platform/pgrun"
 )
 
@@ -78,9 +79,9 @@ func TestRestartAndReplayChangeNoCount(t *testing.T) {
 		go func() { done <- a.Run(rctx) }()
 		deadline := time.Now().Add(20 * time.Second)
 		for {
-			counts, err := Counts(ctx, db, "exp")
+			counts, err := store.Counts(ctx, db, "exp")
 			total := counts[schemas.StatusComplete] + counts[schemas.StatusShadowMissing]
-			offsets, oerr := StoredOffsets(ctx, db, cfg.Group)
+			offsets, oerr := store.StoredOffsets(ctx, db, cfg.Group)
 			var read int64
 			for _, o := range offsets[schemas.TopicComparisons] {
 				read += o
@@ -130,7 +131,7 @@ func TestRestartAndReplayChangeNoCount(t *testing.T) {
 	if reasons["decode"] < 1 || reasons["invalid"] < 1 {
 		t.Fatalf("dead letters by reason %v", reasons)
 	}
-	counts, err := Counts(ctx, db, "exp")
+	counts, err := store.Counts(ctx, db, "exp")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,13 +7,12 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/understudy-ml/understudy/services/aggregator/alert"
 	"github.com/understudy-ml/understudy/services/aggregator/stats"
 	"github.com/understudy-ml/understudy/services/aggregator/store"
 	"github.com/understudy-ml/understudy/services/aggregator/webhook"
 	"github.com/understudy-ml/understudy/services/platform/experiment"
-
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/understudy-ml/understudy/services/platform/svc"
 )
 
@@ -88,23 +87,19 @@ func NewDefaultConfig() Config {
 
 // secrets decodes the webhook signing secrets, current first.
 func (c *Config) secrets() ([][]byte, error) {
-	var out [][]byte
-	for name, s := range map[string]string{"webhook.secret": c.Webhook.Secret, "webhook.secret-previous": c.Webhook.SecretPrevious} {
-		if s == "" {
-			continue
-		}
-		k, err := webhook.ParseSecret(s)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		if name == "webhook.secret" {
-			out = append([][]byte{k}, out...)
-		} else {
-			out = append(out, k)
-		}
-	}
 	if c.Webhook.SecretPrevious != "" && c.Webhook.Secret == "" {
 		return nil, errors.New("webhook.secret-previous: needs webhook.secret")
+	}
+	var out [][]byte
+	for _, s := range []struct{ flag, value string }{{"webhook.secret", c.Webhook.Secret}, {"webhook.secret-previous", c.Webhook.SecretPrevious}} {
+		if s.value == "" {
+			continue
+		}
+		k, err := webhook.ParseSecret(s.value)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", s.flag, err)
+		}
+		out = append(out, k)
 	}
 	return out, nil
 }
