@@ -173,13 +173,12 @@ func (s *Store) writeOffsets(ctx context.Context, tx pgx.Tx, offs []Offset) erro
 	return nil
 }
 
-type levelKey struct {
-	window.Key
-	width time.Duration
-}
-
 // markDirty marks the rollup windows (every level but the base) containing the base keys.
-func (s *Store) markDirty(ctx context.Context, tx pgx.Tx, keys []levelKey) error {
+func (s *Store) markDirty(ctx context.Context, tx pgx.Tx, keys []window.Key) error {
+	type levelKey struct {
+		window.Key
+		width time.Duration
+	}
 	dirty := map[levelKey]bool{}
 	for _, k := range keys {
 		for _, l := range s.levels[1:] {
@@ -214,160 +213,190 @@ func (s *Store) markDirty(ctx context.Context, tx pgx.Tx, keys []levelKey) error
 func (s *Store) Rollup(ctx context.Context) (int, error) {
 	n := 0
 	for li := 1; li < len(s.levels); li++ {
-		l, below := s.levels[li], s.levels[li-1]
-		rows, err := s.db.Query(ctx, `SELECT experiment, shadow, window_start, version FROM aggregator_dirty WHERE width_seconds = $1 ORDER BY 1, 2, 3`,
-			int32(l.Width/time.Second))
+		marks, err := s.dirtyMarks(ctx, s.levels[li].Width)
 		if err != nil {
-			return n, fmt.Errorf("list dirty rollups: %w", err)
-		}
-		type mark struct {
-			exp, shadow string
-			start       time.Time
-			version     int64
-		}
-		var marks []mark
-		var m mark
-		if _, err := pgx.ForEachRow(rows, []any{&m.exp, &m.shadow, &m.start, &m.version}, func() error {
-			marks = append(marks, m)
-			return nil
-		}); err != nil {
-			return n, fmt.Errorf("list dirty rollups: %w", err)
+			return n, err
 		}
 		for _, m := range marks {
-			err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-				var claimed bool
-				if err := tx.QueryRow(ctx, `SELECT true FROM aggregator_dirty WHERE experiment = $1 AND shadow = $2 AND width_seconds = $3 AND window_start = $4 FOR UPDATE SKIP LOCKED`,
-					m.exp, m.shadow, int32(l.Width/time.Second), m.start).Scan(&claimed); err != nil {
-					if errors.Is(err, pgx.ErrNoRows) {
-						return nil // done or claimed by another replica
-					}
-					return err
-				}
-				children, err := loadWindows(ctx, tx, m.exp, m.shadow, below.Width, m.start, m.start.Add(l.Width))
-				if err != nil {
-					return err
-				}
-				acc := window.New()
-				for _, c := range children {
-					if err := acc.Merge(c.Data); err != nil {
-						return err
-					}
-				}
-				b, err := json.Marshal(acc)
-				if err != nil {
-					return err
-				}
-				if _, err := tx.Exec(ctx, `
-					INSERT INTO aggregator_windows (experiment, shadow, width_seconds, window_start, role, total, data, updated_at)
-					VALUES ($1, $2, $3, $4, $5, $6, $7, now())
-					ON CONFLICT (experiment, shadow, width_seconds, window_start) DO UPDATE
-						SET role = excluded.role, total = excluded.total, data = excluded.data, updated_at = excluded.updated_at`,
-					m.exp, m.shadow, int32(l.Width/time.Second), m.start, acc.Role, int64(acc.Total), b); err != nil {
-					return err
-				}
-				_, err = tx.Exec(ctx, `DELETE FROM aggregator_dirty WHERE experiment = $1 AND shadow = $2 AND width_seconds = $3 AND window_start = $4 AND version = $5`,
-					m.exp, m.shadow, int32(l.Width/time.Second), m.start, m.version)
-				n++
-				return err
-			})
+			done, err := s.rollupOne(ctx, s.levels[li].Width, s.levels[li-1].Width, m)
 			if err != nil {
-				return n, fmt.Errorf("roll up %s/%s %s at %s: %w", m.exp, m.shadow, l.Width, m.start, err)
+				return n, fmt.Errorf("roll up %s/%s %s at %s: %w", m.Experiment, m.Shadow, s.levels[li].Width, m.Start, err)
+			}
+			if done {
+				n++
 			}
 		}
 	}
 	return n, nil
 }
 
+// dirtyMark is a marked rollup window and the version of its mark.
+type dirtyMark struct {
+	window.Key
+	version int64
+}
+
+func (s *Store) dirtyMarks(ctx context.Context, width time.Duration) ([]dirtyMark, error) {
+	rows, err := s.db.Query(ctx, `SELECT experiment, shadow, window_start, version FROM aggregator_dirty WHERE width_seconds = $1 ORDER BY 1, 2, 3`,
+		int32(width/time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("list dirty rollups: %w", err)
+	}
+	var (
+		marks []dirtyMark
+		m     dirtyMark
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&m.Experiment, &m.Shadow, &m.Start, &m.version}, func() error {
+		m.Start = m.Start.UTC()
+		marks = append(marks, m)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list dirty rollups: %w", err)
+	}
+	return marks, nil
+}
+
+// rollupOne recomputes one marked window of width from the windows of width below, and clears
+// the mark unless it moved meanwhile; false when another replica holds the mark or it is gone.
+func (s *Store) rollupOne(ctx context.Context, width, below time.Duration, m dirtyMark) (done bool, err error) {
+	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		key := []any{m.Experiment, m.Shadow, int32(width / time.Second), m.Start}
+		var claimed bool
+		err := tx.QueryRow(ctx, `SELECT true FROM aggregator_dirty WHERE experiment = $1 AND shadow = $2 AND width_seconds = $3 AND window_start = $4 FOR UPDATE SKIP LOCKED`,
+			key...).Scan(&claimed)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		children, err := loadWindows(ctx, tx, m.Experiment, m.Shadow, below, m.Start, m.Start.Add(width))
+		if err != nil {
+			return err
+		}
+		acc := window.New()
+		for _, c := range children {
+			if err := acc.Merge(c.Data); err != nil {
+				return err
+			}
+		}
+		if err := upsertWindows(ctx, tx, width, []window.Key{m.Key}, []*window.Window{acc}); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM aggregator_dirty WHERE experiment = $1 AND shadow = $2 AND width_seconds = $3 AND window_start = $4 AND version = $5`,
+			append(key, m.version)...); err != nil {
+			return err
+		}
+		done = true
+		return nil
+	})
+	return done, err
+}
+
 func (s *Store) writeWindows(ctx context.Context, tx pgx.Tx, ws map[window.Key]*window.Window) (int, error) {
 	if len(ws) == 0 {
 		return 0, nil
 	}
-	rolled := make(map[levelKey]*window.Window, len(ws))
+	merged := make(map[window.Key]*window.Window, len(ws))
+	keys := make([]window.Key, 0, len(ws))
 	for k, w := range ws {
-		rolled[levelKey{window.Key{Experiment: k.Experiment, Shadow: k.Shadow, Start: k.Start.UTC()}, s.levels[0].Width}] = w
-	}
-	keys := make([]levelKey, 0, len(rolled))
-	exps := map[string]bool{}
-	for k := range rolled {
+		k.Start = k.Start.UTC()
+		merged[k] = w
 		keys = append(keys, k)
-		exps[k.Experiment] = true
 	}
-	sortedExps := make([]string, 0, len(exps))
-	for e := range exps {
-		sortedExps = append(sortedExps, e)
-	}
-	sort.Strings(sortedExps)
-	// Serialize writers per experiment, in a fixed order so two never wait on each other.
-	for _, e := range sortedExps {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('understudy-aggregator-window:' || $1, 0))`, e); err != nil {
-			return 0, fmt.Errorf("lock experiment %s: %w", e, err)
-		}
-	}
-	var (
-		kexp, kshadow []string
-		kwidth        []int32
-		kstart        []time.Time
-	)
-	for _, k := range keys {
-		kexp, kshadow, kwidth, kstart = append(kexp, k.Experiment), append(kshadow, k.Shadow), append(kwidth, int32(k.width/time.Second)), append(kstart, k.Start)
+	if err := lockExperiments(ctx, tx, keys); err != nil {
+		return 0, err
 	}
 	if err := s.markDirty(ctx, tx, keys); err != nil {
 		return 0, err
 	}
+	base := s.levels[0].Width
+	exps, shadows, widths, starts := keyColumns(keys, base)
 	rows, err := tx.Query(ctx, `
-		SELECT w.experiment, w.shadow, w.width_seconds, w.window_start, w.data
+		SELECT w.experiment, w.shadow, w.window_start, w.data
 		FROM aggregator_windows w
 		JOIN unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[]) AS k(experiment, shadow, width_seconds, window_start)
 		USING (experiment, shadow, width_seconds, window_start)`,
-		kexp, kshadow, kwidth, kstart)
+		exps, shadows, widths, starts)
 	if err != nil {
 		return 0, fmt.Errorf("load windows: %w", err)
 	}
 	var (
-		k     levelKey
-		width int32
-		data  []byte
+		k    window.Key
+		data []byte
 	)
-	if _, err := pgx.ForEachRow(rows, []any{&k.Experiment, &k.Shadow, &width, &k.Start, &data}, func() error {
+	if _, err := pgx.ForEachRow(rows, []any{&k.Experiment, &k.Shadow, &k.Start, &data}, func() error {
 		var stored window.Window
 		if err := json.Unmarshal(data, &stored); err != nil {
 			return fmt.Errorf("decode stored window %s/%s at %s: %w", k.Experiment, k.Shadow, k.Start, err)
 		}
-		k.width, k.Start = time.Duration(width)*time.Second, k.Start.UTC()
-		w := rolled[k]
-		if w == nil {
-			return nil
-		}
-		if err := stored.Merge(w); err != nil {
+		k.Start = k.Start.UTC()
+		if err := stored.Merge(merged[k]); err != nil {
 			return err
 		}
-		rolled[k] = &stored
+		merged[k] = &stored
 		return nil
 	}); err != nil {
 		return 0, fmt.Errorf("load windows: %w", err)
 	}
-	var (
-		roles  []string
-		totals []int64
-		datas  [][]byte
-	)
+	values := make([]*window.Window, len(keys))
+	for i, k := range keys {
+		values[i] = merged[k]
+	}
+	if err := upsertWindows(ctx, tx, base, keys, values); err != nil {
+		return 0, err
+	}
+	return len(keys), nil
+}
+
+// lockExperiments serializes writers of the experiments of keys with transaction-level
+// advisory locks, taken in a fixed order so that two writers never wait on each other.
+func lockExperiments(ctx context.Context, tx pgx.Tx, keys []window.Key) error {
+	exps := map[string]bool{}
 	for _, k := range keys {
-		w := rolled[k]
+		exps[k.Experiment] = true
+	}
+	sorted := make([]string, 0, len(exps))
+	for e := range exps {
+		sorted = append(sorted, e)
+	}
+	sort.Strings(sorted)
+	for _, e := range sorted {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('understudy-aggregator-window:' || $1, 0))`, e); err != nil {
+			return fmt.Errorf("lock experiment %s: %w", e, err)
+		}
+	}
+	return nil
+}
+
+// keyColumns turns keys of one width into the column arrays the unnest queries take.
+func keyColumns(keys []window.Key, width time.Duration) (exps, shadows []string, widths []int32, starts []time.Time) {
+	for _, k := range keys {
+		exps, shadows, widths, starts = append(exps, k.Experiment), append(shadows, k.Shadow), append(widths, int32(width/time.Second)), append(starts, k.Start)
+	}
+	return exps, shadows, widths, starts
+}
+
+// upsertWindows stores ws[i] as the window of keys[i] at width, replacing what was there.
+func upsertWindows(ctx context.Context, tx pgx.Tx, width time.Duration, keys []window.Key, ws []*window.Window) error {
+	exps, shadows, widths, starts := keyColumns(keys, width)
+	roles, totals, datas := make([]string, len(ws)), make([]int64, len(ws)), make([][]byte, len(ws))
+	for i, w := range ws {
 		b, err := json.Marshal(w)
 		if err != nil {
-			return 0, fmt.Errorf("encode window: %w", err)
+			return fmt.Errorf("encode window: %w", err)
 		}
-		roles, totals, datas = append(roles, w.Role), append(totals, int64(w.Total)), append(datas, b)
+		roles[i], totals[i], datas[i] = w.Role, int64(w.Total), b
 	}
 	if _, err := tx.Exec(ctx, `
 		INSERT INTO aggregator_windows (experiment, shadow, width_seconds, window_start, role, total, data, updated_at)
 		SELECT *, now() FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::text[], $6::bigint[], $7::bytea[])
 		ON CONFLICT (experiment, shadow, width_seconds, window_start) DO UPDATE
 			SET role = excluded.role, total = excluded.total, data = excluded.data, updated_at = excluded.updated_at`,
-		kexp, kshadow, kwidth, kstart, roles, totals, datas); err != nil {
-		return 0, fmt.Errorf("upsert windows: %w", err)
+		exps, shadows, widths, starts, roles, totals, datas); err != nil {
+		return fmt.Errorf("upsert windows: %w", err)
 	}
-	return len(keys), nil
+	return nil
 }
 
 func writeCounts(ctx context.Context, tx pgx.Tx, counts map[CountKey]int64) error {
