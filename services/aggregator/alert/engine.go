@@ -211,17 +211,8 @@ func (e *Engine) evaluateExperiment(ctx context.Context, exp string, r Range) er
 			for _, rule := range rules {
 				k := alertKey{rep.Shadow, rule.Name}
 				seen[k] = true
-				v, n, ok := rep.Stats.Value(rule.Metric)
-				var value, floor *float64
-				if ok {
-					value = &v
-				}
-				if rep.NoiseFloor != nil {
-					if fv, _, fok := rep.NoiseFloor.Value(rule.Metric); fok {
-						floor = &fv
-					}
-				}
-				holds := ok && n >= rule.MinSamples && rule.Holds(v)
+				_, n, _, holds := rule.Evaluate(rep.Stats)
+				value, floor := metricValue(&rep.Stats, rule.Metric), metricValue(rep.NoiseFloor, rule.Metric)
 				if err := e.step(ctx, tx, exp, rep.Shadow, rule, prev[k], holds, value, floor, n, r); err != nil {
 					return err
 				}
@@ -244,6 +235,18 @@ func (e *Engine) evaluateExperiment(ctx context.Context, exp string, r Range) er
 		}
 		return nil
 	})
+}
+
+// metricValue is metric m of st, nil when st is nil or the metric cannot be computed.
+func metricValue(st *stats.Stats, m stats.Metric) *float64 {
+	if st == nil {
+		return nil
+	}
+	v, _, ok := st.Value(m)
+	if !ok {
+		return nil
+	}
+	return &v
 }
 
 func loadStates(ctx context.Context, tx pgx.Tx, exp string) (map[alertKey]status, error) {

@@ -54,6 +54,14 @@ func (r Rule) Holds(value float64) bool {
 	return false
 }
 
+// Evaluate computes the rule's metric over st: its value, the samples it rests on, whether it
+// can be checked (computable and resting on at least MinSamples) and, if so, whether it holds.
+func (r Rule) Evaluate(st stats.Stats) (value float64, samples uint64, checkable, holds bool) {
+	value, samples, ok := st.Value(r.Metric)
+	checkable = ok && samples >= r.MinSamples
+	return value, samples, checkable, checkable && r.Holds(value)
+}
+
 // DefaultRules are the rules every experiment gets unless its overrides change them:
 // prediction PSI ≥ 0.1 (warning) and ≥ 0.2 (critical), KS ≥ 0.1 on at least 1,000
 // predictions, shadow/champion p99 latency ≥ 1.2, error rate higher by ≥ 1 percentage point,
@@ -268,11 +276,11 @@ type Verdict struct {
 func Judge(rules []Rule, shadow string, st stats.Stats) Verdict {
 	v := Verdict{Shadow: shadow, Failing: []string{}, Insufficient: []string{}}
 	for _, r := range rules {
-		value, n, ok := st.Value(r.Metric)
+		value, n, checkable, holds := r.Evaluate(st)
 		switch {
-		case !ok || n < r.MinSamples:
+		case !checkable:
 			v.Insufficient = append(v.Insufficient, fmt.Sprintf("%s (n=%d < %d)", r.Name, n, r.MinSamples))
-		case r.Holds(value):
+		case holds:
 			v.Failing = append(v.Failing, fmt.Sprintf("%s: %s %.4g %s %g", r.Name, r.Metric, value, r.Comparator, r.Threshold))
 		}
 	}

@@ -24,9 +24,10 @@ type span struct {
 
 // plan splits [from, to) into spans answered by the coarsest level that fits: whole days from
 // day windows, the remaining whole hours from hour windows, the edges from base windows. from
-// and to are first aligned outward to the base width. Rollups are written with their base
-// windows, so the merge of the plan equals the merge of every base window in the range (as
-// long as retention has kept the base windows at the edges).
+// and to are first aligned outward to the base width. A recomputed rollup equals the merge of
+// its base windows (and Range descends into the ones still dirty), so the merge of the plan
+// equals the merge of every base window in the range, as long as retention has kept the base
+// windows at the edges.
 func (s *Store) plan(from, to time.Time) []span {
 	base := s.levels[0].Width
 	from = from.UTC().Truncate(base)
