@@ -384,7 +384,7 @@ func freeAddr(addr string) (string, error) {
 func serve(h http.Handler) (string, func(), error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", nil, fmt.Errorf("model server: %w", err)
+		return "", nil, fmt.Errorf("listen for a local server: %w", err)
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
