@@ -1,10 +1,13 @@
 // Command tapbench measures what the tap adds to a champion's latency, side by side in one
 // run: the same champion driven directly, through the tap (publishing to a real Kafka broker)
 // and through nginx with proxy_pass plus mirror, at constant request rates (open loop, by
-// vegeta's attacker) with 1 KB JSON bodies; "proxy-only" is the tap binary with capture off (sampling rate 0),
-// which separates the cost of proxying from the cost of capturing. It then checks isolation: the tap with Kafka
-// hard-stopped and with Kafka behind 500 ms of added latency. It writes a Markdown results
-// file. Run it with scripts/bench-tap.sh.
+// vegeta's attacker) with 1 KB JSON bodies. "proxy-only" is the tap binary with capture off
+// (sampling rate 0), which separates the cost of proxying from the cost of capturing; -variant
+// adds more taps (other flags, environment or binaries). It then checks isolation: the tap
+// with Kafka hard-stopped and with Kafka behind 500 ms of added latency. The scenarios of a
+// rate take turns in rounds, so that drift in a shared machine's load hits them alike. It
+// reports latency quantiles and CPU seconds per 1,000 requests of the proxy, the champion
+// and the broker, in a Markdown results file. Run it with scripts/bench-tap.sh.
 package main
 
 import (
@@ -18,12 +21,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
+	"github.com/understudy-ml/understudy/integration/harness"
 )
 
 type result struct {
@@ -37,10 +42,44 @@ type result struct {
 	P999        time.Duration `json:"p999"`
 	ProxyCPU    float64       `json:"proxy_cpu_seconds_per_1000,omitempty"`
 	ChampionCPU float64       `json:"champion_cpu_seconds_per_1000"`
+	KafkaCPU    float64       `json:"kafka_cpu_seconds_per_1000"`
 }
 
 // tapEnv is the -tap-env flag.
 var tapEnv *string
+
+// variants is the repeatable -variant flag: extra taps measured beside the main one.
+type variants []variant
+
+type variant struct {
+	name  string
+	env   []string // for the process, e.g. GOMAXPROCS=1
+	flags []string // extra tap flags, e.g. --engine=std
+	bin   string   // another tap binary (e.g. built from another commit); empty: this tree's
+}
+
+func (v *variants) String() string { return fmt.Sprint(len(*v), " variants") }
+
+// Set parses "name:ITEM ITEM...", where items starting with "--" are tap flags, "bin=PATH"
+// names another tap binary and the others are environment variables.
+func (v *variants) Set(s string) error {
+	name, items, ok := strings.Cut(s, ":")
+	if !ok || name == "" || strings.ContainsAny(name, " ") {
+		return fmt.Errorf("variant %q: want name:ITEM..., e.g. gmp1:GOMAXPROCS=1", s)
+	}
+	x := variant{name: name}
+	for _, it := range strings.Fields(items) {
+		if bin, ok := strings.CutPrefix(it, "bin="); ok {
+			x.bin = bin
+		} else if strings.HasPrefix(it, "--") {
+			x.flags = append(x.flags, it)
+		} else {
+			x.env = append(x.env, it)
+		}
+	}
+	*v = append(*v, x)
+	return nil
+}
 
 func main() {
 	rates := flag.String("rates", "1000,5000", "constant request rates to measure")
@@ -50,8 +89,21 @@ func main() {
 	out := flag.String("out", "bench-results/tap.md", "results file (Markdown; a .json file is written beside it)")
 	tapEnv = flag.String("tap-env", "", "environment for the tap processes only, space-separated (e.g. \"GOMAXPROCS=1 GOGC=400\")")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of the tap during its first scenario to this file")
+	rounds := flag.Int("rounds", 3, "scenarios of a rate take turns this many times, duration/rounds each, and their latencies are pooled")
+	var vs variants
+	flag.Var(&vs, "variant", "also measure a tap variant, side by side: name:ITEM..., items starting with -- are tap flags, bin=PATH another tap binary, others environment (repeatable; e.g. gmp1:GOMAXPROCS=1)")
 	flag.Parse()
-	if err := run(*rates, *duration, *warmup, *isoRate, *out, *profile); err != nil {
+	// At saturation the load generator opens a connection per outstanding request.
+	var lim syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) == nil && lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	}
+	if *rounds < 1 {
+		fmt.Fprintln(os.Stderr, "tapbench: -rounds must be at least 1")
+		os.Exit(2)
+	}
+	if err := run(*rates, *duration, *warmup, *isoRate, *rounds, *out, *profile, vs); err != nil {
 		fmt.Fprintln(os.Stderr, "tapbench:", err)
 		os.Exit(1)
 	}
@@ -62,7 +114,7 @@ func repoRoot() string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", ".."))
 }
 
-func run(rateList string, duration, warmup time.Duration, isoRate int, out, profile string) error {
+func run(rateList string, duration, warmup time.Duration, isoRate, rounds int, out, profile string, vs variants) error {
 	root := repoRoot()
 	tmp, err := os.MkdirTemp("", "tapbench-")
 	if err != nil {
@@ -86,16 +138,16 @@ func run(rateList string, duration, warmup time.Duration, isoRate int, out, prof
 			return fmt.Errorf("build %s: %w", name, err)
 		}
 	}
-	ports := freePorts(9)
+	ports := freePorts(9 + 2*len(vs))
 	championPort, tapPort, opsPort, nginxPort, sinkPort, brokerPort, proxyPort := ports[0], ports[1], ports[2], ports[3], ports[4], ports[5], ports[6]
 	bareTapPort, bareOpsPort := ports[7], ports[8]
-	start := func(name string, args ...string) (*exec.Cmd, error) {
+	startEnv := func(env []string, name string, args ...string) (*exec.Cmd, error) {
 		cmd := exec.Command(name, args...)
-		if filepath.Base(name) == "tap" && *tapEnv != "" {
+		if filepath.Base(name) == "tap" {
 			// Runtime settings for the tap processes only (e.g. GOMAXPROCS=1 GOGC=400).
-			cmd.Env = append(os.Environ(), strings.Fields(*tapEnv)...)
+			cmd.Env = append(append(os.Environ(), strings.Fields(*tapEnv)...), env...)
 		}
-		logf, _ := os.Create(filepath.Join(tmp, filepath.Base(name)+".log"))
+		logf, _ := os.Create(filepath.Join(tmp, fmt.Sprintf("%s-%d.log", filepath.Base(name), len(procs))))
 		cmd.Stdout, cmd.Stderr = logf, logf
 		if err := cmd.Start(); err != nil {
 			return nil, fmt.Errorf("start %s: %w", name, err)
@@ -103,6 +155,7 @@ func run(rateList string, duration, warmup time.Duration, isoRate int, out, prof
 		procs = append(procs, cmd)
 		return cmd, nil
 	}
+	start := func(name string, args ...string) (*exec.Cmd, error) { return startEnv(nil, name, args...) }
 
 	champion, err := start(filepath.Join(tmp, "understudy"), "model", "--name=champion", fmt.Sprintf("--listen-addr=127.0.0.1:%d", championPort))
 	if err != nil {
@@ -145,6 +198,28 @@ func run(rateList string, duration, warmup time.Duration, isoRate int, out, prof
 	if err != nil {
 		return err
 	}
+	pids := map[string]int{"tap": tap.Process.Pid, "proxy-only": bareTap.Process.Pid}
+	scenarios := []string{"direct", "tap", "nginx", "proxy-only"}
+	targets := map[string]string{}
+	for i, v := range vs {
+		port, ops := ports[9+2*i], ports[10+2*i]
+		bin := filepath.Join(tmp, "tap")
+		if v.bin != "" {
+			bin = v.bin
+		}
+		args := []string{
+			fmt.Sprintf("--proxy.listen-addr=127.0.0.1:%d", port), fmt.Sprintf("--http.listen-addr=127.0.0.1:%d", ops),
+			fmt.Sprintf("--kafka.brokers=127.0.0.1:%d", brokerPort), fmt.Sprintf("--champion.url=http://127.0.0.1:%d", championPort),
+			"--experiment=bench", "--capture.spool-dir=" + filepath.Join(tmp, "spool-"+v.name),
+		}
+		cmd, err := startEnv(v.env, bin, append(args, v.flags...)...)
+		if err != nil {
+			return err
+		}
+		name := "tap[" + v.name + "]"
+		pids[name], targets[name] = cmd.Process.Pid, fmt.Sprintf("http://127.0.0.1:%d", port)
+		scenarios = append(scenarios, name)
+	}
 	nginxConf := filepath.Join(tmp, "nginx.conf")
 	if err := os.WriteFile(nginxConf, []byte(fmt.Sprintf(nginxTemplate, tmp, nginxPort, championPort, sinkPort, sinkPort)), 0o644); err != nil {
 		return err
@@ -153,79 +228,136 @@ func run(rateList string, duration, warmup time.Duration, isoRate int, out, prof
 	if err != nil {
 		return err
 	}
-	targets := map[string]string{
-		"direct":     fmt.Sprintf("http://127.0.0.1:%d", championPort),
-		"tap":        fmt.Sprintf("http://127.0.0.1:%d", tapPort),
-		"nginx":      fmt.Sprintf("http://127.0.0.1:%d", nginxPort),
-		"proxy-only": fmt.Sprintf("http://127.0.0.1:%d", bareTapPort),
-	}
+	pids["nginx"] = nginx.Process.Pid
+	targets["direct"] = fmt.Sprintf("http://127.0.0.1:%d", championPort)
+	targets["tap"] = fmt.Sprintf("http://127.0.0.1:%d", tapPort)
+	targets["nginx"] = fmt.Sprintf("http://127.0.0.1:%d", nginxPort)
+	targets["proxy-only"] = fmt.Sprintf("http://127.0.0.1:%d", bareTapPort)
 	for name, base := range targets {
 		if err := waitHTTP(base + "/v2/models/fraud/infer"); err != nil {
 			return fmt.Errorf("%s never answered: %w", name, err)
 		}
 	}
 
+	// Kafka's JIT and the tap's connections warm up before anything is measured, so the
+	// first capturing scenario does not pay for them.
+	step("warming up Kafka through the tap")
+	measure(targets["tap"]+"/v2/models/fraud/infer", 1000, 10*time.Second)
+
 	var results []result
-	attack := func(scenario string, rate int) (result, error) {
+	// sample measures one scenario once: the latencies of every request, errors and CPU.
+	type sample struct {
+		lat                []time.Duration
+		errs               int
+		proxyCPU, champCPU float64
+		kafkaCPU           float64
+	}
+	kafkaPid := func() int {
+		b, _ := os.ReadFile(filepath.Join(kdir, "pid"))
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		return pid
+	}
+	once := func(scenario string, rate int, d time.Duration) sample {
 		url := targets[strings.SplitN(scenario, " ", 2)[0]] + "/v2/models/fraud/infer"
 		measure(url, rate, warmup) // warm connections and caches
-		pid := map[string]int{"tap": tap.Process.Pid, "proxy-only": bareTap.Process.Pid, "nginx": nginx.Process.Pid}[strings.SplitN(scenario, " ", 2)[0]]
-		before, championBefore := treeCPU(pid), treeCPU(champion.Process.Pid)
+		pid := pids[strings.SplitN(scenario, " ", 2)[0]]
+		before, championBefore, kafkaBefore := treeCPU(pid), treeCPU(champion.Process.Pid), treeCPU(kafkaPid())
 		if profile != "" && strings.HasPrefix(scenario, "tap") {
-			go fetchProfile(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", opsPort, int(duration.Seconds())-1), profile)
+			go fetchProfile(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", opsPort, max(1, int(d.Seconds())-1)), profile)
 			profile = ""
 		}
-		r := measure(url, rate, duration)
-		r.Scenario, r.Rate = scenario, rate
-		if pid != 0 {
-			r.ProxyCPU = (treeCPU(pid) - before) / float64(r.Requests) * 1000
+		lat, errs := measure(url, rate, d)
+		return sample{
+			lat: lat, errs: errs, proxyCPU: treeCPU(pid) - before, champCPU: treeCPU(champion.Process.Pid) - championBefore,
+			kafkaCPU: max(0, treeCPU(kafkaPid())-kafkaBefore),
 		}
-		r.ChampionCPU = (treeCPU(champion.Process.Pid) - championBefore) / float64(r.Requests) * 1000
-		step("%-26s %5d rps: p50 %-9s p99 %-9s p99.9 %-9s errors %d", scenario, rate, r.P50, r.P99, r.P999, r.Errors)
-		results = append(results, r)
-		return r, nil
 	}
+	// summarize pools a scenario's samples into one result.
+	summarize := func(scenario string, rate int, ss []sample) result {
+		var all []time.Duration
+		r := result{Scenario: scenario, Rate: rate}
+		var proxyCPU, champCPU, kafkaCPU float64
+		for _, s := range ss {
+			kafkaCPU += s.kafkaCPU
+			all = append(all, s.lat...)
+			r.Errors += s.errs
+			proxyCPU += s.proxyCPU
+			champCPU += s.champCPU
+		}
+		r.Requests = len(all)
+		r.P50, r.P90, r.P99, r.P999 = quantiles(all)
+		if pids[strings.SplitN(scenario, " ", 2)[0]] != 0 {
+			r.ProxyCPU = proxyCPU / float64(r.Requests) * 1000
+		}
+		r.ChampionCPU = champCPU / float64(r.Requests) * 1000
+		r.KafkaCPU = kafkaCPU / float64(r.Requests) * 1000
+		step("%-26s %5d rps: p50 %-9s p99 %-9s p99.9 %-9s errors %d", scenario, rate, r.P50, r.P99, r.P999, r.Errors)
+		return r
+	}
+	// The scenarios of a rate take turns, rounds times, each for duration/rounds, so that
+	// drift in the machine's load affects them alike.
+	per := duration / time.Duration(rounds)
 	for _, s := range strings.Split(rateList, ",") {
 		rate, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil {
 			return fmt.Errorf("rate %q: %w", s, err)
 		}
-		for _, sc := range []string{"direct", "tap", "nginx", "proxy-only"} {
-			if _, err := attack(sc, rate); err != nil {
-				return err
+		samples := map[string][]sample{}
+		for range rounds {
+			for _, sc := range scenarios {
+				samples[sc] = append(samples[sc], once(sc, rate, per))
 			}
+		}
+		for _, sc := range scenarios {
+			results = append(results, summarize(sc, rate, samples[sc]))
 		}
 	}
 	if isoRate > 0 {
-		if _, err := attack("tap (Kafka healthy)", isoRate); err != nil {
-			return err
+		// Healthy, slow and stopped Kafka take turns too. After each restart the tap's spool
+		// drains before the next round, so that replay does not weigh on the healthy run.
+		names := []string{"tap (Kafka healthy)", "tap (Kafka +500 ms)", "tap (Kafka stopped)"}
+		samples := map[string][]sample{}
+		metrics := fmt.Sprintf("http://127.0.0.1:%d/metrics", opsPort)
+		for range rounds {
+			samples[names[0]] = append(samples[names[0]], once(names[0], isoRate, per))
+			delay.Set(500 * time.Millisecond)
+			samples[names[1]] = append(samples[names[1]], once(names[1], isoRate, per))
+			delay.Set(0)
+			if err := kafka("kill"); err != nil {
+				return err
+			}
+			samples[names[2]] = append(samples[names[2]], once(names[2], isoRate, per))
+			if err := kafka("start"); err != nil {
+				return err
+			}
+			deadline := time.Now().Add(2 * time.Minute)
+			for harness.ScrapeMetric(metrics, "understudy_events_spool_bytes") > 0 && time.Now().Before(deadline) {
+				time.Sleep(500 * time.Millisecond)
+			}
 		}
-		delay.Set(500 * time.Millisecond)
-		if _, err := attack("tap (Kafka +500 ms)", isoRate); err != nil {
-			return err
-		}
-		delay.Set(0)
-		if err := kafka("kill"); err != nil {
-			return err
-		}
-		if _, err := attack("tap (Kafka stopped)", isoRate); err != nil {
-			return err
-		}
-		if err := kafka("start"); err != nil {
-			return err
+		for _, name := range names {
+			results = append(results, summarize(name, isoRate, samples[name]))
 		}
 	}
-	return write(out, results, duration)
+	return write(out, results, duration, rounds)
 }
 
-// measure drives url at a constant rate for d and returns exact latency quantiles.
-func measure(url string, rate int, d time.Duration) result {
+// measure drives url at a constant rate for d and returns every request's latency and the
+// number of errors.
+func measure(url string, rate int, d time.Duration) ([]time.Duration, int) {
 	body := oneKBody()
 	targeter := vegeta.NewStaticTargeter(vegeta.Target{
 		Method: http.MethodPost, URL: url, Body: body,
 		Header: http.Header{"Content-Type": []string{"application/json"}},
 	})
-	attacker := vegeta.NewAttacker(vegeta.Timeout(10*time.Second), vegeta.KeepAlive(true), vegeta.Workers(32), vegeta.MaxWorkers(2000), vegeta.Connections(2000))
+	// Our own client, so that its connections can be closed afterwards: scenarios and rounds
+	// must not pile up idle connections (and file descriptors) from earlier attacks.
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: 2000, DisableCompression: true,
+	}}
+	defer client.CloseIdleConnections()
+	attacker := vegeta.NewAttacker(vegeta.Client(client), vegeta.Workers(32), vegeta.MaxWorkers(2000))
 	var lat []time.Duration
 	errs := 0
 	for res := range attacker.Attack(targeter, vegeta.Rate{Freq: rate, Per: time.Second}, d, "bench") {
@@ -234,14 +366,19 @@ func measure(url string, rate int, d time.Duration) result {
 			errs++
 		}
 	}
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	return lat, errs
+}
+
+// quantiles returns the exact p50, p90, p99 and p99.9 of lat (sorting it).
+func quantiles(lat []time.Duration) (p50, p90, p99, p999 time.Duration) {
+	slices.Sort(lat)
 	q := func(p float64) time.Duration {
 		if len(lat) == 0 {
 			return 0
 		}
 		return lat[min(len(lat)-1, int(p*float64(len(lat))))]
 	}
-	return result{Requests: len(lat), Errors: errs, P50: q(0.5), P90: q(0.9), P99: q(0.99), P999: q(0.999)}
+	return q(0.5), q(0.9), q(0.99), q(0.999)
 }
 
 // oneKBody is an Open Inference Protocol request of 1,024 bytes.
@@ -315,21 +452,21 @@ func waitHTTP(url string) error {
 	}
 }
 
-func write(out string, results []result, duration time.Duration) error {
+func write(out string, results []result, duration time.Duration, rounds int) error {
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err
 	}
 	host, _ := os.Hostname()
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Tap latency benchmark\n\nRun %s on %s (%d CPUs), %s per scenario after warm-up, 1 KB JSON bodies, constant rate (vegeta attacker, open loop). Latencies are exact quantiles of every request.\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), host, runtime.NumCPU(), duration)
-	b.WriteString("| scenario | rate | requests | errors | p50 | p90 | p99 | p99.9 | proxy CPU s / 1,000 req | champion CPU s / 1,000 req |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "# Tap latency benchmark\n\nRun %s on %s (%d CPUs), %s per scenario in %d interleaved rounds (each after a warm-up), 1 KB JSON bodies, constant rate (vegeta attacker, open loop). Latencies are exact quantiles of every request of all rounds.\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), host, runtime.NumCPU(), duration, rounds)
+	b.WriteString("| scenario | rate | requests | errors | p50 | p90 | p99 | p99.9 | proxy CPU s / 1,000 req | champion CPU s / 1,000 req | Kafka CPU s / 1,000 req |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range results {
 		cpu := ""
 		if r.ProxyCPU > 0 {
 			cpu = fmt.Sprintf("%.3f", r.ProxyCPU)
 		}
-		fmt.Fprintf(&b, "| %s | %d | %d | %d | %s | %s | %s | %s | %s | %.3f |\n", r.Scenario, r.Rate, r.Requests, r.Errors, ms(r.P50), ms(r.P90), ms(r.P99), ms(r.P999), cpu, r.ChampionCPU)
+		fmt.Fprintf(&b, "| %s | %d | %d | %d | %s | %s | %s | %s | %s | %.3f | %.3f |\n", r.Scenario, r.Rate, r.Requests, r.Errors, ms(r.P50), ms(r.P90), ms(r.P99), ms(r.P999), cpu, r.ChampionCPU, r.KafkaCPU)
 	}
 	b.WriteString("\nAdded latency = scenario minus direct at the same rate, measured in this run.\n\n")
 	byKey := map[string]result{}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,7 +32,11 @@ const (
 
 // capturedHeaders is the allow-list of request headers copied into events. Authorization,
 // Cookie and every other header are never captured.
-var capturedHeaders = []string{"Content-Type", "Accept", "User-Agent", HeaderRequestID}
+var capturedHeaders = [...]string{"Content-Type", "Accept", "User-Agent", HeaderRequestID}
+
+// headerValues holds the values of capturedHeaders, in order ("" when absent): copied on the
+// request path without allocating a map, which publish builds off the path.
+type headerValues [len(capturedHeaders)]string
 
 type metrics struct {
 	requests *prometheus.CounterVec
@@ -87,7 +93,7 @@ type finished struct {
 	latency  time.Duration
 	method   string
 	path     string
-	headers  map[string]string // allow-listed request headers, lower-case names
+	headers  headerValues
 	reqBody  capture
 	status   int
 	respType string
@@ -95,22 +101,42 @@ type finished struct {
 	failure  *schemas.Error
 }
 
-// enqueue hands a finished exchange to the publishing workers without waiting: building,
-// redacting and encoding the event happen off the request path. A full queue drops the event
-// and counts it.
+// publishGather is how long the publisher lets exchanges accumulate after the first one
+// arrives (see handoff): short next to the Kafka client's linger.
+const publishGather = 5 * time.Millisecond
+
+// publishChunk is the smallest share of a batch worth a goroutine of its own.
+const publishChunk = 64
+
+// enqueue hands a finished exchange to the publisher without waiting: building, redacting
+// and encoding the event happen off the request path. A full queue drops the event and
+// counts it.
 func (t *Tap) enqueue(f *finished) {
-	select {
-	case t.queue <- f:
-	default:
+	if !t.queue.put(f) {
 		t.producer.NotCaptured(producer.ReasonBufferFull)
 	}
 }
 
-// publishLoop turns queued exchanges into events until the queue is closed.
-func (t *Tap) publishLoop() {
-	for f := range t.queue {
-		t.publish(f)
+// publishBatch turns a batch of exchanges into events, on up to GOMAXPROCS goroutines when
+// the batch is large (one goroutine keeps up with a few thousand requests a second).
+func (t *Tap) publishBatch(b []*finished) {
+	n := min(runtime.GOMAXPROCS(0), (len(b)+publishChunk-1)/publishChunk)
+	if n <= 1 {
+		for _, f := range b {
+			t.publish(f)
+		}
+		return
 	}
+	var wg sync.WaitGroup
+	size := (len(b) + n - 1) / n
+	for part := range slices.Chunk(b, size) {
+		wg.Go(func() {
+			for _, f := range part {
+				t.publish(f)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 func (t *Tap) publish(f *finished) {
@@ -132,6 +158,7 @@ func (t *Tap) publish(f *finished) {
 	if lr.extract.Protocol() == predict.ProtocolOIPv2 {
 		model = oipModel(f.path, doc, model)
 	}
+	headers := f.headers.asMap()
 	ev := schemas.InferenceEvent{
 		RequestID:  f.id,
 		Experiment: lr.Experiment,
@@ -139,8 +166,8 @@ func (t *Tap) publish(f *finished) {
 		Model:      model,
 		EventTime:  f.start,
 		Request: schemas.HTTPRequest{
-			Method: f.method, Path: f.path, ContentType: f.headers["content-type"],
-			Headers: f.headers, Body: f.reqBody.buf, Truncated: f.reqBody.truncated(), OriginalSize: f.reqBody.total,
+			Method: f.method, Path: f.path, ContentType: headers["content-type"],
+			Headers: headers, Body: f.reqBody.buf, Truncated: f.reqBody.truncated(), OriginalSize: f.reqBody.total,
 		},
 		Response: schemas.HTTPResponse{
 			Status: int32(f.status), ContentType: f.respType,
@@ -202,12 +229,21 @@ func oipModel(path string, doc any, def schemas.ModelRef) schemas.ModelRef {
 	return m
 }
 
-// capturedHeaderValues returns the allow-listed headers that get returns a value for.
-func capturedHeaderValues(get func(string) string) map[string]string {
-	out := make(map[string]string, len(capturedHeaders))
-	for _, name := range capturedHeaders {
-		if v := get(name); v != "" {
-			out[strings.ToLower(name)] = v
+// capturedHeaderValues returns the values get returns for the allow-listed headers.
+func capturedHeaderValues(get func(string) string) headerValues {
+	var v headerValues
+	for i, name := range capturedHeaders {
+		v[i] = get(name)
+	}
+	return v
+}
+
+// asMap returns the present headers by lower-case name, as events carry them.
+func (v *headerValues) asMap() map[string]string {
+	out := make(map[string]string, len(v))
+	for i, value := range v {
+		if value != "" {
+			out[strings.ToLower(capturedHeaders[i])] = value
 		}
 	}
 	return out
@@ -228,7 +264,12 @@ func oipRequestID(body []byte) string {
 	return doc.ID
 }
 
+// newRequestID returns a new UUIDv7. Its random bits come from a buffered pool (see init):
+// request ids need to be unique, not secret, and one read of the system's randomness per
+// request is a syscall on the request path.
 func newRequestID() string { return uuid.Must(uuid.NewV7()).String() }
+
+func init() { uuid.EnableRandPool() }
 
 func extractReason(err error) string {
 	switch {

@@ -18,7 +18,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,7 +45,7 @@ type Tap struct {
 	m        *metrics
 	buffers  *bufferPool
 	routing  atomic.Pointer[routing]
-	queue    chan *finished
+	queue    *handoff
 
 	mu sync.Mutex
 	ln net.Listener
@@ -70,7 +69,7 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Tap, error
 	t := &Tap{
 		cfg: cfg, logger: logger, now: time.Now, codecs: codecs, producer: prod,
 		ops: server.New(cfg.Ops, logger, reg), m: newMetrics(reg), buffers: newBufferPool(),
-		queue: make(chan *finished, cfg.Producer.BufferRecords),
+		queue: newHandoff(cfg.Producer.BufferRecords, publishGather),
 	}
 	routes, err := cfg.Routes()
 	if err != nil {
@@ -153,10 +152,8 @@ func (t *Tap) Run(ctx context.Context) error {
 		return err
 	}
 	t.logger.Info("tap starting", "proxy_addr", t.ln.Addr().String(), "routes", len(t.routing.Load().routes), "spool_dir", t.cfg.Producer.SpoolDir)
-	var workers sync.WaitGroup
-	for range runtime.GOMAXPROCS(0) {
-		workers.Go(t.publishLoop)
-	}
+	var publisher sync.WaitGroup
+	publisher.Go(func() { t.queue.run(t.publishBatch) })
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return t.ops.Run(gctx) })
 	g.Go(func() error { return t.producer.Run(gctx) })
@@ -171,8 +168,8 @@ func (t *Tap) Run(ctx context.Context) error {
 	}
 	err := g.Wait()
 	// The proxy has drained: no handler can enqueue any more.
-	close(t.queue)
-	workers.Wait()
+	t.queue.close()
+	publisher.Wait()
 	fctx, cancel := context.WithTimeout(context.Background(), t.cfg.ShutdownTimeout)
 	defer cancel()
 	if cerr := t.producer.Close(fctx); cerr != nil {
