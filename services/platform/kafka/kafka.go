@@ -20,6 +20,13 @@ type Config struct {
 	ClientID       string        // Kafka client id; defaults to the service name
 	DialTimeout    time.Duration // per connection attempt
 	RequestTimeout time.Duration // extra time allowed on top of a request's own timeout
+	Compression    string        // codec of produced batches: lz4, zstd, snappy, gzip or none
+}
+
+// compressions maps kafka.compression values to codecs.
+var compressions = map[string]kgo.CompressionCodec{
+	"lz4": kgo.Lz4Compression(), "zstd": kgo.ZstdCompression(), "snappy": kgo.SnappyCompression(),
+	"gzip": kgo.GzipCompression(), "none": kgo.NoCompression(),
 }
 
 // NewDefaultConfig returns defaults for a local broker.
@@ -29,6 +36,7 @@ func NewDefaultConfig(service string) Config {
 		ClientID:       "understudy-" + service,
 		DialTimeout:    5 * time.Second,
 		RequestTimeout: 10 * time.Second,
+		Compression:    "lz4",
 	}
 }
 
@@ -38,6 +46,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ClientID, "kafka.client-id", c.ClientID, "Kafka client id")
 	fs.DurationVar(&c.DialTimeout, "kafka.dial-timeout", c.DialTimeout, "timeout of one broker connection attempt")
 	fs.DurationVar(&c.RequestTimeout, "kafka.request-timeout", c.RequestTimeout, "time allowed on top of each request's own timeout")
+	fs.StringVar(&c.Compression, "kafka.compression", c.Compression, "compression of produced batches: lz4, zstd, snappy, gzip or none (none spares the client's and the broker's CPU for more network and disk)")
 }
 
 // Validate reports every problem with the config.
@@ -51,6 +60,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RequestTimeout <= 0 {
 		errs = append(errs, errors.New("kafka.request-timeout: must be positive"))
+	}
+	if _, ok := compressions[c.Compression]; !ok {
+		errs = append(errs, fmt.Errorf("kafka.compression: %q is not one of lz4, zstd, snappy, gzip, none", c.Compression))
 	}
 	return errors.Join(errs...)
 }
@@ -77,8 +89,16 @@ func (c *Config) Opts() []kgo.Opt {
 		kgo.DialTimeout(c.DialTimeout),
 		kgo.RequestTimeoutOverhead(c.RequestTimeout),
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
-		kgo.ProducerBatchCompression(kgo.Lz4Compression(), kgo.NoCompression()),
+		kgo.ProducerBatchCompression(c.codec(), kgo.NoCompression()),
 	}
+}
+
+// codec returns the configured codec; lz4 when the name is unknown (Validate reports it).
+func (c *Config) codec() kgo.CompressionCodec {
+	if codec, ok := compressions[c.Compression]; ok {
+		return codec
+	}
+	return kgo.Lz4Compression()
 }
 
 // Ping reports whether a broker answers a metadata request within ctx.

@@ -15,7 +15,7 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	if err == nil {
 		t.Fatal("want error")
 	}
-	for _, want := range []string{"kafka.brokers", "kafka.dial-timeout", "kafka.request-timeout"} {
+	for _, want := range []string{"kafka.brokers", "kafka.dial-timeout", "kafka.request-timeout", "kafka.compression"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %s", err, want)
 		}
