@@ -314,7 +314,8 @@ func run(rateList string, duration, warmup time.Duration, isoRate, rounds int, o
 	}
 	if isoRate > 0 {
 		// Healthy, slow and stopped Kafka take turns too. After each restart the tap's spool
-		// drains before the next round, so that replay does not weigh on the healthy run.
+		// drains and the broker warms up before the next round, so that neither replay nor a
+		// cold JVM weighs on the healthy run.
 		names := []string{"tap (Kafka healthy)", "tap (Kafka +500 ms)", "tap (Kafka stopped)"}
 		samples := map[string][]sample{}
 		metrics := fmt.Sprintf("http://127.0.0.1:%d/metrics", opsPort)
@@ -334,6 +335,9 @@ func run(rateList string, duration, warmup time.Duration, isoRate, rounds int, o
 			for harness.ScrapeMetric(metrics, "understudy_events_spool_bytes") > 0 && time.Now().Before(deadline) {
 				time.Sleep(500 * time.Millisecond)
 			}
+			// A restarted broker is a cold JVM again: warm it up like the first one, or the
+			// next healthy round would pay for it.
+			measure(targets["tap"]+"/v2/models/fraud/infer", isoRate, 10*time.Second)
 		}
 		for _, name := range names {
 			results = append(results, summarize(name, isoRate, samples[name]))
