@@ -343,6 +343,11 @@ func run(rateList string, duration, warmup time.Duration, isoRate, rounds int, o
 			results = append(results, summarize(name, isoRate, samples[name]))
 		}
 	}
+	// Errors of nginx's are its own, not the tap's: show why they happened.
+	if b, err := os.ReadFile(filepath.Join(tmp, "nginx-error.log")); err == nil && len(b) > 0 {
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		step("nginx logged %d errors, the last: %s", len(lines), lines[len(lines)-1])
+	}
 	return write(out, results, duration, rounds)
 }
 
@@ -518,9 +523,10 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.3f ms", float64(d)/1e6) 
 
 const nginxTemplate = `
 worker_processes 1;
+worker_rlimit_nofile 20000;
 error_log %[1]s/nginx-error.log warn;
 pid %[1]s/nginx.pid;
-events { worker_connections 4096; }
+events { worker_connections 16384; }
 http {
   access_log off;
   client_body_temp_path %[1]s/client_temp;
