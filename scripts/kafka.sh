@@ -10,7 +10,9 @@
 #
 # A restarted DIR keeps its port, cluster id and data. Env: KAFKA_PORT (default: a free port),
 # KAFKA_HEAP (default 512m), JAVA (default java; must be 17+), KAFKA_ADVERTISED_PORT (advertise
-# another port, e.g. a latency-injecting proxy in front of the broker; default: the broker's).
+# another port, e.g. a latency-injecting proxy in front of the broker; default: the broker's),
+# KAFKA_PROXIED_PORT and KAFKA_PROXIED_ADVERTISED_PORT (a second listener, advertised at another
+# port: clients that bootstrap through a proxy stay behind it while others connect directly).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -61,10 +63,10 @@ start() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:${KAFKA_ADVERTISED_PORT:-$port}
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport${KAFKA_PROXIED_PORT:+,PROXIED://127.0.0.1:$KAFKA_PROXIED_PORT}
+advertised.listeners=PLAINTEXT://127.0.0.1:${KAFKA_ADVERTISED_PORT:-$port}${KAFKA_PROXIED_PORT:+,PROXIED://127.0.0.1:${KAFKA_PROXIED_ADVERTISED_PORT:-$KAFKA_PROXIED_PORT}}
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,PROXIED:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$dir/data
 num.partitions=4

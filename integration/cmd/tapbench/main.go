@@ -48,6 +48,9 @@ type result struct {
 // tapEnv is the -tap-env flag.
 var tapEnv *string
 
+// kafkaNice is the -kafka-nice flag.
+var kafkaNice int
+
 // variants is the repeatable -variant flag: extra taps measured beside the main one.
 type variants []variant
 
@@ -89,6 +92,7 @@ func main() {
 	out := flag.String("out", "bench-results/tap.md", "results file (Markdown; a .json file is written beside it)")
 	tapEnv = flag.String("tap-env", "", "environment for the tap processes only, space-separated (e.g. \"GOMAXPROCS=1 GOGC=400\")")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of the tap during its first scenario to this file")
+	flag.IntVar(&kafkaNice, "kafka-nice", 19, "niceness of the broker: in production it runs on other machines; here it shares the two cores with the proxy, the champion and the load generator, and at 19 it takes only CPU they leave idle (0: equal footing)")
 	rounds := flag.Int("rounds", 3, "scenarios of a rate take turns this many times, duration/rounds each, and their latencies are pooled")
 	var vs variants
 	flag.Var(&vs, "variant", "also measure a tap variant, side by side: name:ITEM..., items starting with -- are tap flags, bin=PATH another tap binary, others environment (repeatable; e.g. gmp1:GOMAXPROCS=1)")
@@ -138,9 +142,13 @@ func run(rateList string, duration, warmup time.Duration, isoRate, rounds int, o
 			return fmt.Errorf("build %s: %w", name, err)
 		}
 	}
-	ports := freePorts(9 + 2*len(vs))
+	ports := freePorts(12 + 2*len(vs))
 	championPort, tapPort, opsPort, nginxPort, sinkPort, brokerPort, proxyPort := ports[0], ports[1], ports[2], ports[3], ports[4], ports[5], ports[6]
 	bareTapPort, bareOpsPort := ports[7], ports[8]
+	// The isolation tap alone reaches the broker through the latency proxy, via a second
+	// listener: the other taps connect directly, so that no Kafka traffic passes through this
+	// process, which also generates the load and times it.
+	isoTapPort, isoOpsPort, proxiedPort := ports[9], ports[10], ports[11]
 	startEnv := func(env []string, name string, args ...string) (*exec.Cmd, error) {
 		cmd := exec.Command(name, args...)
 		if filepath.Base(name) == "tap" {
@@ -162,13 +170,16 @@ func run(rateList string, duration, warmup time.Duration, isoRate, rounds int, o
 		return err
 	}
 
-	// Kafka advertises the latency proxy's port, so every client connection goes through it.
-	delay := newLatencyProxy(fmt.Sprintf("127.0.0.1:%d", proxyPort), fmt.Sprintf("127.0.0.1:%d", brokerPort))
+	// The broker's second listener advertises the latency proxy's port, so every connection
+	// of a client that bootstraps through the proxy goes through it.
+	delay := newLatencyProxy(fmt.Sprintf("127.0.0.1:%d", proxyPort), fmt.Sprintf("127.0.0.1:%d", proxiedPort))
 	defer delay.Close()
 	kdir := filepath.Join(tmp, "kafka")
 	kafka := func(verb string) error {
-		cmd := exec.Command(filepath.Join(root, "scripts", "kafka.sh"), verb, kdir)
-		cmd.Env = append(os.Environ(), fmt.Sprintf("KAFKA_PORT=%d", brokerPort), fmt.Sprintf("KAFKA_ADVERTISED_PORT=%d", proxyPort))
+		// The broker (and every JVM thread, which inherit it) runs at the given niceness.
+		cmd := exec.Command("nice", "-n", strconv.Itoa(kafkaNice), filepath.Join(root, "scripts", "kafka.sh"), verb, kdir)
+		cmd.Env = append(os.Environ(), fmt.Sprintf("KAFKA_PORT=%d", brokerPort),
+			fmt.Sprintf("KAFKA_PROXIED_PORT=%d", proxiedPort), fmt.Sprintf("KAFKA_PROXIED_ADVERTISED_PORT=%d", proxyPort))
 		cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
 		return cmd.Run()
 	}
@@ -198,11 +209,19 @@ func run(rateList string, duration, warmup time.Duration, isoRate, rounds int, o
 	if err != nil {
 		return err
 	}
-	pids := map[string]int{"tap": tap.Process.Pid, "proxy-only": bareTap.Process.Pid}
+	// The tap of the isolation scenarios, the only one behind the latency proxy.
+	isoTap, err := start(filepath.Join(tmp, "tap"),
+		fmt.Sprintf("--proxy.listen-addr=127.0.0.1:%d", isoTapPort), fmt.Sprintf("--http.listen-addr=127.0.0.1:%d", isoOpsPort),
+		fmt.Sprintf("--kafka.brokers=127.0.0.1:%d", proxyPort), fmt.Sprintf("--champion.url=http://127.0.0.1:%d", championPort),
+		"--experiment=bench", "--capture.spool-dir="+filepath.Join(tmp, "spool-iso"))
+	if err != nil {
+		return err
+	}
+	pids := map[string]int{"tap": tap.Process.Pid, "proxy-only": bareTap.Process.Pid, "tap-iso": isoTap.Process.Pid}
 	scenarios := []string{"direct", "tap", "nginx", "proxy-only"}
 	targets := map[string]string{}
 	for i, v := range vs {
-		port, ops := ports[9+2*i], ports[10+2*i]
+		port, ops := ports[12+2*i], ports[13+2*i]
 		bin := filepath.Join(tmp, "tap")
 		if v.bin != "" {
 			bin = v.bin
@@ -233,6 +252,7 @@ func run(rateList string, duration, warmup time.Duration, isoRate, rounds int, o
 	targets["tap"] = fmt.Sprintf("http://127.0.0.1:%d", tapPort)
 	targets["nginx"] = fmt.Sprintf("http://127.0.0.1:%d", nginxPort)
 	targets["proxy-only"] = fmt.Sprintf("http://127.0.0.1:%d", bareTapPort)
+	targets["tap-iso"] = fmt.Sprintf("http://127.0.0.1:%d", isoTapPort)
 	for name, base := range targets {
 		if err := waitHTTP(base + "/v2/models/fraud/infer"); err != nil {
 			return fmt.Errorf("%s never answered: %w", name, err)
@@ -244,6 +264,14 @@ func run(rateList string, duration, warmup time.Duration, isoRate, rounds int, o
 	step("warming up Kafka through the tap")
 	measure(targets["tap"]+"/v2/models/fraud/infer", 1000, 10*time.Second)
 
+	// process names the target and process of a scenario: "tap[x]" → "tap[x]",
+	// "tap (Kafka stopped)" → "tap-iso".
+	process := func(scenario string) string {
+		if strings.Contains(scenario, "(Kafka") {
+			return "tap-iso"
+		}
+		return strings.SplitN(scenario, " ", 2)[0]
+	}
 	var results []result
 	// sample measures one scenario once: the latencies of every request, errors and CPU.
 	type sample struct {
@@ -258,9 +286,9 @@ func run(rateList string, duration, warmup time.Duration, isoRate, rounds int, o
 		return pid
 	}
 	once := func(scenario string, rate int, d time.Duration) sample {
-		url := targets[strings.SplitN(scenario, " ", 2)[0]] + "/v2/models/fraud/infer"
+		url := targets[process(scenario)] + "/v2/models/fraud/infer"
 		measure(url, rate, warmup) // warm connections and caches
-		pid := pids[strings.SplitN(scenario, " ", 2)[0]]
+		pid := pids[process(scenario)]
 		before, championBefore, kafkaBefore := treeCPU(pid), treeCPU(champion.Process.Pid), treeCPU(kafkaPid())
 		if profile != "" && strings.HasPrefix(scenario, "tap") {
 			go fetchProfile(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", opsPort, max(1, int(d.Seconds())-1)), profile)
@@ -286,7 +314,7 @@ func run(rateList string, duration, warmup time.Duration, isoRate, rounds int, o
 		}
 		r.Requests = len(all)
 		r.P50, r.P90, r.P99, r.P999 = quantiles(all)
-		if pids[strings.SplitN(scenario, " ", 2)[0]] != 0 {
+		if pids[process(scenario)] != 0 {
 			r.ProxyCPU = proxyCPU / float64(r.Requests) * 1000
 		}
 		r.ChampionCPU = champCPU / float64(r.Requests) * 1000
@@ -318,7 +346,7 @@ func run(rateList string, duration, warmup time.Duration, isoRate, rounds int, o
 		// cold JVM weighs on the healthy run.
 		names := []string{"tap (Kafka healthy)", "tap (Kafka +500 ms)", "tap (Kafka stopped)"}
 		samples := map[string][]sample{}
-		metrics := fmt.Sprintf("http://127.0.0.1:%d/metrics", opsPort)
+		metrics := fmt.Sprintf("http://127.0.0.1:%d/metrics", isoOpsPort)
 		for range rounds {
 			samples[names[0]] = append(samples[names[0]], once(names[0], isoRate, per))
 			delay.Set(500 * time.Millisecond)
@@ -337,7 +365,7 @@ func run(rateList string, duration, warmup time.Duration, isoRate, rounds int, o
 			}
 			// A restarted broker is a cold JVM again: warm it up like the first one, or the
 			// next healthy round would pay for it.
-			measure(targets["tap"]+"/v2/models/fraud/infer", isoRate, 10*time.Second)
+			measure(targets["tap-iso"]+"/v2/models/fraud/infer", isoRate, 10*time.Second)
 		}
 		for _, name := range names {
 			results = append(results, summarize(name, isoRate, samples[name]))
@@ -467,8 +495,8 @@ func write(out string, results []result, duration time.Duration, rounds int) err
 	}
 	host, _ := os.Hostname()
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Tap latency benchmark\n\nRun %s on %s (%d CPUs), %s per scenario in %d interleaved rounds (each after a warm-up), 1 KB JSON bodies, constant rate (vegeta attacker, open loop). Latencies are exact quantiles of every request of all rounds.\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), host, runtime.NumCPU(), duration, rounds)
+	fmt.Fprintf(&b, "# Tap latency benchmark\n\nRun %s on %s (%d CPUs), %s per scenario in %d interleaved rounds (each after a warm-up), 1 KB JSON bodies, constant rate (vegeta attacker, open loop). Latencies are exact quantiles of every request of all rounds. The Kafka broker runs on the same cores at niceness %d.\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), host, runtime.NumCPU(), duration, rounds, kafkaNice)
 	b.WriteString("| scenario | rate | requests | errors | p50 | p90 | p99 | p99.9 | proxy CPU s / 1,000 req | champion CPU s / 1,000 req | Kafka CPU s / 1,000 req |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range results {
 		cpu := ""
