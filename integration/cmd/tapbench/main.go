@@ -127,9 +127,14 @@ func run(rateList string, duration, warmup time.Duration, isoRate, rounds int, o
 	defer func() { _ = os.RemoveAll(tmp) }()
 	var procs []*exec.Cmd
 	defer func() {
+		// SIGTERM first: a SIGKILLed nginx master leaves its workers running.
 		for _, p := range procs {
-			_ = p.Process.Kill()
+			_ = p.Process.Signal(syscall.SIGTERM)
+		}
+		for _, p := range procs {
+			t := time.AfterFunc(10*time.Second, func() { _ = p.Process.Kill() })
 			_ = p.Wait()
+			t.Stop()
 		}
 	}()
 	step := func(format string, args ...any) { fmt.Fprintf(os.Stderr, "tapbench: "+format+"\n", args...) }
@@ -194,26 +199,28 @@ func run(rateList string, duration, warmup time.Duration, isoRate, rounds int, o
 		return fmt.Errorf("topics: %w", err)
 	}
 
-	tap, err := start(filepath.Join(tmp, "tap"),
-		fmt.Sprintf("--proxy.listen-addr=127.0.0.1:%d", tapPort), fmt.Sprintf("--http.listen-addr=127.0.0.1:%d", opsPort),
-		fmt.Sprintf("--kafka.brokers=127.0.0.1:%d", brokerPort), fmt.Sprintf("--champion.url=http://127.0.0.1:%d", championPort),
-		"--experiment=bench", "--capture.spool-dir="+filepath.Join(tmp, "spool"))
+	// startTap starts a tap binary on port (ops on ops) in front of the champion, producing
+	// to the broker at kafkaPort; extra flags follow the common ones.
+	startTap := func(env []string, bin string, port, ops, kafkaPort int, extra ...string) (*exec.Cmd, error) {
+		args := []string{
+			fmt.Sprintf("--proxy.listen-addr=127.0.0.1:%d", port), fmt.Sprintf("--http.listen-addr=127.0.0.1:%d", ops),
+			fmt.Sprintf("--kafka.brokers=127.0.0.1:%d", kafkaPort), fmt.Sprintf("--champion.url=http://127.0.0.1:%d", championPort),
+			"--experiment=bench",
+		}
+		return startEnv(env, bin, append(args, extra...)...)
+	}
+	tapBin := filepath.Join(tmp, "tap")
+	tap, err := startTap(nil, tapBin, tapPort, opsPort, brokerPort, "--capture.spool-dir="+filepath.Join(tmp, "spool"))
 	if err != nil {
 		return err
 	}
 	// The same binary with capture off (sampling rate 0): what proxying alone costs.
-	bareTap, err := start(filepath.Join(tmp, "tap"),
-		fmt.Sprintf("--proxy.listen-addr=127.0.0.1:%d", bareTapPort), fmt.Sprintf("--http.listen-addr=127.0.0.1:%d", bareOpsPort),
-		fmt.Sprintf("--kafka.brokers=127.0.0.1:%d", brokerPort), fmt.Sprintf("--champion.url=http://127.0.0.1:%d", championPort),
-		"--experiment=bench", "--sampling.rate=0")
+	bareTap, err := startTap(nil, tapBin, bareTapPort, bareOpsPort, brokerPort, "--sampling.rate=0")
 	if err != nil {
 		return err
 	}
 	// The tap of the isolation scenarios, the only one behind the latency proxy.
-	isoTap, err := start(filepath.Join(tmp, "tap"),
-		fmt.Sprintf("--proxy.listen-addr=127.0.0.1:%d", isoTapPort), fmt.Sprintf("--http.listen-addr=127.0.0.1:%d", isoOpsPort),
-		fmt.Sprintf("--kafka.brokers=127.0.0.1:%d", proxyPort), fmt.Sprintf("--champion.url=http://127.0.0.1:%d", championPort),
-		"--experiment=bench", "--capture.spool-dir="+filepath.Join(tmp, "spool-iso"))
+	isoTap, err := startTap(nil, tapBin, isoTapPort, isoOpsPort, proxyPort, "--capture.spool-dir="+filepath.Join(tmp, "spool-iso"))
 	if err != nil {
 		return err
 	}
@@ -222,16 +229,11 @@ func run(rateList string, duration, warmup time.Duration, isoRate, rounds int, o
 	targets := map[string]string{}
 	for i, v := range vs {
 		port, ops := ports[12+2*i], ports[13+2*i]
-		bin := filepath.Join(tmp, "tap")
+		bin := tapBin
 		if v.bin != "" {
 			bin = v.bin
 		}
-		args := []string{
-			fmt.Sprintf("--proxy.listen-addr=127.0.0.1:%d", port), fmt.Sprintf("--http.listen-addr=127.0.0.1:%d", ops),
-			fmt.Sprintf("--kafka.brokers=127.0.0.1:%d", brokerPort), fmt.Sprintf("--champion.url=http://127.0.0.1:%d", championPort),
-			"--experiment=bench", "--capture.spool-dir=" + filepath.Join(tmp, "spool-"+v.name),
-		}
-		cmd, err := startEnv(v.env, bin, append(args, v.flags...)...)
+		cmd, err := startTap(v.env, bin, port, ops, brokerPort, append([]string{"--capture.spool-dir=" + filepath.Join(tmp, "spool-"+v.name)}, v.flags...)...)
 		if err != nil {
 			return err
 		}
