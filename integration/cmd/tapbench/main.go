@@ -45,11 +45,16 @@ type result struct {
 	KafkaCPU    float64       `json:"kafka_cpu_seconds_per_1000"`
 }
 
-// tapEnv is the -tap-env flag.
-var tapEnv *string
-
-// kafkaNice is the -kafka-nice flag.
-var kafkaNice int
+// options are the command's flags.
+type options struct {
+	rates            string        // comma-separated constant rates
+	duration, warmup time.Duration // measured time per scenario (split over rounds); warm-up per sample
+	isoRate, rounds  int           // rate of the isolation scenarios (0: none); interleaved rounds
+	out, profile     string        // results file; CPU profile file of the tap ("": none)
+	tapEnv           string        // environment of every tap process
+	kafkaNice        int           // niceness of the broker
+	variants         variants      // extra taps
+}
 
 // variants is the repeatable -variant flag: extra taps measured beside the main one.
 type variants []variant
@@ -85,17 +90,17 @@ func (v *variants) Set(s string) error {
 }
 
 func main() {
-	rates := flag.String("rates", "1000,5000", "constant request rates to measure")
-	duration := flag.Duration("duration", 15*time.Second, "measured duration of each scenario")
-	warmup := flag.Duration("warmup", 3*time.Second, "unmeasured warm-up before each scenario")
-	isoRate := flag.Int("isolation-rate", 1000, "rate of the isolation scenarios (0: skip them)")
-	out := flag.String("out", "bench-results/tap.md", "results file (Markdown; a .json file is written beside it)")
-	tapEnv = flag.String("tap-env", "", "environment for the tap processes only, space-separated (e.g. \"GOMAXPROCS=1 GOGC=400\")")
-	profile := flag.String("cpuprofile", "", "write a CPU profile of the tap during its first scenario to this file")
-	flag.IntVar(&kafkaNice, "kafka-nice", 19, "niceness of the broker: in production it runs on other machines; here it shares the two cores with the proxy, the champion and the load generator, and at 19 it takes only CPU they leave idle (0: equal footing)")
-	rounds := flag.Int("rounds", 3, "scenarios of a rate take turns this many times, duration/rounds each, and their latencies are pooled")
-	var vs variants
-	flag.Var(&vs, "variant", "also measure a tap variant, side by side: name:ITEM..., items starting with -- are tap flags, bin=PATH another tap binary, others environment (repeatable; e.g. gmp1:GOMAXPROCS=1)")
+	var o options
+	flag.StringVar(&o.rates, "rates", "1000,5000", "constant request rates to measure")
+	flag.DurationVar(&o.duration, "duration", 15*time.Second, "measured duration of each scenario")
+	flag.DurationVar(&o.warmup, "warmup", 3*time.Second, "unmeasured warm-up before each scenario")
+	flag.IntVar(&o.isoRate, "isolation-rate", 1000, "rate of the isolation scenarios (0: skip them)")
+	flag.StringVar(&o.out, "out", "bench-results/tap.md", "results file (Markdown; a .json file is written beside it)")
+	flag.StringVar(&o.tapEnv, "tap-env", "", "environment for the tap processes only, space-separated (e.g. \"GOMAXPROCS=1 GOGC=400\")")
+	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the tap during its first scenario to this file")
+	flag.IntVar(&o.kafkaNice, "kafka-nice", 19, "niceness of the broker: in production it runs on other machines; here it shares the two cores with the proxy, the champion and the load generator, and at 19 it takes only CPU they leave idle (0: equal footing)")
+	flag.IntVar(&o.rounds, "rounds", 3, "scenarios of a rate take turns this many times, duration/rounds each, and their latencies are pooled")
+	flag.Var(&o.variants, "variant", "also measure a tap variant, side by side: name:ITEM..., items starting with -- are tap flags, bin=PATH another tap binary, others environment (repeatable; e.g. gmp1:GOMAXPROCS=1)")
 	flag.Parse()
 	// At saturation the load generator opens a connection per outstanding request.
 	var lim syscall.Rlimit
@@ -103,11 +108,11 @@ func main() {
 		lim.Cur = lim.Max
 		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
 	}
-	if *rounds < 1 {
+	if o.rounds < 1 {
 		fmt.Fprintln(os.Stderr, "tapbench: -rounds must be at least 1")
 		os.Exit(2)
 	}
-	if err := run(*rates, *duration, *warmup, *isoRate, *rounds, *out, *profile, vs); err != nil {
+	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "tapbench:", err)
 		os.Exit(1)
 	}
@@ -118,7 +123,8 @@ func repoRoot() string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", ".."))
 }
 
-func run(rateList string, duration, warmup time.Duration, isoRate, rounds int, out, profile string, vs variants) error {
+func run(o options) error {
+	duration, warmup, isoRate, rounds, profile, vs := o.duration, o.warmup, o.isoRate, o.rounds, o.profile, o.variants
 	root := repoRoot()
 	tmp, err := os.MkdirTemp("", "tapbench-")
 	if err != nil {
@@ -158,7 +164,7 @@ func run(rateList string, duration, warmup time.Duration, isoRate, rounds int, o
 		cmd := exec.Command(name, args...)
 		if filepath.Base(name) == "tap" {
 			// Runtime settings for the tap processes only (e.g. GOMAXPROCS=1 GOGC=400).
-			cmd.Env = append(append(os.Environ(), strings.Fields(*tapEnv)...), env...)
+			cmd.Env = append(append(os.Environ(), strings.Fields(o.tapEnv)...), env...)
 		}
 		logf, _ := os.Create(filepath.Join(tmp, fmt.Sprintf("%s-%d.log", filepath.Base(name), len(procs))))
 		cmd.Stdout, cmd.Stderr = logf, logf
@@ -182,7 +188,7 @@ func run(rateList string, duration, warmup time.Duration, isoRate, rounds int, o
 	kdir := filepath.Join(tmp, "kafka")
 	kafka := func(verb string) error {
 		// The broker (and every JVM thread, which inherit it) runs at the given niceness.
-		cmd := exec.Command("nice", "-n", strconv.Itoa(kafkaNice), filepath.Join(root, "scripts", "kafka.sh"), verb, kdir)
+		cmd := exec.Command("nice", "-n", strconv.Itoa(o.kafkaNice), filepath.Join(root, "scripts", "kafka.sh"), verb, kdir)
 		cmd.Env = append(os.Environ(), fmt.Sprintf("KAFKA_PORT=%d", brokerPort),
 			fmt.Sprintf("KAFKA_PROXIED_PORT=%d", proxiedPort), fmt.Sprintf("KAFKA_PROXIED_ADVERTISED_PORT=%d", proxyPort))
 		cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
@@ -266,14 +272,6 @@ func run(rateList string, duration, warmup time.Duration, isoRate, rounds int, o
 	step("warming up Kafka through the tap")
 	measure(targets["tap"]+"/v2/models/fraud/infer", 1000, 10*time.Second)
 
-	// process names the target and process of a scenario: "tap[x]" → "tap[x]",
-	// "tap (Kafka stopped)" → "tap-iso".
-	process := func(scenario string) string {
-		if strings.Contains(scenario, "(Kafka") {
-			return "tap-iso"
-		}
-		return strings.SplitN(scenario, " ", 2)[0]
-	}
 	var results []result
 	// sample measures one scenario once: the latencies of every request, errors and CPU.
 	type sample struct {
@@ -287,12 +285,13 @@ func run(rateList string, duration, warmup time.Duration, isoRate, rounds int, o
 		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 		return pid
 	}
-	once := func(scenario string, rate int, d time.Duration) sample {
-		url := targets[process(scenario)] + "/v2/models/fraud/infer"
+	// once measures target (a key of targets; its process is pids[target], if any).
+	once := func(target string, rate int, d time.Duration) sample {
+		url := targets[target] + "/v2/models/fraud/infer"
 		measure(url, rate, warmup) // warm connections and caches
-		pid := pids[process(scenario)]
+		pid := pids[target]
 		before, championBefore, kafkaBefore := treeCPU(pid), treeCPU(champion.Process.Pid), treeCPU(kafkaPid())
-		if profile != "" && strings.HasPrefix(scenario, "tap") {
+		if profile != "" && strings.HasPrefix(target, "tap") {
 			go fetchProfile(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", opsPort, max(1, int(d.Seconds())-1)), profile)
 			profile = ""
 		}
@@ -302,8 +301,8 @@ func run(rateList string, duration, warmup time.Duration, isoRate, rounds int, o
 			kafkaCPU: max(0, treeCPU(kafkaPid())-kafkaBefore),
 		}
 	}
-	// summarize pools a scenario's samples into one result.
-	summarize := func(scenario string, rate int, ss []sample) result {
+	// summarize pools the samples of a scenario, which drove target, into one result.
+	summarize := func(scenario, target string, rate int, ss []sample) result {
 		var all []time.Duration
 		r := result{Scenario: scenario, Rate: rate}
 		var proxyCPU, champCPU, kafkaCPU float64
@@ -316,7 +315,7 @@ func run(rateList string, duration, warmup time.Duration, isoRate, rounds int, o
 		}
 		r.Requests = len(all)
 		r.P50, r.P90, r.P99, r.P999 = quantiles(all)
-		if pids[process(scenario)] != 0 {
+		if pids[target] != 0 {
 			r.ProxyCPU = proxyCPU / float64(r.Requests) * 1000
 		}
 		r.ChampionCPU = champCPU / float64(r.Requests) * 1000
@@ -327,7 +326,7 @@ func run(rateList string, duration, warmup time.Duration, isoRate, rounds int, o
 	// The scenarios of a rate take turns, rounds times, each for duration/rounds, so that
 	// drift in the machine's load affects them alike.
 	per := duration / time.Duration(rounds)
-	for _, s := range strings.Split(rateList, ",") {
+	for _, s := range strings.Split(o.rates, ",") {
 		rate, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil {
 			return fmt.Errorf("rate %q: %w", s, err)
@@ -339,7 +338,7 @@ func run(rateList string, duration, warmup time.Duration, isoRate, rounds int, o
 			}
 		}
 		for _, sc := range scenarios {
-			results = append(results, summarize(sc, rate, samples[sc]))
+			results = append(results, summarize(sc, sc, rate, samples[sc]))
 		}
 	}
 	if isoRate > 0 {
@@ -350,14 +349,14 @@ func run(rateList string, duration, warmup time.Duration, isoRate, rounds int, o
 		samples := map[string][]sample{}
 		metrics := fmt.Sprintf("http://127.0.0.1:%d/metrics", isoOpsPort)
 		for range rounds {
-			samples[names[0]] = append(samples[names[0]], once(names[0], isoRate, per))
+			samples[names[0]] = append(samples[names[0]], once("tap-iso", isoRate, per))
 			delay.Set(500 * time.Millisecond)
-			samples[names[1]] = append(samples[names[1]], once(names[1], isoRate, per))
+			samples[names[1]] = append(samples[names[1]], once("tap-iso", isoRate, per))
 			delay.Set(0)
 			if err := kafka("kill"); err != nil {
 				return err
 			}
-			samples[names[2]] = append(samples[names[2]], once(names[2], isoRate, per))
+			samples[names[2]] = append(samples[names[2]], once("tap-iso", isoRate, per))
 			if err := kafka("start"); err != nil {
 				return err
 			}
@@ -370,7 +369,7 @@ func run(rateList string, duration, warmup time.Duration, isoRate, rounds int, o
 			measure(targets["tap-iso"]+"/v2/models/fraud/infer", isoRate, 10*time.Second)
 		}
 		for _, name := range names {
-			results = append(results, summarize(name, isoRate, samples[name]))
+			results = append(results, summarize(name, "tap-iso", isoRate, samples[name]))
 		}
 	}
 	// Errors of nginx's are its own, not the tap's: show why they happened.
@@ -378,7 +377,7 @@ func run(rateList string, duration, warmup time.Duration, isoRate, rounds int, o
 		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 		step("nginx logged %d errors, the last: %s", len(lines), lines[len(lines)-1])
 	}
-	return write(out, results, duration, rounds)
+	return write(o, results)
 }
 
 // measure drives url at a constant rate for d and returns every request's latency and the
@@ -491,14 +490,15 @@ func waitHTTP(url string) error {
 	}
 }
 
-func write(out string, results []result, duration time.Duration, rounds int) error {
+func write(o options, results []result) error {
+	out := o.out
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err
 	}
 	host, _ := os.Hostname()
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Tap latency benchmark\n\nRun %s on %s (%d CPUs), %s per scenario in %d interleaved rounds (each after a warm-up), 1 KB JSON bodies, constant rate (vegeta attacker, open loop). Latencies are exact quantiles of every request of all rounds. The Kafka broker runs on the same cores at niceness %d.\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), host, runtime.NumCPU(), duration, rounds, kafkaNice)
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), host, runtime.NumCPU(), o.duration, o.rounds, o.kafkaNice)
 	b.WriteString("| scenario | rate | requests | errors | p50 | p90 | p99 | p99.9 | proxy CPU s / 1,000 req | champion CPU s / 1,000 req | Kafka CPU s / 1,000 req |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range results {
 		cpu := ""
