@@ -29,4 +29,18 @@ const (
 	HeaderDLQSourcePartition = "understudy.dlq.source.partition" // decimal partition
 	HeaderDLQSourceOffset    = "understudy.dlq.source.offset"    // decimal offset
 	HeaderDLQService         = "understudy.dlq.service"          // service that rejected it
+	// HeaderDLQOriginalSize is present when the value was too large to copy whole: the copy
+	// holds its first DeadLetterMaxValue bytes and this header the original size in bytes.
+	HeaderDLQOriginalSize = "understudy.dlq.original-size"
+)
+
+// Dead-letter copies are bounded so that a record too large to forward can always be
+// dead-lettered: values beyond DeadLetterMaxValue bytes are cut (HeaderDLQOriginalSize says
+// so), keys beyond DeadLetterMaxKey are cut, source headers are dropped when they exceed
+// DeadLetterMaxHeaders bytes in total, and the error text is cut at DeadLetterMaxError.
+const (
+	DeadLetterMaxValue   = 256 << 10
+	DeadLetterMaxKey     = 1 << 10
+	DeadLetterMaxHeaders = 16 << 10
+	DeadLetterMaxError   = 1 << 10
 )

@@ -233,7 +233,7 @@ func (a *Aggregator) handle(ctx context.Context, fs kgo.Fetches) error {
 				}
 				continue
 			}
-			if verr := validComparison(c); verr != nil {
+			if verr := a.cfg.Limits.Comparison(c, time.Now()); verr != nil {
 				if err = a.dlq.Publish(ctx, r, deadletter.ReasonInvalid, verr); err != nil {
 					return
 				}
@@ -265,28 +265,6 @@ func (a *Aggregator) handle(ctx context.Context, fs kgo.Fetches) error {
 	a.counted.Add(float64(n))
 	a.rows.Add(float64(st.WindowRows))
 	a.batches.Inc()
-	return nil
-}
-
-// errInvalidComparison marks comparisons that decode but cannot be folded.
-var errInvalidComparison = errors.New("invalid comparison")
-
-// validComparison reports why c cannot be folded into windows: an experiment and an event
-// time are needed to place it, and shadow names must be unique within it.
-func validComparison(c schemas.Comparison) error {
-	switch {
-	case c.Experiment == "":
-		return fmt.Errorf("%w: empty experiment", errInvalidComparison)
-	case c.EventTime.IsZero() || c.EventTime.Unix() <= 0:
-		return fmt.Errorf("%w: no event time", errInvalidComparison)
-	}
-	seen := map[string]bool{}
-	for _, s := range c.Shadows {
-		if seen[s.Name] {
-			return fmt.Errorf("%w: shadow %q appears twice", errInvalidComparison, s.Name)
-		}
-		seen[s.Name] = true
-	}
 	return nil
 }
 

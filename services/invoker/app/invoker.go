@@ -227,11 +227,18 @@ func (inv *Invoker) process(ctx context.Context, fs kgo.Fetches) ([]*kgo.Record,
 			return
 		}
 		ev, derr := inv.codecs.Inference.Decode(ctx, r.Value)
+		reason := deadletter.ReasonDecode
+		if derr == nil {
+			reason = deadletter.ReasonInvalid
+			if derr = inv.cfg.Limits.Inference(ev, time.Now()); derr == nil && ev.RequestID != string(r.Key) {
+				derr = &schemas.FieldError{Field: "request_id", Problem: "differs from the record key"}
+			}
+		}
 		if derr != nil {
 			mu.Lock()
-			out = append(out, deadletter.Record("invoker", r, deadletter.ReasonDecode, derr))
+			out = append(out, deadletter.Record("invoker", r, reason, derr))
 			mu.Unlock()
-			inv.dlq.Count(deadletter.ReasonDecode)
+			inv.dlq.Count(reason)
 			return
 		}
 		callers := set.byExperiment[ev.Experiment]

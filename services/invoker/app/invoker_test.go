@@ -58,7 +58,7 @@ func TestShadowsEveryEventOnceAndDeadLettersGarbage(t *testing.T) {
 	const n = 50
 	for i := range n {
 		id := "r" + string(rune('A'+i%26)) + string(rune('a'+i/26))
-		v, err := inv.codecs.Inference.Encode(nil, schemas.InferenceEvent{RequestID: id, Experiment: "e", Request: schemas.HTTPRequest{Path: "/v2/models/m/infer", Body: []byte(`{}`)}})
+		v, err := inv.codecs.Inference.Encode(nil, schemas.InferenceEvent{RequestID: id, Experiment: "e", EventTime: time.Now(), Request: schemas.HTTPRequest{Path: "/v2/models/m/infer", Body: []byte(`{}`)}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -109,7 +109,7 @@ func TestShadowsEveryEventOnceAndDeadLettersGarbage(t *testing.T) {
 
 func mustEncode(t *testing.T, inv *Invoker, experiment string) []byte {
 	t.Helper()
-	v, err := inv.codecs.Inference.Encode(nil, schemas.InferenceEvent{RequestID: "other", Experiment: experiment})
+	v, err := inv.codecs.Inference.Encode(nil, schemas.InferenceEvent{RequestID: "other", Experiment: experiment, EventTime: time.Now()})
 	if err != nil {
 		t.Fatal(err)
 	}

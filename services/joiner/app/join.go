@@ -208,8 +208,10 @@ func (j *joinState) touch(p int32, id string) {
 // entry returns the pending join of id, creating it; nil when id was already emitted.
 func (j *joinState) entry(p int32, id, experiment string, eventTime, now time.Time) *pending {
 	ps := j.part(p)
-	if eventTime.After(ps.watermark) {
-		ps.watermark = eventTime
+	// The watermark never runs ahead of the clock: a producer whose clock is fast (or a record
+	// dated in the future) must not close other requests' joins early.
+	if wm := minTime(eventTime, now); wm.After(ps.watermark) {
+		ps.watermark = wm
 	}
 	if _, done := ps.emitted[id]; done {
 		j.dupes++
@@ -455,4 +457,11 @@ func (j *joinState) size() int {
 		n += len(ps.pending)
 	}
 	return n
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }

@@ -36,9 +36,9 @@ func TestJoinStatusesWindowsAndDuplicates(t *testing.T) {
 	add(j.addChampion(2, champEv("r2", t0), t0))
 	add(j.addShadow(2, shadowRes("r2", "a", t0, true), t0))
 	add(j.addShadow(2, shadowRes("r2", "b", t0, false), t0))
-	add(j.addChampion(2, champEv("r3", t0), t0))
+	add(j.addChampion(2, champEv("r3", t0), t0.Add(30*time.Second))) // closes by event time, not first seen + 65 s
 	add(j.addShadow(2, shadowRes("r3", "a", t0, false), t0))
-	add(j.addShadow(3, shadowRes("r4", "a", t0, false), t0))
+	add(j.addShadow(3, shadowRes("r4", "a", t0, false), t0.Add(10*time.Second)))
 	add(j.addChampion(2, champEv("r1", t0), t0)) // duplicate of an emitted request
 	add(j.addShadow(2, shadowRes("r3", "a", t0, false), t0))
 	replay := shadowRes("r3", "b", t0, false)
@@ -49,12 +49,12 @@ func TestJoinStatusesWindowsAndDuplicates(t *testing.T) {
 	}
 	j.commit()
 	// Event time on partition 2 advances past r3's window; partition 3 is idle.
-	add(j.addChampion(2, champEv("r5", t0.Add(66*time.Second)), t0.Add(time.Second)))
-	got = append(got, j.expire(t0.Add(time.Second), 1<<30)...)
+	add(j.addChampion(2, champEv("r5", t0.Add(66*time.Second)), t0.Add(66*time.Second)))
+	got = append(got, j.expire(t0.Add(66*time.Second), 1<<30)...)
 	if len(got) != 3 || got[2].RequestID != "r3" || got[2].Status != schemas.StatusShadowMissing {
 		t.Fatalf("event-time expiry: %+v", got)
 	}
-	got = append(got, j.expire(t0.Add(65*time.Second), 1<<30)...) // r4 by processing time
+	got = append(got, j.expire(t0.Add(75*time.Second), 1<<30)...) // r4 by processing time
 	status := map[string]string{}
 	for _, c := range got {
 		status[c.RequestID] = c.Status
@@ -64,6 +64,25 @@ func TestJoinStatusesWindowsAndDuplicates(t *testing.T) {
 		if status[id] != s {
 			t.Errorf("%s: %q, want %q", id, status[id], s)
 		}
+	}
+}
+
+// TestFutureEventTimesDoNotMoveTheWatermark: records dated far ahead of the clock (a fast
+// producer clock, or a hostile one) must not close other requests' joins early.
+func TestFutureEventTimesDoNotMoveTheWatermark(t *testing.T) {
+	j := newJoinState(testPolicy([]string{"a"}, time.Minute, 5*time.Second))
+	now := t0
+	if c := j.addChampion(1, champEv("waiting", t0.Add(-10*time.Second)), now); c != nil {
+		t.Fatalf("completed without its shadow: %+v", c)
+	}
+	for i := range 8 {
+		j.addChampion(1, champEv(fmt.Sprintf("future-%d", i), time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)), now)
+	}
+	if got := j.expire(now.Add(time.Second), 1<<30); len(got) != 0 {
+		t.Fatalf("future event times closed %d joins: %+v", len(got), got)
+	}
+	if c := j.addShadow(1, shadowRes("waiting", "a", t0.Add(-10*time.Second), false), now.Add(2*time.Second)); c == nil || c.Status != schemas.StatusComplete {
+		t.Fatalf("join after future records: %+v", c)
 	}
 }
 

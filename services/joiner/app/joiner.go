@@ -594,24 +594,34 @@ func (j *Joiner) transact(ctx context.Context, fs kgo.Fetches) ([]labelstore.Ent
 		case schemas.TopicInference:
 			var ev schemas.InferenceEvent
 			if ev, err = j.codecs.Inference.Decode(ctx, r.Value); err == nil {
+				err = j.valid(r, ev.RequestID, j.cfg.Limits.Inference(ev, now))
+			}
+			if err == nil {
 				c = j.state.addChampion(r.Partition, ev, now)
 				j.flow.seen(r.Topic, ev.EventTime)
 			}
 		case schemas.TopicShadow:
 			var res schemas.ShadowResult
 			if res, err = j.codecs.Shadow.Decode(ctx, r.Value); err == nil {
+				err = j.valid(r, res.RequestID, j.cfg.Limits.Shadow(res, now))
+			}
+			if err == nil {
 				c = j.state.addShadow(r.Partition, res, now)
 				j.flow.seen(r.Topic, res.EventTime)
 			}
 		case schemas.TopicLabels:
 			var lab schemas.LabelEvent
 			if lab, err = j.codecs.Label.Decode(ctx, r.Value); err == nil {
-				if lab.RequestID == "" || lab.RequestID != string(r.Key) {
-					err, reason = fmt.Errorf("label request id %q does not match the record key", lab.RequestID), deadletter.ReasonInvalid
-				} else if rec := j.labels.onLabel(j.labelsTopic, r.Value, lab, now); rec != nil {
+				err = j.valid(r, lab.RequestID, j.cfg.Limits.Label(lab, now))
+			}
+			if err == nil {
+				if rec := j.labels.onLabel(j.labelsTopic, r.Value, lab, now); rec != nil {
 					recs = append(recs, rec)
 				}
 			}
+		}
+		if errors.Is(err, schemas.ErrInvalid) {
+			reason = deadletter.ReasonInvalid
 		}
 		if err != nil {
 			recs = append(recs, deadletter.Record("joiner", r, reason, err))
@@ -707,6 +717,19 @@ func (j *Joiner) transact(ctx context.Context, fs kgo.Fetches) ([]labelstore.Ent
 	j.observe(now)
 	j.backpressure()
 	return entries, nil
+}
+
+// valid returns the problems of a decoded record (problems from schemas.Limits, plus a
+// request id that differs from the record key, which would break co-partitioning); nil when
+// it may be joined. Every error wraps schemas.ErrInvalid.
+func (j *Joiner) valid(r *kgo.Record, requestID string, problems error) error {
+	if problems == nil && requestID != string(r.Key) {
+		problems = &schemas.FieldError{Field: "request_id", Problem: "differs from the record key"}
+	}
+	if problems != nil {
+		return fmt.Errorf("%s record: %w", r.Topic, problems)
+	}
+	return nil
 }
 
 // observe updates the state gauges.

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -18,6 +19,9 @@ import (
 const (
 	ReasonDecode  = "decode"  // the value did not decode with any known schema
 	ReasonInvalid = "invalid" // it decoded but breaks a contract (e.g. empty request id)
+	// ReasonTooLarge marks a record whose output could not be produced because the broker
+	// refused it as too large; the copy is cut to schemas.DeadLetterMaxValue bytes.
+	ReasonTooLarge = "too_large"
 )
 
 // Producer is the part of a Kafka client Publisher needs.
@@ -54,25 +58,41 @@ func New(service string, prod Producer, reg prometheus.Registerer) *Publisher {
 }
 
 // Record returns the dead-letter copy of src. The error text goes in a header; it must not
-// contain payload contents.
+// contain payload contents. The copy is bounded (schemas.DeadLetterMaxValue and its
+// siblings), so a record too large to forward can still be dead-lettered.
 func Record(service string, src *kgo.Record, reason string, cause error) *kgo.Record {
 	msg := ""
 	if cause != nil {
-		msg = cause.Error()
+		msg = strings.ToValidUTF8(cause.Error(), "\uFFFD")
+		if len(msg) > schemas.DeadLetterMaxError {
+			msg = strings.ToValidUTF8(msg[:schemas.DeadLetterMaxError], "") + "…"
+		}
 	}
-	return &kgo.Record{
-		Topic: schemas.TopicDeadLetter,
-		Key:   src.Key,
-		Value: src.Value,
-		Headers: append(append([]kgo.RecordHeader{}, src.Headers...),
-			kgo.RecordHeader{Key: schemas.HeaderDLQReason, Value: []byte(reason)},
-			kgo.RecordHeader{Key: schemas.HeaderDLQError, Value: []byte(msg)},
-			kgo.RecordHeader{Key: schemas.HeaderDLQSourceTopic, Value: []byte(src.Topic)},
-			kgo.RecordHeader{Key: schemas.HeaderDLQSourcePartition, Value: []byte(strconv.FormatInt(int64(src.Partition), 10))},
-			kgo.RecordHeader{Key: schemas.HeaderDLQSourceOffset, Value: []byte(strconv.FormatInt(src.Offset, 10))},
-			kgo.RecordHeader{Key: schemas.HeaderDLQService, Value: []byte(service)},
-		),
+	key, value := src.Key, src.Value
+	if len(key) > schemas.DeadLetterMaxKey {
+		key = key[:schemas.DeadLetterMaxKey]
 	}
+	var headers []kgo.RecordHeader
+	size := 0
+	for _, h := range src.Headers {
+		size += len(h.Key) + len(h.Value)
+	}
+	if size <= schemas.DeadLetterMaxHeaders {
+		headers = append(headers, src.Headers...)
+	}
+	headers = append(headers,
+		kgo.RecordHeader{Key: schemas.HeaderDLQReason, Value: []byte(reason)},
+		kgo.RecordHeader{Key: schemas.HeaderDLQError, Value: []byte(msg)},
+		kgo.RecordHeader{Key: schemas.HeaderDLQSourceTopic, Value: []byte(src.Topic)},
+		kgo.RecordHeader{Key: schemas.HeaderDLQSourcePartition, Value: []byte(strconv.FormatInt(int64(src.Partition), 10))},
+		kgo.RecordHeader{Key: schemas.HeaderDLQSourceOffset, Value: []byte(strconv.FormatInt(src.Offset, 10))},
+		kgo.RecordHeader{Key: schemas.HeaderDLQService, Value: []byte(service)},
+	)
+	if len(value) > schemas.DeadLetterMaxValue {
+		headers = append(headers, kgo.RecordHeader{Key: schemas.HeaderDLQOriginalSize, Value: []byte(strconv.Itoa(len(value)))})
+		value = value[:schemas.DeadLetterMaxValue]
+	}
+	return &kgo.Record{Topic: schemas.TopicDeadLetter, Key: key, Value: value, Headers: headers}
 }
 
 // Count counts one dead letter by reason, for callers that produce Record themselves (for

@@ -59,3 +59,38 @@ func TestPublishKeepsBytesAndNamesTheSource(t *testing.T) {
 		t.Errorf("counted %v dead letters, want 1", n)
 	}
 }
+
+// TestRecordIsBounded: a record too large to forward must still fit in a dead letter: the
+// value, key, headers and error text are cut, and the original size is stated.
+func TestRecordIsBounded(t *testing.T) {
+	big := make([]byte, 10<<20)
+	src := &kgo.Record{
+		Topic: schemas.TopicInference, Key: big[:5000], Value: big,
+		Headers: []kgo.RecordHeader{{Key: "x", Value: big[:1<<20]}},
+	}
+	r := Record("joiner", src, ReasonTooLarge, errors.New(string(big[:100000])+"\xff"))
+	if len(r.Value) != schemas.DeadLetterMaxValue || len(r.Key) != schemas.DeadLetterMaxKey {
+		t.Fatalf("value %d bytes, key %d bytes", len(r.Value), len(r.Key))
+	}
+	got := map[string]string{}
+	size := 0
+	for _, h := range r.Headers {
+		got[h.Key] = string(h.Value)
+		size += len(h.Key) + len(h.Value)
+	}
+	if got["x"] != "" || size > 4<<10 {
+		t.Errorf("source headers kept: %d header bytes", size)
+	}
+	if got[schemas.HeaderDLQOriginalSize] != "10485760" {
+		t.Errorf("original size header %q", got[schemas.HeaderDLQOriginalSize])
+	}
+	if n := len(got[schemas.HeaderDLQError]); n > schemas.DeadLetterMaxError+3 {
+		t.Errorf("error header %d bytes", n)
+	}
+	small := Record("joiner", &kgo.Record{Value: []byte("v"), Key: []byte("k")}, ReasonDecode, nil)
+	for _, h := range small.Headers {
+		if h.Key == schemas.HeaderDLQOriginalSize {
+			t.Error("original size header on a record that was not cut")
+		}
+	}
+}

@@ -5,6 +5,9 @@ package svc
 import (
 	"errors"
 	"flag"
+	"fmt"
+
+	"github.com/understudy-ml/understudy/schemas"
 
 	"github.com/understudy-ml/understudy/services/platform/kafka"
 	"github.com/understudy-ml/understudy/services/platform/registry"
@@ -16,11 +19,14 @@ type Common struct {
 	Ops      server.Config
 	Kafka    kafka.Config
 	Registry registry.Config
+	// Limits bound every value a service reads from Kafka before it becomes a Postgres key, a
+	// metric label, a header or another record; records beyond them are dead-lettered.
+	Limits schemas.Limits
 }
 
 // NewCommon returns the defaults of service, whose operational server listens on opsAddr.
 func NewCommon(service, opsAddr string) Common {
-	return Common{Ops: server.NewDefaultConfig(opsAddr), Kafka: kafka.NewDefaultConfig(service)}
+	return Common{Ops: server.NewDefaultConfig(opsAddr), Kafka: kafka.NewDefaultConfig(service), Limits: schemas.DefaultLimits()}
 }
 
 // RegisterFlags registers http.*, kafka.* and schema-registry.* flags.
@@ -28,9 +34,25 @@ func (c *Common) RegisterFlags(fs *flag.FlagSet) {
 	c.Ops.RegisterFlags(fs)
 	c.Kafka.RegisterFlags(fs)
 	c.Registry.RegisterFlags(fs)
+	fs.IntVar(&c.Limits.MaxID, "records.max-id-bytes", c.Limits.MaxID, "Longest request id accepted from Kafka, in bytes.")
+	fs.IntVar(&c.Limits.MaxName, "records.max-name-bytes", c.Limits.MaxName, "Longest experiment, shadow, tenant, model, class label or error kind accepted from Kafka, in bytes.")
+	fs.IntVar(&c.Limits.MaxVector, "records.max-vector", c.Limits.MaxVector, "Most elements of a vector prediction accepted from Kafka.")
+	fs.DurationVar(&c.Limits.MaxFuture, "records.max-future-skew", c.Limits.MaxFuture, "How far an event time may lie ahead of this service's clock; later records are dead-lettered.")
 }
 
 // Validate reports every problem of the shared settings.
 func (c *Common) Validate() error {
-	return errors.Join(c.Ops.Validate(), c.Kafka.Validate(), c.Registry.Validate())
+	var errs []error
+	for _, l := range []struct {
+		name string
+		v    int
+	}{{"records.max-id-bytes", c.Limits.MaxID}, {"records.max-name-bytes", c.Limits.MaxName}, {"records.max-vector", c.Limits.MaxVector}} {
+		if l.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, got %d", l.name, l.v))
+		}
+	}
+	if c.Limits.MaxFuture < 0 {
+		errs = append(errs, fmt.Errorf("records.max-future-skew must not be negative, got %s", c.Limits.MaxFuture))
+	}
+	return errors.Join(append([]error{c.Ops.Validate(), c.Kafka.Validate(), c.Registry.Validate()}, errs...)...)
 }

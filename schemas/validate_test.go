@@ -1,0 +1,73 @@
+package schemas
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLimitsRejectHostileValues(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	l := DefaultLimits()
+	good := InferenceEvent{RequestID: "r1", Experiment: "fraud", EventTime: now, Latency: time.Millisecond, Response: HTTPResponse{Status: 200, Prediction: Label("2")}}
+	if err := l.Inference(good, now); err != nil {
+		t.Fatalf("good event refused: %v", err)
+	}
+	long := strings.Repeat("x", 3000)
+	for name, mutate := range map[string]func(*InferenceEvent){
+		"empty request id":     func(e *InferenceEvent) { e.RequestID = "" },
+		"non-UTF-8 request id": func(e *InferenceEvent) { e.RequestID = "r\xff" },
+		"NUL in experiment":    func(e *InferenceEvent) { e.Experiment = "a\x00b" },
+		"long experiment":      func(e *InferenceEvent) { e.Experiment = long },
+		"newline in tenant":    func(e *InferenceEvent) { e.Tenant = "a\nb" },
+		"event from 2100":      func(e *InferenceEvent) { e.EventTime = time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC) },
+		"no event time":        func(e *InferenceEvent) { e.EventTime = time.Time{} },
+		"negative latency":     func(e *InferenceEvent) { e.Latency = -time.Second },
+		"status 1000":          func(e *InferenceEvent) { e.Response.Status = 1000 },
+		"long class label":     func(e *InferenceEvent) { e.Response.Prediction = Label(long) },
+		"huge vector":          func(e *InferenceEvent) { e.Response.Prediction = Vector(make([]float64, 5000)) },
+		"non-UTF-8 error kind": func(e *InferenceEvent) { e.Error = &Error{Kind: "\xfe"} },
+	} {
+		t.Run(name, func(t *testing.T) {
+			ev := good
+			mutate(&ev)
+			err := l.Inference(ev, now)
+			var fe *FieldError
+			if !errors.Is(err, ErrInvalid) || !errors.As(err, &fe) {
+				t.Fatalf("accepted or wrong error type: %v", err)
+			}
+			if len(err.Error()) > 200 {
+				t.Errorf("error text of %d bytes (must not quote the value)", len(err.Error()))
+			}
+		})
+	}
+}
+
+func TestLimitsOnComparisonsShadowsAndLabels(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	l := DefaultLimits()
+	cmp := Comparison{RequestID: "r", Experiment: "e", EventTime: now, Status: StatusComplete,
+		Champion: &Outcome{Role: RoleChampion, Status: 200}, Shadows: []Outcome{{Name: "a", Role: RoleCandidate}, {Name: "b", Role: RoleNoiseBaseline}}}
+	if err := l.Comparison(cmp, now); err != nil {
+		t.Fatalf("good comparison refused: %v", err)
+	}
+	bad := cmp
+	bad.Status = "bogus"
+	bad.Shadows = []Outcome{{Name: "a"}, {Name: "a"}, {Name: "<img src=y>\x00"}}
+	err := l.Comparison(bad, now)
+	for _, want := range []string{"status", "appears twice", "shadows[2].name: contains a control character"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
+	if err := l.Shadow(ShadowResult{RequestID: "r", Experiment: "e", Shadow: "s", Role: "king", EventTime: now}, now); err == nil {
+		t.Error("unknown role accepted")
+	}
+	if err := l.Label(LabelEvent{RequestID: "r", Experiment: "e\xff", EventTime: now, Value: Label("1")}, now); err == nil {
+		t.Error("non-UTF-8 label experiment accepted")
+	}
+	if err := l.Label(LabelEvent{RequestID: "r", Experiment: "e", EventTime: now.Add(-30 * 24 * time.Hour), Value: Number(1)}, now); err != nil {
+		t.Errorf("a month-old label refused: %v", err)
+	}
+}
