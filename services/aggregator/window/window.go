@@ -149,7 +149,7 @@ func correct(p, label schemas.Prediction) bool {
 // NotShadowed lists the shadow error kinds (set by the invoker) that mean the shadow was
 // deliberately not called: outside its sample, over its rate limit, or its circuit open.
 // They are counted as coverage, not as shadow errors.
-var NotShadowed = map[string]bool{"skipped": true, "rate_limited": true, "circuit_open": true}
+var NotShadowed = map[string]bool{"skipped": true, "rate_limited": true, "circuit_open": true, "not_allowed": true}
 
 // Side aggregates one side (champion or shadow) of a window.
 type Side struct {

@@ -19,6 +19,7 @@ import (
 	"github.com/understudy-ml/understudy/services/platform/experiment"
 	"github.com/understudy-ml/understudy/services/platform/predict"
 	"github.com/understudy-ml/understudy/services/platform/sample"
+	"github.com/understudy-ml/understudy/services/platform/upstream"
 	"github.com/valyala/fasthttp"
 	"golang.org/x/time/rate"
 )
@@ -32,10 +33,13 @@ const (
 	KindCircuitOpen = "circuit_open"
 	KindRateLimited = "rate_limited"
 	KindSkipped     = "skipped"
+	// KindNotAllowed: the captured method or path is outside what the shadow's experiment
+	// allows (forward.methods, forward.paths, never the management API); no call is made.
+	KindNotAllowed = "not_allowed"
 )
 
 // Kinds lists every error kind, for metrics.
-var Kinds = []string{KindTimeout, KindConnect, KindHTTPStatus, KindBadResponse, KindCircuitOpen, KindRateLimited, KindSkipped}
+var Kinds = []string{KindTimeout, KindConnect, KindHTTPStatus, KindBadResponse, KindCircuitOpen, KindRateLimited, KindSkipped, KindNotAllowed}
 
 // HeaderShadow marks shadow traffic so the shadow's own telemetry can tell it apart.
 const HeaderShadow = "X-Understudy-Shadow"
@@ -49,15 +53,17 @@ type Observer interface {
 
 // Caller calls one shadow. It is safe for concurrent use.
 type Caller struct {
-	cfg     experiment.Shadow
-	target  *url.URL
-	client  *fasthttp.HostClient
-	extract predict.Extractor
-	slots   chan struct{}
-	limiter *rate.Limiter
-	breaker breaker
-	obs     Observer
-	now     func() time.Time
+	cfg    experiment.Shadow
+	target *url.URL
+	client *fasthttp.HostClient
+	// endpoint: the URL names the full endpoint, so the captured path is not used.
+	endpoint bool
+	extract  predict.Extractor
+	slots    chan struct{}
+	limiter  *rate.Limiter
+	breaker  breaker
+	obs      Observer
+	now      func() time.Time
 }
 
 // New returns a caller for a validated shadow config (see experiment.Shadow.Defaults).
@@ -80,12 +86,11 @@ func New(cfg experiment.Shadow, obs Observer) (*Caller, error) {
 	}
 	c := &Caller{
 		cfg: cfg, target: target, extract: extract, obs: obs, now: time.Now,
-		slots: make(chan struct{}, cfg.MaxInFlight),
-		client: &fasthttp.HostClient{
-			Addr: addr, IsTLS: target.Scheme == "https", MaxConns: cfg.MaxInFlight,
-			NoDefaultUserAgentHeader: true, DisablePathNormalizing: true,
-			MaxResponseBodySize: 16 << 20, MaxIdleConnDuration: 90 * time.Second,
-		},
+		slots:    make(chan struct{}, cfg.MaxInFlight),
+		endpoint: target.Path != "" && target.Path != "/",
+		client: upstream.NewHostClient(upstream.Config{
+			Addr: addr, TLS: target.Scheme == "https", MaxConns: cfg.MaxInFlight, MaxBodyBytes: 16 << 20,
+		}),
 		breaker: breaker{threshold: cfg.Circuit.Failures, cooldown: cfg.Circuit.Cooldown},
 	}
 	if cfg.RateLimit > 0 {
@@ -126,6 +131,12 @@ func (c *Caller) Call(ctx context.Context, ev schemas.InferenceEvent, runID stri
 	if ev.Request.Truncated {
 		return fail(KindSkipped, "the captured request body was truncated")
 	}
+	if !c.cfg.Forward.AllowsMethod(c.method(ev)) {
+		return fail(KindNotAllowed, "method not allowed for this shadow (forward.methods)")
+	}
+	if !c.endpoint && !c.cfg.Forward.AllowsPath(ev.Request.Path) {
+		return fail(KindNotAllowed, "path not allowed for this shadow (forward.paths; never /v2/repository)")
+	}
 	allowed, probe := c.breaker.allow(c.now())
 	if !allowed {
 		return fail(KindCircuitOpen, "circuit open after repeated failures")
@@ -164,18 +175,16 @@ func (c *Caller) do(ev schemas.InferenceEvent, res *schemas.ShadowResult) (kind,
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	u := *c.target
-	if u.Path == "" || u.Path == "/" {
+	if !c.endpoint {
 		u.Path = ev.Request.Path
 	}
 	req.SetRequestURI(u.String())
 	req.Header.SetHost(c.target.Host) // the shadow's own Host
-	method := ev.Request.Method
-	if method == "" {
-		method = fasthttp.MethodPost
-	}
-	req.Header.SetMethod(method)
+	req.Header.SetMethod(c.method(ev))
 	for k, v := range ev.Request.Headers {
-		req.Header.Set(k, v)
+		if c.cfg.Forward.AllowsHeader(k) {
+			req.Header.Set(k, v)
+		}
 	}
 	req.Header.Set(HeaderShadow, "1")
 	req.Header.Set("X-Request-Id", ev.RequestID)
@@ -205,6 +214,14 @@ func (c *Caller) do(ev schemas.InferenceEvent, res *schemas.ShadowResult) (kind,
 	}
 	res.Response.Prediction = p
 	return "", ""
+}
+
+// method returns the method of the captured request (POST when the event has none).
+func (c *Caller) method(ev schemas.InferenceEvent) string {
+	if ev.Request.Method == "" {
+		return fasthttp.MethodPost
+	}
+	return ev.Request.Method
 }
 
 // breaker is a consecutive-failure circuit breaker with a single half-open probe. While it is

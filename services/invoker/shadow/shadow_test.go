@@ -167,3 +167,44 @@ func TestBudgets(t *testing.T) {
 		t.Fatalf("ok %d, rate limited %d of 30 (burst 10 at 20/s)", ok.Load(), limited.Load())
 	}
 }
+
+// TestShadowsGetOnlyWhatTheyShould: a produced event cannot steer the invoker to a
+// management endpoint, another method, or smuggle credentials to the shadow.
+func TestShadowsGetOnlyWhatTheyShould(t *testing.T) {
+	var calls atomic.Int64
+	var sawAuth, sawCookie, sawType atomic.Value
+	c, _ := newCaller(t, func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		sawAuth.Store(r.Header.Get("Authorization"))
+		sawCookie.Store(r.Header.Get("Cookie"))
+		sawType.Store(r.Header.Get("Content-Type"))
+		_, _ = w.Write([]byte(`{"outputs":[{"data":[0.5]}]}`))
+	}, nil)
+	for _, tc := range []struct{ method, path string }{
+		{"POST", "/v2/repository/models/iris-a/unload"},
+		{"POST", "/v2/repository/index"},
+		{"DELETE", "/v2/models/m/infer"},
+		{"GET", "/v2/models/m/infer"},
+		{"POST", "/v2/models/m/../../repository/models/m/unload"},
+		{"POST", "/v2/models/m/ready"},
+		{"POST", "/metrics"},
+	} {
+		ev := event("r1")
+		ev.Request.Method, ev.Request.Path = tc.method, tc.path
+		if res := c.Call(context.Background(), ev, ""); kind(res) != KindNotAllowed {
+			t.Errorf("%s %s: %s, want %s", tc.method, tc.path, kind(res), KindNotAllowed)
+		}
+	}
+	if n := calls.Load(); n != 0 {
+		t.Fatalf("the shadow was called %d times for requests it must not get", n)
+	}
+	ev := event("r2")
+	ev.Request.Headers = map[string]string{"authorization": "Bearer stolen", "cookie": "session=1", "content-type": "application/json"}
+	ev.Request.Path = "/v2/models/m/versions/3/infer"
+	if res := c.Call(context.Background(), ev, ""); kind(res) != "ok" {
+		t.Fatalf("allowed inference call: %s", kind(res))
+	}
+	if sawAuth.Load() != "" || sawCookie.Load() != "" || sawType.Load() != "application/json" {
+		t.Errorf("forwarded Authorization %q, Cookie %q; Content-Type %q", sawAuth.Load(), sawCookie.Load(), sawType.Load())
+	}
+}

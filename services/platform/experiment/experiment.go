@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path"
 	"strings"
 	"time"
 
@@ -28,6 +29,9 @@ type Experiment struct {
 	Name    string   `yaml:"name"`
 	Shadows []Shadow `yaml:"shadows"`
 	Join    Join     `yaml:"join"`
+	// ChampionURL is the champion's base URL. A shadow pointing at the same server is refused
+	// (it would send shadow traffic to production) unless it sets allow_champion_url.
+	ChampionURL string `yaml:"champion_url"`
 }
 
 // Join says how long the joiner waits for an experiment's inputs. Zero values mean the joiner's
@@ -62,6 +66,96 @@ type Shadow struct {
 	Sampling    Sampling      `yaml:"sampling"`
 	Circuit     Circuit       `yaml:"circuit"`
 	MaxBodyKB   int           `yaml:"max_body_kb"` // response bytes kept in results; default 64
+	Forward     Forward       `yaml:"forward"`
+	// AllowChampionURL permits a URL on the champion's server (scheme, host and port).
+	AllowChampionURL bool `yaml:"allow_champion_url"`
+}
+
+// Forward says which captured requests a shadow may receive. Events come from any producer
+// of the inference topic, so what they ask the invoker to send is checked here: a request
+// outside these methods and paths is not sent (result kind not_allowed), management paths
+// (/v2/repository/...) never are, and only the listed headers are replayed.
+type Forward struct {
+	// Methods allowed; default POST.
+	Methods []string `yaml:"methods"`
+	// Paths allowed, as path.Match patterns ("*" matches within one segment); default: the
+	// inference paths of the shadow's protocol (oip-v2: /v2/models/*/infer and
+	// /v2/models/*/versions/*/infer; kserve-v1: /v1/models/*:predict); json-pointer: any
+	// path but management ones. Ignored when the shadow's URL names a full endpoint.
+	Paths []string `yaml:"paths"`
+	// Headers replayed from the captured request besides Content-Type, Accept and User-Agent; credentials
+	// (Authorization, Cookie, Proxy-Authorization) and hop-by-hop headers never are.
+	Headers []string `yaml:"headers"`
+}
+
+// managementPrefix starts the model-management API of OIP servers (MLServer, KServe, Triton):
+// load, unload, repository index. Shadow traffic never reaches it.
+const managementPrefix = "/v2/repository"
+
+// DefaultPaths returns the inference paths of protocol (nil: any non-management path).
+func DefaultPaths(protocol string) []string {
+	switch protocol {
+	case predict.ProtocolOIPv2:
+		return []string{"/v2/models/*/infer", "/v2/models/*/versions/*/infer"}
+	case predict.ProtocolKServeV1:
+		return []string{"/v1/models/*:predict"}
+	}
+	return nil
+}
+
+// neverForwarded lists headers no shadow receives from an event, whatever the config says.
+var neverForwarded = map[string]bool{
+	"authorization": true, "proxy-authorization": true, "cookie": true, "set-cookie": true,
+	"host": true, "connection": true, "keep-alive": true, "transfer-encoding": true, "te": true,
+	"trailer": true, "upgrade": true, "content-length": true, "proxy-connection": true,
+	"x-forwarded-for": true, "x-forwarded-host": true, "x-forwarded-proto": true, "forwarded": true,
+}
+
+// AllowsMethod reports whether a shadow may receive a request with method.
+func (f Forward) AllowsMethod(method string) bool {
+	for _, m := range f.Methods {
+		if strings.EqualFold(m, method) {
+			return true
+		}
+	}
+	return false
+}
+
+// AllowsPath reports whether a shadow may receive a request for p: a clean absolute path,
+// outside the management API, matching one of Paths (any, when Paths is empty).
+func (f Forward) AllowsPath(p string) bool {
+	if p == "" || p[0] != '/' || path.Clean(p) != p || strings.ContainsAny(p, "?#%\\") {
+		return false
+	}
+	if p == managementPrefix || strings.HasPrefix(p, managementPrefix+"/") {
+		return false
+	}
+	if len(f.Paths) == 0 {
+		return true
+	}
+	for _, pat := range f.Paths {
+		if ok, _ := path.Match(pat, p); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// AllowsHeader reports whether a captured header (any case) is replayed to the shadow.
+func (f Forward) AllowsHeader(name string) bool {
+	name = strings.ToLower(name)
+	if neverForwarded[name] {
+		return false
+	}
+	if name == "content-type" || name == "accept" || name == "user-agent" {
+		return true
+	}
+	for _, h := range f.Headers {
+		if strings.EqualFold(h, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // Sampling shadows a deterministic fraction of requests (see services/platform/sample).
@@ -142,6 +236,26 @@ func (s *Shadow) Defaults() {
 	if s.MaxBodyKB == 0 {
 		s.MaxBodyKB = 64
 	}
+	if len(s.Forward.Methods) == 0 {
+		s.Forward.Methods = []string{"POST"}
+	}
+	if s.Forward.Paths == nil {
+		s.Forward.Paths = DefaultPaths(s.Protocol)
+	}
+}
+
+// sameServer reports whether two http(s) URLs name the same scheme, host and port.
+func sameServer(a, b *url.URL) bool {
+	port := func(u *url.URL) string {
+		if p := u.Port(); p != "" {
+			return p
+		}
+		if u.Scheme == "https" {
+			return "443"
+		}
+		return "80"
+	}
+	return strings.EqualFold(a.Scheme, b.Scheme) && strings.EqualFold(a.Hostname(), b.Hostname()) && port(a) == port(b)
 }
 
 // Validate reports every problem of every experiment and shadow.
@@ -165,6 +279,15 @@ func Validate(exps []Experiment) error {
 		if e.Join.Window < 0 || e.Join.Grace < 0 || e.Join.LabelWindow < 0 {
 			errs = append(errs, fmt.Errorf("experiment %q: join.window, join.grace and join.label_window must not be negative", e.Name))
 		}
+		var champion *url.URL
+		if e.ChampionURL != "" {
+			u, err := url.Parse(e.ChampionURL)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				errs = append(errs, fmt.Errorf("experiment %q: champion_url is not an http(s) URL", e.Name))
+			} else {
+				champion = u
+			}
+		}
 		names := map[string]bool{}
 		for _, s := range e.Shadows {
 			bad := func(format string, args ...any) {
@@ -181,7 +304,26 @@ func Validate(exps []Experiment) error {
 				bad("role %q is neither candidate nor noise_baseline", s.Role)
 			}
 			if u, err := url.Parse(s.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				bad("url %q is not an http(s) URL", s.URL)
+				bad("url is not an http(s) URL")
+			} else if champion != nil && sameServer(u, champion) && !s.AllowChampionURL {
+				bad("url points at the champion's server (%s); shadow traffic would reach production (set allow_champion_url to permit it)", champion.Host)
+			}
+			for _, m := range s.Forward.Methods {
+				if m == "" || strings.ContainsFunc(m, func(r rune) bool { return r < 'A' || r > 'Z' }) {
+					bad("forward.methods: %q is not an upper-case HTTP method", m)
+				}
+			}
+			for _, p := range s.Forward.Paths {
+				if _, err := path.Match(p, "/"); err != nil || !strings.HasPrefix(p, "/") {
+					bad("forward.paths: %q is not an absolute path pattern", p)
+				} else if strings.HasPrefix(p, managementPrefix) {
+					bad("forward.paths: %q is a model-management path; shadows never receive those", p)
+				}
+			}
+			for _, h := range s.Forward.Headers {
+				if neverForwarded[strings.ToLower(h)] {
+					bad("forward.headers: %q is never forwarded (credentials and hop-by-hop headers)", h)
+				}
 			}
 			if _, err := predict.Parse(s.Protocol); err != nil {
 				bad("protocol: %v", err)

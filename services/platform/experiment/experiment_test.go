@@ -42,3 +42,50 @@ func TestParseDefaultsAndErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestShadowOnTheChampionsServerIsRefused(t *testing.T) {
+	yaml := `experiments:
+  - name: e
+    champion_url: http://models.internal:8080
+    shadows:
+      - {name: same, url: "http://MODELS.internal:8080/"}
+      - {name: allowed, url: "http://models.internal:8080", allow_champion_url: true}
+      - {name: other-port, url: "http://models.internal:8081"}
+      - {name: mgmt, url: "http://s:1", forward: {paths: ["/v2/repository/*"], methods: [delete], headers: [Authorization]}}
+`
+	_, err := Parse([]byte(yaml))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{`shadow "same": url points at the champion's server`, `"/v2/repository/*" is a model-management path`, `"delete" is not an upper-case HTTP method`, `"Authorization" is never forwarded`} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+	for _, unwanted := range []string{`"allowed"`, `"other-port"`} {
+		if strings.Contains(msg, unwanted) {
+			t.Errorf("error names %s:\n%s", unwanted, msg)
+		}
+	}
+}
+
+func TestForwardDefaults(t *testing.T) {
+	s := Shadow{Name: "s", URL: "http://s:1"}
+	s.Defaults()
+	for p, want := range map[string]bool{
+		"/v2/models/m/infer": true, "/v2/models/m/versions/2/infer": true, "/v2/models/m/ready": false,
+		"/v2/repository/models/m/unload": false, "/v2/models//infer": false, "/v2/models/m/infer?x=1": false,
+	} {
+		if got := s.Forward.AllowsPath(p); got != want {
+			t.Errorf("AllowsPath(%q) = %v, want %v", p, got, want)
+		}
+	}
+	if !s.Forward.AllowsMethod("POST") || s.Forward.AllowsMethod("DELETE") {
+		t.Error("default methods are not POST only")
+	}
+	any := Forward{}
+	if !any.AllowsPath("/predict") || any.AllowsPath("/v2/repository/index") {
+		t.Error("json-pointer default: any path but management ones")
+	}
+}

@@ -68,7 +68,11 @@ func NewHostClient(cfg Config) *fasthttp.HostClient {
 			return false, errors.Is(err, ErrStaleConn)
 		},
 		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
-			c, err := fasthttp.DialTimeout(addr, timeout)
+			dial := fasthttp.Dial // fasthttp's default dial timeout when the call has none
+			if timeout > 0 {
+				dial = func(addr string) (net.Conn, error) { return fasthttp.DialTimeout(addr, timeout) }
+			}
+			c, err := dial(addr)
 			if err != nil {
 				return nil, err
 			}

@@ -28,6 +28,9 @@ const (
 	ReasonTooLarge        = "too_large"
 	ReasonRedactionFailed = "redaction_failed"
 	ReasonNoRoute         = "no_route"
+	// ReasonInvalidRequestID: the caller's X-Request-Id is not a usable key (empty after
+	// trimming, too long, not UTF-8, control characters); the request is proxied untouched.
+	ReasonInvalidRequestID = "invalid_request_id"
 )
 
 // capturedHeaders is the allow-list of request headers copied into events. Authorization,
@@ -44,12 +47,14 @@ type metrics struct {
 	captured *prometheus.CounterVec
 	extract  *prometheus.CounterVec
 	reloads  *prometheus.CounterVec
+	rejected *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	f := promauto.With(reg)
 	return &metrics{
-		requests: f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_tap_requests_total", Help: "Requests proxied, by route and champion status class."}, []string{"route", "code"}),
+		requests: f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_tap_requests_total", Help: "Requests proxied (captured or not), by route and the status class returned to the caller."}, []string{"route", "code"}),
+		rejected: f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_tap_requests_rejected_total", Help: "Requests the tap refused before any route, by reason (body_too_large, headers_too_large, unsupported_version, read_timeout, malformed)."}, []string{"reason"}),
 		latency:  f.NewHistogramVec(prometheus.HistogramOpts{Name: "understudy_tap_champion_latency_seconds", Help: "Time from request to the champion's last response byte, by route.", Buckets: prometheus.ExponentialBuckets(0.00025, 2, 18)}, []string{"route"}),
 		captured: f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_tap_captured_total", Help: "Events handed to the producer, by route."}, []string{"route"}),
 		extract:  f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_tap_prediction_extract_failures_total", Help: "Responses whose prediction could not be extracted, by reason."}, []string{"reason"}),
@@ -142,7 +147,6 @@ func (t *Tap) publishBatch(b []*finished) {
 func (t *Tap) publish(f *finished) {
 	lr := f.route
 	t.m.latency.WithLabelValues(lr.Name).Observe(f.latency.Seconds())
-	t.m.requests.WithLabelValues(lr.Name, statusClass(f.status)).Inc()
 	if (f.reqBody.truncated() || f.respBody.truncated()) && lr.Capture.Oversize == route.OversizeSkip {
 		t.producer.NotCaptured(ReasonTooLarge)
 		return

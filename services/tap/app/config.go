@@ -9,6 +9,7 @@ import (
 
 	"github.com/understudy-ml/understudy/services/platform/predict"
 	"github.com/understudy-ml/understudy/services/platform/svc"
+	"github.com/understudy-ml/understudy/services/platform/upstream"
 	"github.com/understudy-ml/understudy/services/tap/internal/route"
 	"github.com/understudy-ml/understudy/services/tap/producer"
 )
@@ -26,6 +27,11 @@ type Config struct {
 	RedactionKey    string        // key of redaction hashes (prefer the env variable)
 	RequireKafka    bool          // /readyz fails while Kafka is unreachable
 	ShutdownTimeout time.Duration // time to drain the proxy and flush buffered events
+
+	ReadTimeout         time.Duration // a caller's whole request (headers and body) must arrive within this
+	IdleTimeout         time.Duration // a caller's idle keep-alive connection is closed after this
+	UpstreamIdleTimeout time.Duration // an idle connection to a champion is closed after this
+	StreamTimeout       time.Duration // a champion's response may take this long after its first byte
 
 	// The single route used when RoutesFile is empty.
 	ChampionURL     string
@@ -49,6 +55,11 @@ func NewDefaultConfig() Config {
 		Engine:          EngineFast,
 		MaxBodyBytes:    64 << 20,
 		ShutdownTimeout: 15 * time.Second,
+
+		ReadTimeout:         30 * time.Second,
+		IdleTimeout:         90 * time.Second,
+		UpstreamIdleTimeout: upstream.DefaultIdleTimeout,
+		StreamTimeout:       10 * time.Minute,
 		Protocol:        predict.ProtocolOIPv2,
 		CaptureMaxBytes: 512 << 10,
 		SampleRate:      1,
@@ -67,6 +78,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.RedactionKey, "redaction.key", c.RedactionKey, "HMAC key of redaction hashes (set UNDERSTUDY_TAP_REDACTION_KEY rather than the flag)")
 	fs.BoolVar(&c.RequireKafka, "ready.require-kafka", c.RequireKafka, "make /readyz fail while Kafka is unreachable (the proxy keeps serving either way)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "time to drain the proxy and flush buffered events at shutdown")
+	fs.DurationVar(&c.ReadTimeout, "proxy.read-timeout", c.ReadTimeout, "a caller's whole request (headers and body) must arrive within this, or the connection is closed (slow clients)")
+	fs.DurationVar(&c.IdleTimeout, "proxy.idle-timeout", c.IdleTimeout, "idle keep-alive connections of callers are closed after this")
+	fs.DurationVar(&c.UpstreamIdleTimeout, "proxy.upstream-idle-timeout", c.UpstreamIdleTimeout, "idle connections to champions are closed after this; keep it below the champion's keep-alive timeout (uvicorn 5s, gunicorn 2s)")
+	fs.DurationVar(&c.StreamTimeout, "proxy.stream-timeout", c.StreamTimeout, "fast engine: how long a champion's response may take after its first byte (a route's timeout bounds the time to the first byte)")
 	fs.StringVar(&c.ChampionURL, "champion.url", c.ChampionURL, "single route: base URL of the champion model server")
 	fs.StringVar(&c.Experiment, "experiment", c.Experiment, "single route: experiment name of captured events")
 	fs.StringVar(&c.Tenant, "tenant", c.Tenant, "single route: tenant tag of captured events")
@@ -101,6 +116,14 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, errors.New("shutdown-timeout: must be positive"))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"proxy.read-timeout", c.ReadTimeout}, {"proxy.idle-timeout", c.IdleTimeout}, {"proxy.upstream-idle-timeout", c.UpstreamIdleTimeout}, {"proxy.stream-timeout", c.StreamTimeout}} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s: must be positive, got %s", d.name, d.v))
+		}
 	}
 	if c.Engine != EngineFast && c.Engine != EngineStd {
 		errs = append(errs, fmt.Errorf("proxy.engine: %q is neither fast nor std", c.Engine))

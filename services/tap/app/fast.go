@@ -5,12 +5,13 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"strings"
 	"sync"
-	"time"
 
 	"github.com/understudy-ml/understudy/schemas"
 	"github.com/understudy-ml/understudy/services/platform/predict"
 	"github.com/understudy-ml/understudy/services/platform/sample"
+	"github.com/understudy-ml/understudy/services/platform/upstream"
 	"github.com/valyala/fasthttp"
 )
 
@@ -30,7 +31,7 @@ const (
 	EngineStd  = "std"
 )
 
-func newHostClient(target *url.URL, timeout time.Duration, maxBody int) *fasthttp.HostClient {
+func (t *Tap) newHostClient(target *url.URL, maxBody int) *fasthttp.HostClient {
 	addr := target.Host
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		if target.Scheme == "https" {
@@ -39,17 +40,11 @@ func newHostClient(target *url.URL, timeout time.Duration, maxBody int) *fasthtt
 			addr += ":80"
 		}
 	}
-	return &fasthttp.HostClient{
-		Addr:                     addr,
-		IsTLS:                    target.Scheme == "https",
-		MaxConns:                 4096,
-		MaxIdleConnDuration:      90 * time.Second,
-		ReadTimeout:              timeout,
-		NoDefaultUserAgentHeader: true,
-		DisablePathNormalizing:   true,
-		MaxResponseBodySize:      maxBody,
-		StreamResponseBody:       true,
-	}
+	return upstream.NewHostClient(upstream.Config{
+		Addr: addr, TLS: target.Scheme == "https", MaxConns: 4096,
+		IdleTimeout: t.cfg.UpstreamIdleTimeout, StreamTimeout: t.cfg.StreamTimeout,
+		MaxBodyBytes: maxBody, StreamBody: true,
+	})
 }
 
 func (t *Tap) newFastServer() *fasthttp.Server {
@@ -62,6 +57,9 @@ func (t *Tap) newFastServer() *fasthttp.Server {
 		DisablePreParseMultipartForm:  true,
 		DisableHeaderNamesNormalizing: false,
 		MaxRequestBodySize:            t.cfg.MaxBodyBytes,
+		ReadTimeout:                   t.cfg.ReadTimeout,
+		IdleTimeout:                   t.cfg.IdleTimeout,
+		ErrorHandler:                  t.fastError,
 		ReadBufferSize:                16 << 10,
 		CloseOnShutdown:               true,
 	}
@@ -78,6 +76,11 @@ func (t *Tap) serveFast(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	lr := g.routes[i]
+	if !req.Header.IsHTTP11() && string(req.Header.Protocol()) != "HTTP/1.0" {
+		t.m.rejected.WithLabelValues(RejectUnsupportedVersion).Inc()
+		ctx.Error("understudy tap: HTTP version not supported", fasthttp.StatusHTTPVersionNotSupported)
+		return
+	}
 	id := string(req.Header.Peek(HeaderRequestID))
 	if id == "" {
 		if lr.extract.Protocol() == predict.ProtocolOIPv2 && len(req.Body()) <= lr.Capture.MaxBytes {
@@ -95,6 +98,7 @@ func (t *Tap) serveFast(ctx *fasthttp.RequestCtx) {
 		}
 	}
 	sampled := sample.In(key, lr.Sampling.SampleRate())
+	validID := t.cfg.Limits.ValidID(id) == nil
 	if ip := ctx.RemoteIP(); ip != nil {
 		if prior := req.Header.Peek("X-Forwarded-For"); len(prior) > 0 {
 			req.Header.Set("X-Forwarded-For", string(prior)+", "+ip.String())
@@ -103,20 +107,28 @@ func (t *Tap) serveFast(ctx *fasthttp.RequestCtx) {
 		}
 	}
 	var f *finished
-	if sampled {
+	switch {
+	case !validID:
+		t.producer.NotCaptured(ReasonInvalidRequestID)
+	case sampled:
 		f = &finished{
 			id: id, route: lr, start: t.now(), method: string(req.Header.Method()), path: path,
 			headers: capturedHeaderValues(func(name string) string { return string(req.Header.Peek(name)) }),
 			reqBody: capture{limit: lr.Capture.MaxBytes}, respBody: capture{limit: lr.Capture.MaxBytes},
 		}
 		f.reqBody.write(req.Body())
-	} else {
+	default:
 		t.producer.NotCaptured(ReasonSampledOut)
 	}
 	// The champion answers into a separate response: its body stream (if any) must outlive
 	// this handler, and setting a new stream on a response closes the one it holds.
 	up := fasthttp.AcquireResponse()
-	err := lr.fast.Do(req, up)
+	var err error
+	if lr.Champion.Timeout > 0 {
+		err = lr.fast.DoTimeout(req, up, lr.Champion.Timeout)
+	} else {
+		err = lr.fast.Do(req, up)
+	}
 	if err != nil {
 		fasthttp.ReleaseResponse(up)
 		kind, code := "connect", fasthttp.StatusBadGateway
@@ -125,6 +137,7 @@ func (t *Tap) serveFast(ctx *fasthttp.RequestCtx) {
 		}
 		resp.Header.Set(HeaderRequestID, id)
 		resp.SetStatusCode(code)
+		t.m.requests.WithLabelValues(lr.Name, statusClass(code)).Inc()
 		if f != nil {
 			f.latency, f.status, f.failure = t.now().Sub(f.start), code, &schemas.Error{Kind: kind, Message: err.Error()}
 			t.enqueue(f)
@@ -133,6 +146,7 @@ func (t *Tap) serveFast(ctx *fasthttp.RequestCtx) {
 	}
 	up.Header.CopyTo(&resp.Header)
 	resp.Header.Set(HeaderRequestID, id)
+	t.m.requests.WithLabelValues(lr.Name, statusClass(up.StatusCode())).Inc()
 	if cl := up.Header.ContentLength(); cl >= 0 && cl <= smallBodyBytes {
 		// A small body of known length is read whole: cheaper than streaming it.
 		_, err := io.CopyN(resp.BodyWriter(), up.BodyStream(), int64(cl))
@@ -167,6 +181,37 @@ func (t *Tap) serveFast(ctx *fasthttp.RequestCtx) {
 		t.enqueue(f)
 	}
 	fasthttp.ReleaseResponse(up)
+}
+
+// Reasons a request is rejected before it is proxied (understudy_tap_requests_rejected_total).
+const (
+	RejectBodyTooLarge       = "body_too_large"
+	RejectHeadersTooLarge    = "headers_too_large"
+	RejectUnsupportedVersion = "unsupported_version"
+	RejectReadTimeout        = "read_timeout"
+	RejectMalformed          = "malformed"
+)
+
+// fastError answers requests fasthttp could not read: 413 for a body over
+// proxy.max-body-bytes, 431 for headers over the read buffer, 408 for a caller too slow to
+// send its request, 400 otherwise; each is counted by reason.
+func (t *Tap) fastError(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	var ne net.Error
+	reason, code := RejectMalformed, fasthttp.StatusBadRequest
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		reason, code = RejectBodyTooLarge, fasthttp.StatusRequestEntityTooLarge
+	case errors.As(err, &small):
+		reason, code = RejectHeadersTooLarge, fasthttp.StatusRequestHeaderFieldsTooLarge
+	case errors.As(err, &ne) && ne.Timeout():
+		reason, code = RejectReadTimeout, fasthttp.StatusRequestTimeout
+	case strings.Contains(err.Error(), "unsupported http version"):
+		// fasthttp reports this only as text.
+		reason, code = RejectUnsupportedVersion, fasthttp.StatusHTTPVersionNotSupported
+	}
+	t.m.rejected.WithLabelValues(reason).Inc()
+	ctx.Error("understudy tap: "+fasthttp.StatusMessage(code), code)
 }
 
 // fastTee streams the champion's body to the caller, captures it as it passes (when the

@@ -66,13 +66,14 @@ func (t *Tap) buildRoute(r route.Route) (*liveRoute, error) {
 	tr.MaxIdleConns = 1024
 	tr.MaxIdleConnsPerHost = 512
 	tr.ResponseHeaderTimeout = r.Champion.Timeout
+	tr.IdleConnTimeout = t.cfg.UpstreamIdleTimeout
 	if r.Champion.H2C {
 		tr.Protocols = new(http.Protocols)
 		tr.Protocols.SetUnencryptedHTTP2(true)
 	}
 	lr := &liveRoute{Route: r, transport: tr, extract: extract, redact: rules}
 	if t.cfg.Engine == EngineFast {
-		lr.fast = newHostClient(target, r.Champion.Timeout, t.cfg.MaxBodyBytes)
+		lr.fast = t.newHostClient(target, t.cfg.MaxBodyBytes)
 	}
 	lr.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {

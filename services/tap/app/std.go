@@ -38,6 +38,21 @@ func (x *exchange) finish(end time.Time, status int, respType string, body captu
 
 type exchangeKey struct{}
 
+// routeKey carries the route of a request that is not captured (captured ones carry their
+// exchange), so that every request is counted by route.
+type routeKey struct{}
+
+// countRequest counts a proxied request by route and the status returned to the caller.
+func (t *Tap) countRequest(r *http.Request, code int) {
+	name := ""
+	if x, ok := r.Context().Value(exchangeKey{}).(*exchange); ok {
+		name = x.route.Name
+	} else if lr, ok := r.Context().Value(routeKey{}).(*liveRoute); ok {
+		name = lr.Name
+	}
+	t.m.requests.WithLabelValues(name, statusClass(code)).Inc()
+}
+
 func (t *Tap) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	g := t.routing.Load()
 	i := g.table.Match(r.Host, r.URL.Path)
@@ -47,6 +62,13 @@ func (t *Tap) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	lr := g.routes[i]
+	if r.ProtoMajor != 1 || r.ProtoMinor > 1 {
+		if r.ProtoMajor != 2 { // net/http serves HTTP/2 itself (h2c); anything else is refused
+			t.m.rejected.WithLabelValues(RejectUnsupportedVersion).Inc()
+			http.Error(w, "understudy tap: HTTP version not supported", http.StatusHTTPVersionNotSupported)
+			return
+		}
+	}
 	id := r.Header.Get(HeaderRequestID)
 	if id == "" {
 		id = t.bodyID(r, lr)
@@ -57,9 +79,13 @@ func (t *Tap) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if h := lr.Sampling.Header(); h != "" && r.Header.Get(h) != "" {
 		key = r.Header.Get(h)
 	}
-	if !sample.In(key, lr.Sampling.SampleRate()) {
-		t.producer.NotCaptured(ReasonSampledOut)
-		lr.proxy.ServeHTTP(w, r)
+	if invalid := t.cfg.Limits.ValidID(id) != nil; invalid || !sample.In(key, lr.Sampling.SampleRate()) {
+		if invalid {
+			t.producer.NotCaptured(ReasonInvalidRequestID)
+		} else {
+			t.producer.NotCaptured(ReasonSampledOut)
+		}
+		lr.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), routeKey{}, lr)))
 		return
 	}
 	x := &exchange{id: id, start: t.now(), route: lr, req: r, reqBody: capture{limit: lr.Capture.MaxBytes}}
@@ -110,6 +136,7 @@ func (r *responseTee) Close() error {
 }
 
 func (t *Tap) captureResponse(resp *http.Response) error {
+	t.countRequest(resp.Request, resp.StatusCode)
 	x, ok := resp.Request.Context().Value(exchangeKey{}).(*exchange)
 	if !ok {
 		return nil
@@ -130,6 +157,7 @@ func (t *Tap) championError(w http.ResponseWriter, r *http.Request, err error) {
 		kind, code = "timeout", http.StatusGatewayTimeout
 	}
 	w.WriteHeader(code)
+	t.countRequest(r, code)
 	x, ok := r.Context().Value(exchangeKey{}).(*exchange)
 	if !ok {
 		return
