@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"strconv"
 	"time"
 
 	"github.com/understudy-ml/understudy/schemas"
@@ -146,6 +147,16 @@ func correct(p, label schemas.Prediction) bool {
 	return (p.Number >= Threshold) == (label.Number == 1)
 }
 
+// AsClass returns an integer-valued numeric label as the class label it names ("2" for 2),
+// so that ground truth sent as numbers scores class predictions (OIP INT64 outputs, KServe
+// integer predictions); other values are returned unchanged.
+func AsClass(label schemas.Prediction) schemas.Prediction {
+	if label.Kind == schemas.PredictionNumber && label.Number == math.Trunc(label.Number) && math.Abs(label.Number) < 1<<53 {
+		return schemas.Label(strconv.FormatFloat(label.Number, 'f', -1, 64))
+	}
+	return label
+}
+
 // NotShadowed lists the shadow error kinds (set by the invoker) that mean the shadow was
 // deliberately not called: outside its sample, over its rate limit, or its circuit open.
 // They are counted as coverage, not as shadow errors.
@@ -246,13 +257,17 @@ func (w *Window) Add(c schemas.Comparison, shadow *schemas.Outcome) {
 		w.Role = shadow.Role
 	}
 	if c.Label != nil {
+		label := c.Label.Value
+		if (c.Champion != nil && c.Champion.Prediction.Kind == schemas.PredictionLabel) || (shadow != nil && shadow.Prediction.Kind == schemas.PredictionLabel) {
+			label = AsClass(label)
+		}
 		if c.Champion != nil {
-			w.Champion.Labels.add(c.Champion.Prediction, c.Label.Value)
+			w.Champion.Labels.add(c.Champion.Prediction, label)
 		}
 		if shadow != nil && shadow.Error == nil {
-			w.Shadow.Labels.add(shadow.Prediction, c.Label.Value)
+			w.Shadow.Labels.add(shadow.Prediction, label)
 			if c.Champion != nil {
-				w.Paired.add(c.Champion.Prediction, shadow.Prediction, c.Label.Value)
+				w.Paired.add(c.Champion.Prediction, shadow.Prediction, label)
 			}
 		}
 		return

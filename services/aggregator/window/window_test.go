@@ -170,3 +170,47 @@ func TestFoldPerShadowCoverage(t *testing.T) {
 		t.Fatalf("paired %+v total %d", p, v7.Total)
 	}
 }
+
+// TestIntegerClassesAgainstNumericLabels: an INT64 classifier (classes as labels "0".."2")
+// scored against ground truth sent as numbers: agreement and accuracy are exact counts, not
+// scores read at 0.5.
+func TestIntegerClassesAgainstNumericLabels(t *testing.T) {
+	ws := map[Key]*Window{}
+	r := rand.New(rand.NewPCG(1, 2))
+	var agree, champRight, shadowRight int
+	const n = 300
+	for i := range n {
+		truth := r.IntN(3)
+		champ, shadow := truth, truth
+		if r.IntN(10) < 2 {
+			champ = (truth + 1) % 3
+		}
+		if r.IntN(10) < 3 {
+			shadow = (truth + 2) % 3
+		}
+		if champ == shadow {
+			agree++
+		}
+		if champ == truth {
+			champRight++
+		}
+		if shadow == truth {
+			shadowRight++
+		}
+		c := schemas.Comparison{
+			RequestID: fmt.Sprint(i), Experiment: "e", EventTime: t0, Status: schemas.StatusComplete,
+			Champion: &schemas.Outcome{Prediction: schemas.Label(fmt.Sprint(champ))},
+			Shadows:  []schemas.Outcome{{Name: "v7", Prediction: schemas.Label(fmt.Sprint(shadow))}},
+		}
+		Fold(ws, c, time.Minute, nil)
+		c.Label = &schemas.LabelValue{Value: schemas.Number(float64(truth))}
+		Fold(ws, c, time.Minute, nil)
+	}
+	w := ws[Key{"e", "v7", t0}]
+	if w.Compared != n || w.Agree != uint64(agree) {
+		t.Errorf("agreement %d/%d, want %d/%d", w.Agree, w.Compared, agree, n)
+	}
+	if w.Champion.Labels.Correct != uint64(champRight) || w.Shadow.Labels.Correct != uint64(shadowRight) || w.Shadow.Labels.Decided != n {
+		t.Errorf("correct champion %d (want %d), shadow %d (want %d), decided %d", w.Champion.Labels.Correct, champRight, w.Shadow.Labels.Correct, shadowRight, w.Shadow.Labels.Decided)
+	}
+}

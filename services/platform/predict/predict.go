@@ -5,6 +5,7 @@
 package predict
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,14 +31,40 @@ var (
 	ErrUnsupported = errors.New("prediction is not a number, class label or numeric vector")
 )
 
+// Output modes: how a numeric output is read.
+const (
+	// OutputAuto (the default): OIP v2 tensors of an integer or BOOL datatype and KServe v1
+	// integer literals are class labels; other numbers are scores.
+	OutputAuto = "auto"
+	// OutputScore: every number is a score.
+	OutputScore = "score"
+	// OutputClass: every scalar number is a class label.
+	OutputClass = "class"
+)
+
 // Extractor extracts predictions of one protocol. The zero value extracts nothing.
 type Extractor struct {
 	protocol string
 	pointer  []string
+	output   string
 }
 
-// Parse returns the extractor for spec: "oip-v2", "kserve-v1" or "json-pointer:/a/0/b".
+// Parse returns the extractor for spec: "oip-v2", "kserve-v1" or "json-pointer:/a/0/b",
+// optionally followed by ",output=score" or ",output=class" (default auto, see OutputAuto).
 func Parse(spec string) (Extractor, error) {
+	output := OutputAuto
+	if i := strings.LastIndex(spec, ",output="); i >= 0 {
+		spec, output = spec[:i], spec[i+len(",output="):]
+		if output != OutputAuto && output != OutputScore && output != OutputClass {
+			return Extractor{}, fmt.Errorf("output %q: want auto, score or class", output)
+		}
+	}
+	e, err := parse(spec)
+	e.output = output
+	return e, err
+}
+
+func parse(spec string) (Extractor, error) {
 	proto, arg, _ := strings.Cut(spec, ":")
 	switch proto {
 	case ProtocolOIPv2, ProtocolKServeV1:
@@ -73,11 +100,17 @@ func (e Extractor) Extract(body []byte) (schemas.Prediction, error) {
 	return e.FromDocument(doc)
 }
 
-// Decode parses a JSON body once, for callers that read several things from it.
+// Decode parses a JSON body once, for callers that read several things from it. Numbers
+// are json.Number, so that integer literals stay recognisable.
 func Decode(body []byte) (any, error) {
 	var doc any
-	if err := json.Unmarshal(body, &doc); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := dec.Decode(&doc); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNotJSON, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: data after the JSON value", ErrNotJSON)
 	}
 	return doc, nil
 }
@@ -100,7 +133,38 @@ func (e Extractor) FromDocument(doc any) (schemas.Prediction, error) {
 	if !ok {
 		return schemas.Prediction{}, fmt.Errorf("%w at /%s", ErrNoPrediction, strings.Join(path, "/"))
 	}
-	return fromValue(v)
+	class := false
+	switch e.output {
+	case OutputClass:
+		class = true
+	case OutputAuto:
+		switch e.protocol {
+		case ProtocolOIPv2:
+			dt, _ := lookup(doc, []string{"outputs", "0", "datatype"})
+			class = classDatatype(dt)
+		case ProtocolKServeV1:
+			n, isNum := single(v).(json.Number)
+			class = isNum && !strings.ContainsAny(string(n), ".eE")
+		}
+	}
+	return fromValue(v, class)
+}
+
+// classDatatype reports whether an OIP datatype holds class labels: integers and booleans.
+func classDatatype(dt any) bool {
+	s, _ := dt.(string)
+	return s == "BOOL" || strings.HasPrefix(s, "INT") || strings.HasPrefix(s, "UINT")
+}
+
+// single returns the element of a one-element array (recursively), else v.
+func single(v any) any {
+	for {
+		a, ok := v.([]any)
+		if !ok || len(a) != 1 {
+			return v
+		}
+		v = a[0]
+	}
 }
 
 func lookup(v any, path []string) (any, bool) {
@@ -125,10 +189,23 @@ func lookup(v any, path []string) (any, bool) {
 }
 
 // fromValue maps a JSON value to a prediction: numbers, strings and booleans are scalars; a
-// one-element array is its element; a flat or nested numeric array is a vector.
-func fromValue(v any) (schemas.Prediction, error) {
+// one-element array is its element; a flat or nested numeric array is a vector. With class,
+// a scalar number is a class label ("2"), written as the shortest decimal of its value.
+func fromValue(v any, class bool) (schemas.Prediction, error) {
 	switch t := v.(type) {
+	case json.Number:
+		f, err := strconv.ParseFloat(string(t), 64)
+		if err != nil {
+			return schemas.Prediction{}, ErrUnsupported
+		}
+		if class {
+			return schemas.Label(strconv.FormatFloat(f, 'f', -1, 64)), nil
+		}
+		return schemas.Number(f), nil
 	case float64:
+		if class {
+			return schemas.Label(strconv.FormatFloat(t, 'f', -1, 64)), nil
+		}
 		return schemas.Number(t), nil
 	case string:
 		return schemas.Label(t), nil
@@ -136,7 +213,7 @@ func fromValue(v any) (schemas.Prediction, error) {
 		return schemas.Label(strconv.FormatBool(t)), nil
 	case []any:
 		if len(t) == 1 {
-			return fromValue(t[0])
+			return fromValue(t[0], class)
 		}
 		var out []float64
 		if !flatten(t, &out) {
@@ -150,6 +227,12 @@ func fromValue(v any) (schemas.Prediction, error) {
 func flatten(arr []any, out *[]float64) bool {
 	for _, x := range arr {
 		switch t := x.(type) {
+		case json.Number:
+			f, err := strconv.ParseFloat(string(t), 64)
+			if err != nil {
+				return false
+			}
+			*out = append(*out, f)
 		case float64:
 			*out = append(*out, t)
 		case []any:
