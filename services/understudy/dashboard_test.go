@@ -62,9 +62,15 @@ func TestDashboardInBrowser(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var stdout, stderr syncBuffer
 	done := make(chan int, 1)
-	go func() {
-		done <- runDemo(ctx, []string{"--duration=40s", "--rate=100", "--label-delay=5s", "--window=2s", "--addr=" + addr, "--data-dir=" + t.TempDir()}, &stdout, &stderr)
-	}()
+	args := []string{"--duration=40s", "--rate=100", "--label-delay=5s", "--window=2s", "--addr=" + addr, "--data-dir=" + t.TempDir()}
+	// Names are data: hostile ones must show as text and run nothing (not for the screenshot).
+	hostile := os.Getenv("UNDERSTUDY_SCREENSHOT") == ""
+	const hostileExperiment = `fraud<img src=x onerror="window.__pwned=1">`
+	const hostileCandidate = `candidate<svg onload="window.__pwned=2">`
+	if hostile {
+		args = append(args, "--experiment="+hostileExperiment, "--candidate-name="+hostileCandidate)
+	}
+	go func() { done <- runDemo(ctx, args, &stdout, &stderr) }()
 	defer func() {
 		cancel()
 		if code := <-done; code != 0 {
@@ -135,6 +141,20 @@ func TestDashboardInBrowser(t *testing.T) {
 	canvases, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll(".chart canvas").length`))
 	if err != nil || canvases != len(charts) {
 		t.Fatalf("%d charts drew a canvas, want %d: %v", canvases, len(charts), err)
+	}
+	if hostile {
+		pwned, err := chromedp.Run(bctx, chromedp.Evaluate[string](`String(window.__pwned === undefined ? "" : window.__pwned)`))
+		if err != nil || pwned != "" {
+			t.Errorf("a hostile name ran script (window.__pwned=%q): %v", pwned, err)
+		}
+		shown, err := chromedp.Run(bctx, chromedp.Evaluate[string](`document.querySelector("#experiment").value + "|" + document.querySelector("#shadow").value`))
+		if err != nil || shown != hostileExperiment+"|"+hostileCandidate {
+			t.Errorf("selectors show %q, want the names as text: %v", shown, err)
+		}
+		injected, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll("main img, main svg, header img, header svg").length`))
+		if err != nil || injected != 0 {
+			t.Errorf("%d injected elements in the page: %v", injected, err)
+		}
 	}
 	png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100)) // quality 100: PNG
 	if err != nil {

@@ -43,6 +43,7 @@ type demoConfig struct {
 	DataDir     string
 	Partitions  int
 	Experiment  string
+	Candidate   string
 	Verbose     bool
 	Exit        bool
 	LabelDelay  time.Duration
@@ -64,6 +65,9 @@ func (c *demoConfig) validate() error {
 	if c.Experiment == "" {
 		errs = append(errs, errors.New("experiment: required"))
 	}
+	if c.Candidate == "" || c.Candidate == "champion-copy" {
+		errs = append(errs, errors.New("candidate-name: required, and not champion-copy"))
+	}
 	if c.LabelDelay < 0 {
 		errs = append(errs, errors.New("label-delay: must not be negative"))
 	}
@@ -75,7 +79,7 @@ func (c *demoConfig) validate() error {
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	c := demoConfig{
-		Duration: time.Minute, Rate: 100, DataDir: ".demo", Partitions: 4, Experiment: "fraud-v7",
+		Duration: time.Minute, Rate: 100, DataDir: ".demo", Partitions: 4, Experiment: "fraud-v7", Candidate: "candidate",
 		LabelDelay: 10 * time.Second, Window: 5 * time.Second, Addr: "127.0.0.1:9104",
 	}
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
@@ -87,6 +91,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "where the embedded broker keeps its data (cleared at start)")
 	fs.IntVar(&c.Partitions, "partitions", c.Partitions, "partitions of every topic")
 	fs.StringVar(&c.Experiment, "experiment", c.Experiment, "experiment name")
+	fs.StringVar(&c.Candidate, "candidate-name", c.Candidate, "the candidate shadow's name")
 	fs.DurationVar(&c.LabelDelay, "label-delay", c.LabelDelay, "labels arrive up to this long after their request (uniformly spread)")
 	fs.DurationVar(&c.Window, "window", c.Window, "the aggregator's window width (alerts are evaluated every window)")
 	fs.StringVar(&c.Addr, "addr", c.Addr, "address of the aggregator's API and dashboard (port 0: any free port)")
@@ -227,7 +232,7 @@ func demoRun(ctx context.Context, c demoConfig, stdout, stderr io.Writer) error 
 	p, err := pipeline.Start(ctx, pipeline.Options{
 		Brokers: c.Brokers, DatabaseURL: c.DatabaseURL, Experiment: c.Experiment, ChampionURL: urls["champion"],
 		Shadows: []pipeline.Shadow{
-			{Name: "candidate", URL: urls["candidate"], Role: schemas.RoleCandidate},
+			{Name: c.Candidate, URL: urls["candidate"], Role: schemas.RoleCandidate},
 			{Name: "champion-copy", URL: urls["copy"], Role: schemas.RoleNoiseBaseline},
 		},
 		JoinWindow: 10 * time.Second, CountWindow: c.Window, Logger: logger,

@@ -27,6 +27,12 @@ func TestServesPageAndBundledLibrary(t *testing.T) {
 		if resp.StatusCode != 200 || !strings.Contains(string(b), want) {
 			t.Fatalf("%s: %d, body without %q (run scripts/dashboard-assets.sh before building)", path, resp.StatusCode, want)
 		}
+		if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "unsafe-inline") {
+			t.Errorf("%s: Content-Security-Policy %q", path, csp)
+		}
+		if strings.HasSuffix(path, ".js") && path == "/dashboard/app.js" && strings.Contains(string(b), ".innerHTML =") {
+			t.Errorf("app.js assigns innerHTML")
+		}
 	}
 	if !Bundled() {
 		t.Fatal("uPlot not bundled")

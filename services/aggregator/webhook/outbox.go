@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -61,7 +62,12 @@ func NewSender(cfg Config, db *pgxpool.Pool, logger *slog.Logger, reg prometheus
 	f := promauto.With(reg)
 	return &Sender{
 		cfg: cfg, db: db, logger: logger, now: now,
-		client:   &http.Client{Timeout: cfg.Timeout},
+		client: &http.Client{
+			Timeout: cfg.Timeout,
+			// A redirect is a failed delivery, never followed: following it would re-post the
+			// signed body to wherever the receiver points (Classify makes a 3xx permanent).
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
 		attempts: f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_aggregator_webhook_attempts_total", Help: "Webhook delivery attempts by outcome (delivered, retry, failed, expired)."}, []string{"outcome"}),
 		pending:  f.NewGauge(prometheus.GaugeOpts{Name: "understudy_aggregator_webhook_outbox_pending", Help: "Webhook messages queued and not yet delivered or failed."}),
 	}
@@ -161,10 +167,28 @@ func (s *Sender) finish(ctx context.Context, id, column, why string) error {
 	return nil
 }
 
+// RedactURL returns raw with everything but its scheme and host (and port) replaced by
+// "…", for logs, errors and tables: webhook URLs often carry their secret in the path, the
+// query or the user info.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "[webhook url]"
+	}
+	out := u.Scheme + "://" + u.Host
+	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		out += "/…"
+	}
+	return out
+}
+
 // PermanentError is a delivery failure that retrying cannot fix (a 4xx answer other than 429).
 type PermanentError struct{ Status int }
 
 func (e *PermanentError) Error() string {
+	if e.Status >= 300 && e.Status < 400 {
+		return fmt.Sprintf("receiver answered %d %s (redirects are not followed)", e.Status, http.StatusText(e.Status))
+	}
 	return fmt.Sprintf("receiver answered %d %s", e.Status, http.StatusText(e.Status))
 }
 
@@ -215,7 +239,13 @@ func (s *Sender) post(ctx context.Context, m message, now time.Time) error {
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("post: %w", err)
+		// *url.Error quotes the whole URL, whose path or query often is the secret (Slack,
+		// Teams): name only its scheme and host.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("post to %s: %w", RedactURL(s.cfg.URL), err)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	_ = resp.Body.Close()

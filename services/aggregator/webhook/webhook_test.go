@@ -1,13 +1,16 @@
 package webhook_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -181,3 +184,78 @@ func TestSenderRetriesInOrderAndStopsOn4xx(t *testing.T) {
 		t.Fatalf("pruned %d, want 3: %v", n, err)
 	}
 }
+
+// TestSecretURLsAndRedirects: a receiver that times out, whose URL carries its secret in path
+// and query, leaves the secret in no log, error or table; a 302 is a failed delivery, and the
+// redirect's target receives nothing.
+func TestSecretURLsAndRedirects(t *testing.T) {
+	db := pgtest.Start(t)
+	ctx := context.Background()
+	var elsewhere atomic.Int64
+	target := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { elsewhere.Add(1) }))
+	defer target.Close()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/slow") {
+			time.Sleep(300 * time.Millisecond)
+			return
+		}
+		http.Redirect(w, r, target.URL+"/steal", http.StatusTemporaryRedirect)
+	}))
+	defer srv.Close()
+	const secret = "T000-B000-XXXXsecretXXXX"
+	for _, tc := range []struct{ name, url string }{
+		{"timeout", srv.URL + "/slow/services/" + secret + "?token=" + secret},
+		{"redirect", srv.URL + "/hook/" + secret},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := db.Exec(ctx, `DELETE FROM webhook_outbox`); err != nil {
+				t.Fatal(err)
+			}
+			if err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+				return webhook.Enqueue(ctx, tx, "msg_"+tc.name, []byte(`{"n":1}`), time.Now())
+			}); err != nil {
+				t.Fatal(err)
+			}
+			var logs bytes.Buffer
+			var mu sync.Mutex
+			logger := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return logs.Write(p) }), nil))
+			s := webhook.NewSender(webhook.Config{
+				URL: tc.url, Timeout: 50 * time.Millisecond, BackoffMin: 10 * time.Millisecond,
+				BackoffMax: 20 * time.Millisecond, MaxAge: time.Hour, Poll: 5 * time.Millisecond,
+			}, db, logger, prometheus.NewRegistry(), time.Now)
+			rctx, cancel := context.WithCancel(ctx)
+			done := make(chan error)
+			go func() { done <- s.Run(rctx) }()
+			deadline := time.Now().Add(5 * time.Second)
+			var lastError string
+			var failed bool
+			for {
+				if err := db.QueryRow(ctx, `SELECT coalesce(last_error, ''), failed_at IS NOT NULL FROM webhook_outbox`).Scan(&lastError, &failed); err != nil {
+					t.Fatal(err)
+				}
+				if (tc.name == "timeout" && lastError != "") || failed || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			time.Sleep(100 * time.Millisecond) // a few more attempts and their logs
+			cancel()
+			<-done
+			mu.Lock()
+			defer mu.Unlock()
+			if lastError == "" {
+				t.Fatal("no delivery error recorded")
+			}
+			if strings.Contains(lastError, secret) || strings.Contains(logs.String(), secret) {
+				t.Errorf("the secret leaked:\nlast_error: %s\nlogs: %s", lastError, logs.String())
+			}
+			if tc.name == "redirect" && (!failed || elsewhere.Load() != 0) {
+				t.Errorf("redirect: failed=%v, target got %d posts (last_error %q)", failed, elsewhere.Load(), lastError)
+			}
+		})
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

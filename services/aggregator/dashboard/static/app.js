@@ -3,9 +3,25 @@
 // non-null values plotted and data-x = the number of x values, which the browser test checks.
 "use strict";
 
+// Names and values from the API are data: they reach the page only through textContent and
+// DOM properties (never innerHTML), and the Content-Security-Policy allows no inline script.
+
 const $ = (s) => document.querySelector(s);
 const params = new URLSearchParams(location.search);
-let token = params.get("token") || sessionStorage.getItem("understudy_token") || "";
+// The API token lives in this closure only (not in sessionStorage, where any script on the
+// origin could read it); a ?token= is taken and removed from the address bar.
+let token = params.get("token") || "";
+if (params.has("token")) {
+  params.delete("token");
+  history.replaceState(null, "", location.pathname + (params.toString() ? "?" + params : ""));
+}
+
+// h builds an element: h("td", {className: "x"}, "text", child, ...). Strings become text nodes.
+function h(tag, props, ...children) {
+  const el = Object.assign(document.createElement(tag), props || {});
+  for (const c of children) el.append(c instanceof Node ? c : document.createTextNode(c == null ? "" : String(c)));
+  return el;
+}
 const charts = {};
 let timer = null;
 
@@ -14,7 +30,6 @@ async function api(path) {
   let res = await fetch(path, { headers });
   if (res.status === 401) {
     token = prompt("This Understudy API requires a token:") || "";
-    sessionStorage.setItem("understudy_token", token);
     res = await fetch(path, { headers: { Authorization: "Bearer " + token } });
   }
   if (!res.ok) throw new Error(path + ": " + res.status);
@@ -31,7 +46,7 @@ async function loadExperiments() {
   const { experiments } = await api("/api/v1/experiments");
   const sel = $("#experiment");
   const want = params.get("experiment") || sel.value;
-  sel.innerHTML = "";
+  sel.replaceChildren();
   for (const e of experiments) {
     const o = document.createElement("option");
     o.value = o.textContent = e.name;
@@ -44,14 +59,14 @@ async function loadExperiments() {
 }
 
 function card(k, v, n) {
-  return `<div class="card"><div class="k">${k}</div><div class="v">${v}</div><div class="n">${n || ""}</div></div>`;
+  return h("div", { className: "card" }, h("div", { className: "k" }, k), h("div", { className: "v" }, v), h("div", { className: "n" }, n || ""));
 }
 
 function renderCards(rep) {
   const s = rep.stats, f = rep.noise_floor;
   const fl = (path, d) => (f ? "noise floor " + fmt(get(f, path), d) : "no noise baseline");
   const diff = s.labels.difference;
-  $("#cards").innerHTML = [
+  $("#cards").replaceChildren(
     card("requests", s.requests, "coverage " + pct(s.coverage)),
     card("PSI", fmt(s.predictions.psi), fl("predictions.psi")),
     card("KS", fmt(s.predictions.ks), fl("predictions.ks")),
@@ -60,7 +75,7 @@ function renderCards(rep) {
     card("error rate", pct(s.shadow_errors.rate, 2), "champion " + pct(s.champion_errors.rate, 2)),
     card(diff ? diff.metric + " Δ (shadow − champion)" : "labels", diff ? fmt(diff.value, 4) : s.labels.n + " labeled",
       diff ? `95 % CI [${fmt(diff.ci_low, 4)}, ${fmt(diff.ci_high, 4)}], n=${diff.n}` : `shown from ${s.labels.min_labels}`),
-  ].join("");
+  );
 }
 
 function renderVerdict(stats, shadow) {
@@ -77,9 +92,9 @@ function makeChart(id, series, data, opts = {}) {
   el.dataset.points = String(points);
   el.dataset.x = String(data[0].length);
   if (charts[id]) { charts[id].destroy(); delete charts[id]; }
-  el.innerHTML = "";
+  el.replaceChildren();
   if (data[0].length === 0 || points === 0) {
-    el.innerHTML = '<div class="empty">no data in this range yet</div>';
+    el.append(h("div", { className: "empty" }, "no data in this range yet"));
     return;
   }
   const palette = ["#1f6feb", "#d1242f", "#8250df", "#1a7f37", "#bf8700", "#57606a"];
@@ -137,10 +152,12 @@ function renderDistribution(d, candidate) {
 }
 
 function renderAlerts(transitions) {
-  const rows = transitions.slice(-50).reverse().map((t) =>
-    `<tr><td>${new Date(t.at).toLocaleString()}</td><td>${t.shadow}</td><td>${t.rule}</td><td>${t.severity}</td>` +
-    `<td class="${t.to}">${t.from} → ${t.to}</td><td>${fmt(t.value, 4)}</td><td>${fmt(t.noise_floor, 4)}</td><td>${t.threshold}</td><td>${t.samples}</td></tr>`);
-  $("#alerts tbody").innerHTML = rows.join("") || '<tr><td colspan="9">no transitions yet</td></tr>';
+  const rows = transitions.slice(-50).reverse().map((t) => h("tr", null,
+    h("td", null, new Date(t.at).toLocaleString()), h("td", null, t.shadow), h("td", null, t.rule), h("td", null, t.severity),
+    h("td", { className: String(t.to) }, `${t.from} → ${t.to}`), h("td", null, fmt(t.value, 4)), h("td", null, fmt(t.noise_floor, 4)),
+    h("td", null, t.threshold), h("td", null, t.samples)));
+  if (rows.length === 0) rows.push(h("tr", null, h("td", { colSpan: 9 }, "no transitions yet")));
+  $("#alerts tbody").replaceChildren(...rows);
 }
 
 async function refresh() {
@@ -158,7 +175,7 @@ async function refresh() {
     const candidates = stats.shadows.filter((s) => s.role !== "noise_baseline");
     const sel = $("#shadow");
     const keep = sel.value;
-    sel.innerHTML = candidates.map((s) => `<option>${s.shadow}</option>`).join("");
+    sel.replaceChildren(...candidates.map((s) => h("option", { value: s.shadow }, s.shadow)));
     if (candidates.some((s) => s.shadow === keep)) sel.value = keep;
     const rep = candidates.find((s) => s.shadow === sel.value);
     if (!rep) { setStatus("no candidate shadow in this range"); return; }
