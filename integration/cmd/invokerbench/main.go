@@ -194,7 +194,7 @@ func startInvoker(tmp, bin, brokers, exp, yaml string) (*exec.Cmd, string, error
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	opsAddr := ln.Addr().String()
 	_ = ln.Close()
-	cmd := exec.Command(bin, "--kafka.brokers="+brokers, "--http.listen-addr="+opsAddr, "--experiments.file="+file,
+	cmd := exec.Command(bin, "--kafka.brokers="+brokers, "--http.listen-addr="+opsAddr, "--http.pprof", "--experiments.file="+file,
 		"--instance-id="+exp, "--kafka.group="+exp)
 	logf, _ := os.Create(filepath.Join(tmp, exp+".log"))
 	cmd.Stdout, cmd.Stderr = logf, logf

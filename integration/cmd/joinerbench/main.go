@@ -136,7 +136,7 @@ func run(requests, partitions int, threadList, out string) error {
 		if cpuProfile != "" && v.labels == profileLabels {
 			go profile("http://"+ops+"/debug/pprof/profile?seconds=3", cpuProfile)
 		}
-		cmd := exec.Command(bin, "--kafka.brokers="+brokers, "--http.listen-addr="+ops, "--kafka.group="+group, "--batch.max-records="+strconv.Itoa(batch),
+		cmd := exec.Command(bin, "--kafka.brokers="+brokers, "--http.listen-addr="+ops, "--http.pprof", "--kafka.group="+group, "--batch.max-records="+strconv.Itoa(batch),
 			"--instance-id="+group, "--join.expected-shadows=candidate", "--database.url="+pg.URL,
 			"--labels.enabled="+strconv.FormatBool(v.labels))
 		r, err := measure(ctx, adm, cmd, group, v.topics, "Understudy joiner, "+suffix, "http://"+ops+"/metrics")

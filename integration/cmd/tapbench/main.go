@@ -209,7 +209,7 @@ func run(o options) error {
 	// to the broker at kafkaPort; extra flags follow the common ones.
 	startTap := func(env []string, bin string, port, ops, kafkaPort int, extra ...string) (*exec.Cmd, error) {
 		args := []string{
-			fmt.Sprintf("--proxy.listen-addr=127.0.0.1:%d", port), fmt.Sprintf("--http.listen-addr=127.0.0.1:%d", ops),
+			fmt.Sprintf("--proxy.listen-addr=127.0.0.1:%d", port), fmt.Sprintf("--http.listen-addr=127.0.0.1:%d", ops), "--http.pprof",
 			fmt.Sprintf("--kafka.brokers=127.0.0.1:%d", kafkaPort), fmt.Sprintf("--champion.url=http://127.0.0.1:%d", championPort),
 			"--experiment=bench",
 		}

@@ -108,6 +108,9 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Aggregator
 	}
 	f := promauto.With(reg)
 	a.dlq = deadletter.New("aggregator", a.client, reg)
+	if cfg.Ops.Token == "" {
+		cfg.Ops.Token = cfg.API.Token // an API behind a token keeps its metrics behind it too
+	}
 	a.ops = server.New(cfg.Ops, logger, reg)
 	rules, err := alert.Load(cfg.Alerts.RulesFile)
 	if err != nil {

@@ -1,10 +1,12 @@
 // Package server runs a service's operational HTTP endpoints: /healthz (the process is alive),
-// /readyz (every dependency check passes right now), /metrics (Prometheus) and /debug/pprof. Services may
-// mount their own handlers on the same mux.
+// /readyz (every dependency check passes right now), /metrics (Prometheus) and, when enabled,
+// /debug/pprof, the last two behind an optional bearer token. Services may mount their own
+// handlers on the same mux.
 package server
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -21,10 +23,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Config holds the listen address and shutdown limit.
+// Config holds the listen address, shutdown limit and who may read metrics and profiles.
 type Config struct {
 	ListenAddr      string
 	ShutdownTimeout time.Duration
+	// Token, when set, is required as "Authorization: Bearer <token>" by /metrics and
+	// /debug/pprof (Prometheus: authorization.credentials in the scrape config). /healthz and
+	// /readyz stay open for probes.
+	Token string
+	// Pprof serves /debug/pprof; off by default (profiles expose memory contents).
+	Pprof bool
 }
 
 // NewDefaultConfig returns a config listening on addr.
@@ -36,6 +44,8 @@ func NewDefaultConfig(addr string) Config {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ListenAddr, "http.listen-addr", c.ListenAddr, "address of the /healthz, /readyz and /metrics endpoints")
 	fs.DurationVar(&c.ShutdownTimeout, "http.shutdown-timeout", c.ShutdownTimeout, "time allowed to drain HTTP connections at shutdown")
+	fs.StringVar(&c.Token, "http.token", c.Token, "bearer token required by /metrics and /debug/pprof (set it through the environment); empty leaves them open")
+	fs.BoolVar(&c.Pprof, "http.pprof", c.Pprof, "serve /debug/pprof on the operational port (behind http.token when set)")
 }
 
 // Validate reports every problem with the config.
@@ -73,12 +83,31 @@ func New(cfg Config, logger *slog.Logger, gatherer prometheus.Gatherer) *Server 
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	s.mux.HandleFunc("GET /readyz", s.ready)
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
-	// Profiles, on the operational port only (never on a service's data port).
-	s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	s.mux.Handle("GET /metrics", RequireToken(cfg.Token, promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))
+	if cfg.Pprof {
+		// Profiles, on the operational port only (never on a service's data port).
+		s.mux.Handle("GET /debug/pprof/", RequireToken(cfg.Token, http.HandlerFunc(pprof.Index)))
+		s.mux.Handle("GET /debug/pprof/profile", RequireToken(cfg.Token, http.HandlerFunc(pprof.Profile)))
+		s.mux.Handle("GET /debug/pprof/trace", RequireToken(cfg.Token, http.HandlerFunc(pprof.Trace)))
+	}
 	return s
+}
+
+// RequireToken wraps h so that it answers 401 unless the request carries
+// "Authorization: Bearer <token>" (compared in constant time); an empty token leaves h open.
+func RequireToken(token string, h http.Handler) http.Handler {
+	if token == "" {
+		return h
+	}
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="understudy"`)
+			http.Error(w, "missing or wrong bearer token", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Mux returns the mux, for services that add handlers.
@@ -172,7 +201,7 @@ func (s *Server) Run(ctx context.Context) error {
 // Serve serves h on ln until ctx ends, then stops accepting and waits at most timeout for
 // in-flight requests. It returns nil after a clean shutdown and closes ln in every case.
 func Serve(ctx context.Context, logger *slog.Logger, ln net.Listener, h http.Handler, timeout time.Duration) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	logger.Info("http server listening", "addr", ln.Addr().String())

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -62,4 +63,36 @@ func TestReadyzTellsTheTruth(t *testing.T) {
 		t.Fatal("Run did not return after cancel")
 	}
 	http.DefaultClient.CloseIdleConnections()
+}
+
+func TestMetricsAndProfilesBehindTheToken(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		path string
+		auth string
+		want int
+	}{
+		{"metrics open without a token", Config{}, "/metrics", "", 200},
+		{"metrics refused without the token", Config{Token: "s3cret"}, "/metrics", "", 401},
+		{"metrics refused with a wrong token", Config{Token: "s3cret"}, "/metrics", "Bearer nope", 401},
+		{"metrics with the token", Config{Token: "s3cret"}, "/metrics", "Bearer s3cret", 200},
+		{"pprof off by default", Config{}, "/debug/pprof/", "", 404},
+		{"pprof refused without the token", Config{Token: "s3cret", Pprof: true}, "/debug/pprof/", "", 401},
+		{"pprof with the token", Config{Token: "s3cret", Pprof: true}, "/debug/pprof/", "Bearer s3cret", 200},
+		{"probes stay open", Config{Token: "s3cret"}, "/healthz", "", 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := New(tc.cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+			req := httptest.NewRequest("GET", tc.path, nil)
+			if tc.auth != "" {
+				req.Header.Set("Authorization", tc.auth)
+			}
+			rec := httptest.NewRecorder()
+			s.Mux().ServeHTTP(rec, req)
+			if rec.Code != tc.want {
+				t.Fatalf("%s: %d, want %d", tc.path, rec.Code, tc.want)
+			}
+		})
+	}
 }
