@@ -22,9 +22,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -40,6 +42,7 @@ import (
 	"github.com/understudy-ml/understudy/services/platform/deadletter"
 	"github.com/understudy-ml/understudy/services/platform/kafka"
 	"github.com/understudy-ml/understudy/services/platform/launch"
+	"github.com/understudy-ml/understudy/services/platform/progress"
 	"github.com/understudy-ml/understudy/services/platform/registry"
 	"github.com/understudy-ml/understudy/services/platform/server"
 	"golang.org/x/sync/errgroup"
@@ -65,6 +68,8 @@ type Aggregator struct {
 	rows    prometheus.Counter
 	fenced  prometheus.Counter
 	rolled  prometheus.Counter
+
+	progress *progress.Tracker
 }
 
 // New wires an aggregator; it does not touch the network (the pool connects lazily).
@@ -135,6 +140,8 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Aggregator
 	dashboard.Register(a.ops.Mux())
 	a.ops.AddCheck("kafka", func(ctx context.Context) error { return kafka.Ping(ctx, a.client) })
 	a.ops.AddCheck("postgres", func(ctx context.Context) error { return db.Ping(ctx) })
+	a.progress = progress.New(cfg.StallTimeout, time.Now)
+	a.ops.AddCheck("progress", a.progress.Check)
 	a.counted = f.NewCounter(prometheus.CounterOpts{Name: "understudy_aggregator_comparisons_total", Help: "Comparisons counted into Postgres."})
 	a.batches = f.NewCounter(prometheus.CounterOpts{Name: "understudy_aggregator_transactions_total", Help: "Postgres transactions committed."})
 	a.rows = f.NewCounter(prometheus.CounterOpts{Name: "understudy_aggregator_window_rows_written_total", Help: "Base window rows written to Postgres by batches (rollups are counted in understudy_aggregator_rollups_written_total)."})
@@ -217,17 +224,24 @@ func (a *Aggregator) maintain(ctx context.Context) {
 	}
 }
 
+// folded is one comparison ready to be folded, with the record it came from.
+type folded struct {
+	rec *kgo.Record
+	cmp schemas.Comparison
+}
+
 func (a *Aggregator) handle(ctx context.Context, fs kgo.Fetches) error {
-	b := store.Batch{Windows: map[window.Key]*window.Window{}, Counts: map[store.CountKey]int64{}}
+	a.progress.Begin()
 	var (
-		err error
-		n   int
+		offs []store.Offset
+		good []folded
+		err  error
 	)
 	fs.EachPartition(func(p kgo.FetchTopicPartition) {
 		if len(p.Records) == 0 || err != nil {
 			return
 		}
-		b.Offsets = append(b.Offsets, store.Offset{Topic: p.Topic, Partition: p.Partition, First: p.Records[0].Offset, Next: p.Records[len(p.Records)-1].Offset + 1})
+		offs = append(offs, store.Offset{Topic: p.Topic, Partition: p.Partition, First: p.Records[0].Offset, Next: p.Records[len(p.Records)-1].Offset + 1})
 		for _, r := range p.Records {
 			c, derr := a.codecs.Comparison.Decode(ctx, r.Value)
 			if derr != nil {
@@ -242,33 +256,107 @@ func (a *Aggregator) handle(ctx context.Context, fs kgo.Fetches) error {
 				}
 				continue
 			}
-			status := c.Status
-			if c.Label != nil {
-				// A labeled comparison repeats a final one with its label: count it apart so
-				// that status counts stay one per request.
-				status = "labeled"
-			}
-			b.Counts[store.CountKey{Experiment: c.Experiment, Start: c.EventTime.UTC().Truncate(a.store.Base()), Status: status}]++
-			window.Fold(b.Windows, c, a.store.Base(), a.expected[c.Experiment])
-			n++
+			good = append(good, folded{rec: r, cmp: c})
 		}
 	})
 	if err != nil {
+		a.progress.Failed(err)
 		return err
 	}
-	st, err := a.store.Apply(ctx, b)
+	st, err := a.store.Apply(ctx, a.batch(offs, good))
+	if isDataError(err) {
+		// A value Postgres refuses (the edge checks should have caught it): find the record
+		// instead of failing the partition for good.
+		a.logger.Warn("batch refused by Postgres for its data; applying its records one by one", "err", err)
+		st, err = a.isolate(ctx, good, offs)
+	}
 	if errors.Is(err, store.ErrFenced) {
 		a.fenced.Inc()
+		a.progress.Failed(err)
+		if d, stalled := a.progress.Stalled(); stalled {
+			return fmt.Errorf("%w: every batch for %s was refused; another aggregator with another group (or a zombie) owns these partitions", ErrFencedOut, d.Round(time.Second))
+		}
 		a.logger.Warn("batch refused: stored offsets moved past it; seeking to the stored offsets", "err", err)
-		return a.seekStored(ctx, b.Offsets)
+		return a.seekStored(ctx, offs)
 	}
 	if err != nil {
+		a.progress.Failed(err)
 		return err
 	}
-	a.counted.Add(float64(n))
+	a.progress.Done()
+	a.counted.Add(float64(len(good)))
 	a.rows.Add(float64(st.WindowRows))
 	a.batches.Inc()
 	return nil
+}
+
+// ErrFencedOut stops an aggregator whose batches have all been refused for longer than the
+// stall timeout: it cannot make progress, and must not stay up reporting ready.
+var ErrFencedOut = errors.New("aggregator fenced out")
+
+// batch folds comparisons into one store batch with offs.
+func (a *Aggregator) batch(offs []store.Offset, cs []folded) store.Batch {
+	b := store.Batch{Windows: map[window.Key]*window.Window{}, Counts: map[store.CountKey]int64{}, Offsets: offs}
+	for _, f := range cs {
+		c := f.cmp
+		status := c.Status
+		if c.Label != nil {
+			// A labeled comparison repeats a final one with its label: count it apart so
+			// that status counts stay one per request.
+			status = "labeled"
+		}
+		b.Counts[store.CountKey{Experiment: c.Experiment, Start: c.EventTime.UTC().Truncate(a.store.Base()), Status: status}]++
+		window.Fold(b.Windows, c, a.store.Base(), a.expected[c.Experiment])
+	}
+	return b
+}
+
+// isolate applies the records of a refused batch one transaction each (each with its own
+// offset range, so the exactly-once bookkeeping holds), dead-letters those Postgres refuses
+// for their data, and finally stores the batch's end offsets.
+func (a *Aggregator) isolate(ctx context.Context, cs []folded, offs []store.Offset) (store.Stats, error) {
+	var total store.Stats
+	next := map[store.Offset]int64{} // partition (Topic, Partition) → next offset to store
+	key := func(topic string, p int32) store.Offset { return store.Offset{Topic: topic, Partition: p} }
+	for _, o := range offs {
+		next[key(o.Topic, o.Partition)] = o.First
+	}
+	for _, f := range cs {
+		k := key(f.rec.Topic, f.rec.Partition)
+		one := []store.Offset{{Topic: k.Topic, Partition: k.Partition, First: next[k], Next: f.rec.Offset + 1}}
+		st, err := a.store.Apply(ctx, a.batch(one, []folded{f}))
+		if isDataError(err) {
+			if err = a.dlq.Publish(ctx, f.rec, deadletter.ReasonInvalid, fmt.Errorf("postgres refused it: %w", err)); err != nil {
+				return total, err
+			}
+			_, err = a.store.Apply(ctx, a.batch(one, nil))
+		}
+		if err != nil {
+			return total, err
+		}
+		next[k] = f.rec.Offset + 1
+		total.WindowRows += st.WindowRows
+	}
+	var rest []store.Offset
+	for _, o := range offs {
+		if first := next[key(o.Topic, o.Partition)]; first < o.Next {
+			rest = append(rest, store.Offset{Topic: o.Topic, Partition: o.Partition, First: first, Next: o.Next})
+		}
+	}
+	if len(rest) > 0 {
+		if _, err := a.store.Apply(ctx, a.batch(rest, nil)); err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// isDataError reports whether Postgres refused a statement for the values it carried (SQL
+// state classes 22 data exception and 54 program limit exceeded, e.g. an index row too large):
+// retrying cannot help, but the other records of the batch are fine.
+func isDataError(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "54"))
 }
 
 // seekStored moves the batch's partitions to the offsets stored in Postgres (SetOffsets

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -137,5 +138,103 @@ func TestRestartAndReplayChangeNoCount(t *testing.T) {
 	}
 	if counts[schemas.StatusShadowMissing] != 6 || counts[schemas.StatusComplete] != 24 {
 		t.Fatalf("counts by status = %v, want 24 complete and 6 shadow_missing", counts)
+	}
+}
+
+// TestPostgresRefusalIsolatesTheRecord: with the edge limits raised, a comparison whose
+// experiment name Postgres cannot index (index row too large) is found by applying the
+// batch's records one by one and dead-lettered; the records around it are counted once.
+func TestPostgresRefusalIsolatesTheRecord(t *testing.T) {
+	ctx := context.Background()
+	pg, stop, err := pgrun.StartTemp(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = stop() }()
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, schemas.Topics...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	codecs, err := schemas.NewCodecs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	producer, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.DefaultProduceTopic(schemas.TopicComparisons))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer producer.Close()
+	r := rand.New(rand.NewPCG(3, 4))
+	huge := make([]byte, 20000) // incompressible, far over a btree row
+	for i := range huge {
+		huge[i] = byte('a' + r.IntN(26))
+	}
+	for i := range 21 {
+		exp := "exp"
+		if i == 10 {
+			exp = string(huge)
+		}
+		v, err := codecs.Comparison.Encode(nil, schemas.Comparison{RequestID: fmt.Sprint("r", i), Experiment: exp, EventTime: time.Now(), Status: schemas.StatusComplete})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := producer.ProduceSync(ctx, &kgo.Record{Key: []byte(fmt.Sprint("r", i)), Value: v}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db, err := pgxpool.New(ctx, pg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	cfg := NewDefaultConfig()
+	cfg.Kafka.Brokers = strings.Join(cluster.ListenAddrs(), ",")
+	cfg.DatabaseURL = pg.URL
+	cfg.Ops.ListenAddr = "127.0.0.1:0"
+	cfg.Limits.MaxName = 1 << 20
+	reg := prometheus.NewRegistry()
+	a, err := New(cfg, slog.New(slog.DiscardHandler), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(rctx) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		counts, err := store.Counts(ctx, db, "exp")
+		offsets, _ := store.StoredOffsets(ctx, db, cfg.Group)
+		if err == nil && counts[schemas.StatusComplete] == 20 && offsets[schemas.TopicComparisons][0] == 21 {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("aggregator stopped: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("counts %v (%v), offsets %v", counts, err, offsets)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var invalid float64
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			if mf.GetName() == "understudy_deadletter_records_total" && len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == "invalid" {
+				invalid = m.GetCounter().GetValue()
+			}
+		}
+	}
+	if invalid != 1 {
+		t.Fatalf("%v records dead-lettered as invalid, want 1", invalid)
 	}
 }

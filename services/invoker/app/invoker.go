@@ -26,10 +26,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
 	"github.com/understudy-ml/understudy/services/invoker/shadow"
+	"github.com/understudy-ml/understudy/services/platform/consume"
 	"github.com/understudy-ml/understudy/services/platform/deadletter"
 	"github.com/understudy-ml/understudy/services/platform/experiment"
 	"github.com/understudy-ml/understudy/services/platform/kafka"
 	"github.com/understudy-ml/understudy/services/platform/launch"
+	"github.com/understudy-ml/understudy/services/platform/progress"
 	"github.com/understudy-ml/understudy/services/platform/registry"
 	"github.com/understudy-ml/understudy/services/platform/server"
 	"golang.org/x/sync/errgroup"
@@ -37,14 +39,16 @@ import (
 
 // Invoker calls shadows for captured requests. Create it with New, start it with Run.
 type Invoker struct {
-	cfg     Config
-	logger  *slog.Logger
-	sess    *kgo.GroupTransactSession
-	codecs  *schemas.Codecs
-	dlq     *deadletter.Publisher
-	ops     *server.Server
-	m       *metrics
-	callers atomic.Pointer[callerSet]
+	cfg    Config
+	logger *slog.Logger
+	sess   *kgo.GroupTransactSession
+	codecs *schemas.Codecs
+	dlq    *deadletter.Publisher
+	ops    *server.Server
+	// progress: /readyz fails while batches keep aborting.
+	progress *progress.Tracker
+	m        *metrics
+	callers  atomic.Pointer[callerSet]
 }
 
 // callerSet is one generation of shadow callers, by experiment.
@@ -95,6 +99,8 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Invoker, e
 	inv.dlq = deadletter.New("invoker", inv.sess, reg)
 	inv.ops = server.New(cfg.Ops, logger, reg)
 	inv.ops.AddCheck("kafka", func(ctx context.Context) error { return kafka.Ping(ctx, inv.sess.Client()) })
+	inv.progress = progress.New(cfg.StallTimeout, time.Now)
+	inv.ops.AddCheck("progress", inv.progress.Check)
 	return inv, nil
 }
 
@@ -166,12 +172,19 @@ func (inv *Invoker) loop(ctx context.Context) error {
 		if ctx.Err() != nil || fs.IsClientClosed() {
 			return nil
 		}
+		var fatal error
 		fs.EachError(func(topic string, partition int32, err error) {
+			if f := consume.Fatal(err); f != nil {
+				fatal = f
+			}
 			if msg := err.Error(); msg != lastErr && !errors.Is(err, context.Canceled) {
 				lastErr = msg
 				inv.logger.Warn("fetch error", "topic", topic, "partition", partition, "err", err)
 			}
 		})
+		if fatal != nil {
+			return fatal
+		}
 		if fs.Empty() {
 			continue
 		}
@@ -183,6 +196,7 @@ func (inv *Invoker) loop(ctx context.Context) error {
 
 // transact handles one batch in one transaction.
 func (inv *Invoker) transact(ctx context.Context, fs kgo.Fetches) error {
+	inv.progress.Begin()
 	if err := inv.sess.Begin(); err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
@@ -201,8 +215,10 @@ func (inv *Invoker) transact(ctx context.Context, fs kgo.Fetches) error {
 		return fmt.Errorf("end transaction: %w", endErr)
 	}
 	if committed {
+		inv.progress.Done()
 		inv.m.transactions.WithLabelValues("committed").Inc()
 	} else {
+		inv.progress.Failed(err)
 		inv.m.transactions.WithLabelValues("aborted").Inc()
 	}
 	fs.EachPartition(func(p kgo.FetchTopicPartition) {
@@ -212,6 +228,9 @@ func (inv *Invoker) transact(ctx context.Context, fs kgo.Fetches) error {
 	})
 	return nil
 }
+
+// maxResultBytes bounds an encoded ShadowResult, below Kafka's default 1 MiB record limit.
+const maxResultBytes = 512 << 10
 
 // process calls the shadows for every event of a batch and returns the records to produce.
 func (inv *Invoker) process(ctx context.Context, fs kgo.Fetches) ([]*kgo.Record, error) {
@@ -253,6 +272,13 @@ func (inv *Invoker) process(ctx context.Context, fs kgo.Fetches) ([]*kgo.Record,
 			wg.Go(func() {
 				res := c.Call(ctx, ev, "")
 				value, eerr := inv.codecs.Shadow.Encode(nil, res)
+				if eerr == nil && len(value) > maxResultBytes {
+					// A prediction too large to forward (a huge vector): the result says so
+					// instead of failing the batch for good at the broker.
+					res.Response.Body, res.Response.Prediction = nil, schemas.Prediction{}
+					res.Error = &schemas.Error{Kind: shadow.KindBadResponse, Message: fmt.Sprintf("result of %d bytes exceeds the %d-byte record limit", len(value), maxResultBytes)}
+					value, eerr = inv.codecs.Shadow.Encode(nil, res)
+				}
 				mu.Lock()
 				defer mu.Unlock()
 				if eerr != nil {

@@ -41,8 +41,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
 	"github.com/understudy-ml/understudy/services/joiner/labelstore"
+	"github.com/understudy-ml/understudy/services/platform/consume"
 	"github.com/understudy-ml/understudy/services/platform/deadletter"
 	"github.com/understudy-ml/understudy/services/platform/kafka"
+	"github.com/understudy-ml/understudy/services/platform/progress"
 	"github.com/understudy-ml/understudy/services/platform/registry"
 	"github.com/understudy-ml/understudy/services/platform/server"
 	"github.com/understudy-ml/understudy/services/platform/topics"
@@ -65,6 +67,9 @@ type Joiner struct {
 	stateTopic, labelsTopic string          // changelogs
 	paused                  map[string]bool // input topics paused by backpressure
 	flow                    *flow
+	// progress fails /readyz while transactions keep failing; labelProgress while label
+	// state cannot be written to Postgres.
+	progress, labelProgress *progress.Tracker
 
 	mu       sync.Mutex
 	assigned map[int32]bool // partitions to restore before the next batch
@@ -116,8 +121,12 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Joiner, er
 	j.dlq = deadletter.New("joiner", j.sess, reg)
 	j.ops = server.New(cfg.Ops, logger, reg)
 	j.ops.AddCheck("kafka", func(ctx context.Context) error { return kafka.Ping(ctx, j.client()) })
+	j.progress, j.labelProgress = progress.New(cfg.StallTimeout, time.Now), progress.New(cfg.StallTimeout, time.Now)
+	j.ops.AddCheck("progress", j.progress.Check)
 	if j.labels != nil {
 		j.ops.AddCheck("postgres", j.labels.store.Ping)
+		j.ops.AddCheck("label_store_progress", j.labelProgress.Check)
+		j.labels.progress = j.labelProgress
 	}
 	j.emitted = f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_joiner_comparisons_total", Help: "Comparisons committed, by status."}, []string{"status"})
 	j.pendingG = f.NewGauge(prometheus.GaugeOpts{Name: "understudy_joiner_pending_joins", Help: "Joins waiting for a missing side."})
@@ -244,7 +253,10 @@ func (j *Joiner) Run(ctx context.Context) error {
 		if j.labels != nil {
 			g.Go(func() error {
 				j.labels.runApplier(gctx, j.cfg.RetainInterval, j.now,
-					func(err error) { j.logger.Warn("applying label state to Postgres failed; retrying", "err", err) },
+					func(err error) {
+						j.labelProgress.Failed(err)
+						j.logger.Warn("applying label state to Postgres failed; retrying", "err", err)
+					},
 					func(err error) { j.logger.Warn("label-state retention failed", "err", err) })
 				return nil
 			})
@@ -254,6 +266,10 @@ func (j *Joiner) Run(ctx context.Context) error {
 			if gctx.Err() != nil {
 				return nil
 			}
+			if errors.Is(err, consume.ErrInstanceFenced) {
+				return err // a new session would fence the other member in turn
+			}
+			j.progress.Failed(err)
 			if err := j.recover(gctx, err); err != nil {
 				return nil
 			}
@@ -337,15 +353,22 @@ func (j *Joiner) loop(ctx context.Context) error {
 		if ctx.Err() != nil || fs.IsClientClosed() {
 			return nil
 		}
+		var fatal error
 		fs.EachError(func(topic string, partition int32, err error) {
 			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 				return
+			}
+			if f := consume.Fatal(err); f != nil {
+				fatal = f
 			}
 			if msg := err.Error(); msg != lastErr {
 				lastErr = msg
 				j.logger.Warn("fetch error", "topic", topic, "partition", partition, "err", err)
 			}
 		})
+		if fatal != nil {
+			return fatal
+		}
 		bctx := context.WithoutCancel(ctx)
 		if err := j.applyAssignment(ctx); err != nil {
 			if ctx.Err() != nil {
@@ -577,6 +600,7 @@ func readLog(ctx context.Context, opts []kgo.Opt, topic string, from map[int32]i
 // transact handles one batch in one transaction and returns the label-state entries it
 // committed (to apply to Postgres).
 func (j *Joiner) transact(ctx context.Context, fs kgo.Fetches) ([]labelstore.Entry, error) {
+	j.progress.Begin()
 	if err := j.sess.Begin(); err != nil {
 		return nil, fmt.Errorf("begin transaction: %w", err)
 	}
@@ -692,8 +716,10 @@ func (j *Joiner) transact(ctx context.Context, fs kgo.Fetches) ([]labelstore.Ent
 			return nil, fmt.Errorf("end transaction: %w", endErr)
 		}
 		j.txns.WithLabelValues("aborted").Inc()
+		j.progress.Failed(err)
 		return nil, nil
 	}
+	j.progress.Done()
 	j.duplicates.Add(float64(j.state.dupes))
 	j.state.commit()
 	j.txns.WithLabelValues("committed").Inc()

@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
 	"github.com/understudy-ml/understudy/services/joiner/labelstore"
+	"github.com/understudy-ml/understudy/services/platform/progress"
 )
 
 // Label-state changelog headers: the entry kind and the event time (big-endian Unix micros).
@@ -40,12 +41,13 @@ type readyKey struct {
 // comparison is emitted in the next transaction, with a matched marker. It is used by the
 // joiner's loop goroutine only.
 type labelJoin struct {
-	store  *labelstore.Store
-	policy *policy
-	bucket time.Duration
-	ready  map[readyKey]labelstore.Ready
-	taken  []readyKey     // emitted in the open transaction
-	late   map[string]int // late verdicts of the open transaction, by experiment
+	store    *labelstore.Store
+	progress *progress.Tracker // told when entries wait and when they are applied; may be nil
+	policy   *policy
+	bucket   time.Duration
+	ready    map[readyKey]labelstore.Ready
+	taken    []readyKey     // emitted in the open transaction
+	late     map[string]int // late verdicts of the open transaction, by experiment
 
 	// Committed entries are applied to Postgres by one background goroutine, in commit
 	// order, while the loop goes on with the next transactions; what it finds ready is
@@ -192,6 +194,9 @@ func (l *labelJoin) apply(ctx context.Context, entries []labelstore.Entry, onErr
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 		ready, skipped, err := l.store.Apply(ctx, entries, l.cutoff(time.Now()))
 		if err == nil {
+			if l.progress != nil {
+				l.progress.Done()
+			}
 			l.applyDur.Observe(time.Since(start).Seconds())
 			l.unlabeled.Add(float64(skipped)) // too old to meet a label (or already late)
 			return ready, nil
@@ -212,6 +217,9 @@ func (l *labelJoin) submit(ctx context.Context, entries []labelstore.Entry) {
 		return
 	}
 	l.applied.Add(1)
+	if l.progress != nil {
+		l.progress.Begin()
+	}
 	select {
 	case l.queue <- entries:
 	case <-ctx.Done():

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -32,15 +33,23 @@ func Loop(ctx context.Context, cl *kgo.Client, logger *slog.Logger, handle Handl
 		if fs.IsClientClosed() {
 			return nil
 		}
+		var fatal error
 		fs.EachError(func(topic string, partition int32, err error) {
 			if errors.Is(err, context.Canceled) {
 				return
+			}
+			if f := Fatal(err); f != nil {
+				fatal = f
 			}
 			if msg := err.Error(); msg != lastErr {
 				lastErr = msg
 				logger.Warn("fetch error", "topic", topic, "partition", partition, "err", err)
 			}
 		})
+		if fatal != nil {
+			cl.AllowRebalance()
+			return fatal
+		}
 		if !fs.Empty() {
 			if err := handle(context.WithoutCancel(ctx), fs); err != nil {
 				cl.AllowRebalance()
@@ -49,4 +58,17 @@ func Loop(ctx context.Context, cl *kgo.Client, logger *slog.Logger, handle Handl
 		}
 		cl.AllowRebalance()
 	}
+}
+
+// ErrInstanceFenced: another member of the group joined with this member's static instance
+// id; this one can never consume again and must stop rather than idle while looking ready.
+var ErrInstanceFenced = errors.New("fenced: another consumer joined the group with this instance id")
+
+// Fatal returns ErrInstanceFenced (wrapping err) when a fetch or group error means this member
+// cannot make progress again, and nil for errors the client retries by itself.
+func Fatal(err error) error {
+	if errors.Is(err, kerr.FencedInstanceID) {
+		return fmt.Errorf("%w: %w", ErrInstanceFenced, err)
+	}
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"time"
 
 	"github.com/understudy-ml/understudy/schemas"
 
@@ -22,11 +23,14 @@ type Common struct {
 	// Limits bound every value a service reads from Kafka before it becomes a Postgres key, a
 	// metric label, a header or another record; records beyond them are dead-lettered.
 	Limits schemas.Limits
+	// StallTimeout: /readyz fails once work has waited this long without completing (a write
+	// retried forever, batches refused one after another).
+	StallTimeout time.Duration
 }
 
 // NewCommon returns the defaults of service, whose operational server listens on opsAddr.
 func NewCommon(service, opsAddr string) Common {
-	return Common{Ops: server.NewDefaultConfig(opsAddr), Kafka: kafka.NewDefaultConfig(service), Limits: schemas.DefaultLimits()}
+	return Common{Ops: server.NewDefaultConfig(opsAddr), Kafka: kafka.NewDefaultConfig(service), Limits: schemas.DefaultLimits(), StallTimeout: 20 * time.Second}
 }
 
 // RegisterFlags registers http.*, kafka.* and schema-registry.* flags.
@@ -37,6 +41,7 @@ func (c *Common) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Limits.MaxID, "records.max-id-bytes", c.Limits.MaxID, "Longest request id accepted from Kafka, in bytes.")
 	fs.IntVar(&c.Limits.MaxName, "records.max-name-bytes", c.Limits.MaxName, "Longest experiment, shadow, tenant, model, class label or error kind accepted from Kafka, in bytes.")
 	fs.IntVar(&c.Limits.MaxVector, "records.max-vector", c.Limits.MaxVector, "Most elements of a vector prediction accepted from Kafka.")
+	fs.DurationVar(&c.StallTimeout, "ready.stall-timeout", c.StallTimeout, "/readyz fails once work has waited this long without completing")
 	fs.DurationVar(&c.Limits.MaxFuture, "records.max-future-skew", c.Limits.MaxFuture, "How far an event time may lie ahead of this service's clock; later records are dead-lettered.")
 }
 
@@ -50,6 +55,9 @@ func (c *Common) Validate() error {
 		if l.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %d", l.name, l.v))
 		}
+	}
+	if c.StallTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("ready.stall-timeout must be positive, got %s", c.StallTimeout))
 	}
 	if c.Limits.MaxFuture < 0 {
 		errs = append(errs, fmt.Errorf("records.max-future-skew must not be negative, got %s", c.Limits.MaxFuture))
