@@ -60,10 +60,10 @@ func NewDefaultConfig() Config {
 		IdleTimeout:         90 * time.Second,
 		UpstreamIdleTimeout: upstream.DefaultIdleTimeout,
 		StreamTimeout:       10 * time.Minute,
-		Protocol:        predict.ProtocolOIPv2,
-		CaptureMaxBytes: 512 << 10,
-		SampleRate:      1,
-		SampleKey:       route.SampleByRequestID,
+		Protocol:            predict.ProtocolOIPv2,
+		CaptureMaxBytes:     512 << 10,
+		SampleRate:          1,
+		SampleKey:           route.SampleByRequestID,
 	}
 }
 
