@@ -19,8 +19,8 @@ bootstrap: ## Install what is missing: Java 17, Maven, PostgreSQL server, Node.j
 	@scripts/bootstrap.sh
 
 .PHONY: bootstrap-test
-bootstrap-test: ## bootstrap, plus Debian's Chromium for the dashboard's browser test.
-	@scripts/bootstrap.sh --browser
+bootstrap-test: ## bootstrap, plus Debian's Chromium for the dashboard's browser test and MLServer (PyPI) for the integration tests.
+	@scripts/bootstrap.sh --browser --mlserver
 
 .PHONY: build
 build: ## Build the service binaries and the understudy CLI into bin/.

@@ -10,6 +10,8 @@
 #   Node.js and npm           (Debian packages; the dashboard's charting library comes from npm)
 #   dashboard assets          (scripts/dashboard-assets.sh: uPlot from npm, embedded at build time)
 #   Chromium                  (only with --browser: Debian's package, for the dashboard's browser test)
+#   MLServer                  (only with --mlserver: PyPI's mlserver + mlserver-sklearn in a venv,
+#                              scripts/mlserver.sh install; the integration tests' real model server)
 #   docker-compose            (only with --compose: Debian's package, to validate docker-compose.yml)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,6 +33,7 @@ apt_install() {
 java_major() { java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1; }
 
 need=()
+want_mlserver=0
 command -v go >/dev/null || need+=(golang-go)
 if ! command -v java >/dev/null || [ "$(java_major)" -lt 17 ]; then need+=(openjdk-17-jre-headless); fi
 command -v mvn >/dev/null || need+=(maven)
@@ -45,12 +48,14 @@ for arg in "$@"; do
   case "$arg" in
     --compose) command -v docker-compose >/dev/null || need+=(docker-compose) ;;
     --browser) command -v chromium >/dev/null || need+=(chromium) ;;
+    --mlserver) want_mlserver=1; python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv); command -v curl >/dev/null || need+=(curl) ;;
   esac
 done
 if [ "${#need[@]}" -gt 0 ]; then apt_install "${need[@]}"; fi
 
 "$root/scripts/kafka.sh" fetch
 "$root/scripts/dashboard-assets.sh"
+if [ "$want_mlserver" -eq 1 ]; then "$root/scripts/mlserver.sh" install; fi
 
 cd "$root"
 for m in $(go work edit -json | sed -n 's/.*"DiskPath": "\(.*\)".*/\1/p'); do
