@@ -38,7 +38,10 @@ start() {
   http=$(free_port); grpc=$(free_port); metrics=$(free_port)
   "$venv/bin/python" "$root/scripts/mlserver/models.py" "$dir" "$http" "$grpc" "$metrics"
   # MLServer binds 0.0.0.0 by default; settings.json has no host key in 1.7, so use the env.
-  (cd "$dir/models" && MLSERVER_HOST=127.0.0.1 setsid "$venv/bin/mlserver" start . >"$dir/mlserver.log" 2>&1 & echo $! >"$dir/pid")
+  rm -f "$dir/pid"
+  # Its own session (so stop can signal the whole group); the pid file holds mlserver's pid.
+  (cd "$dir/models" && MLSERVER_HOST=127.0.0.1 setsid bash -c 'echo $$ >"$1"; exec "$2" start .' _ "$dir/pid" "$venv/bin/mlserver" >"$dir/mlserver.log" 2>&1 &)
+  for _ in $(seq 1 20); do [ -s "$dir/pid" ] && break; sleep 0.1; done
   local url="http://127.0.0.1:$http"
   for _ in $(seq 1 240); do
     if curl -fsS "$url/v2/models/iris-a/ready" >/dev/null 2>&1 && curl -fsS "$url/v2/models/iris-b/ready" >/dev/null 2>&1; then
