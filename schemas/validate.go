@@ -93,9 +93,11 @@ func (l Limits) ValidID(id string) error {
 }
 
 func (c *checker) eventTime(field string, t time.Time, required bool) {
+	// The zero time travels as 0 µs since the epoch: both mean "not set".
+	unset := t.IsZero() || t.UnixMicro() == 0
 	switch {
-	case t.IsZero() || t.Before(earliest):
-		if required || !t.IsZero() {
+	case unset || t.Before(earliest):
+		if required || !unset {
 			c.bad(field, "missing or before %s", earliest.Format("2006-01-02"))
 		}
 	case !c.now.IsZero() && t.After(c.now.Add(c.l.MaxFuture)):

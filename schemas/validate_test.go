@@ -67,6 +67,22 @@ func TestLimitsOnComparisonsShadowsAndLabels(t *testing.T) {
 	if err := l.Label(LabelEvent{RequestID: "r", Experiment: "e\xff", EventTime: now, Value: Label("1")}, now); err == nil {
 		t.Error("non-UTF-8 label experiment accepted")
 	}
+	// Optional times that went through the codec unset come back as the epoch: still unset.
+	codecs, err := NewCodecs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := codecs.Shadow.Encode(nil, ShadowResult{RequestID: "r", Experiment: "e", Shadow: "a", EventTime: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := codecs.Shadow.Decode(t.Context(), v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Shadow(res, now); err != nil {
+		t.Errorf("a decoded result without called_at refused: %v", err)
+	}
 	if err := l.Label(LabelEvent{RequestID: "r", Experiment: "e", EventTime: now.Add(-30 * 24 * time.Hour), Value: Number(1)}, now); err != nil {
 		t.Errorf("a month-old label refused: %v", err)
 	}
