@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -70,6 +71,7 @@ type Aggregator struct {
 	rolled  prometheus.Counter
 
 	progress *progress.Tracker
+	fences   fenceStreak
 }
 
 // New wires an aggregator; it does not touch the network (the pool connects lazily).
@@ -142,6 +144,7 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Aggregator
 	a.ops.AddCheck("postgres", func(ctx context.Context) error { return db.Ping(ctx) })
 	a.progress = progress.New(cfg.StallTimeout, time.Now)
 	a.ops.AddCheck("progress", a.progress.Check)
+	a.ops.AddCheck("fencing", func(context.Context) error { return a.fences.check(time.Now(), cfg.StallTimeout) })
 	a.counted = f.NewCounter(prometheus.CounterOpts{Name: "understudy_aggregator_comparisons_total", Help: "Comparisons counted into Postgres."})
 	a.batches = f.NewCounter(prometheus.CounterOpts{Name: "understudy_aggregator_transactions_total", Help: "Postgres transactions committed."})
 	a.rows = f.NewCounter(prometheus.CounterOpts{Name: "understudy_aggregator_window_rows_written_total", Help: "Base window rows written to Postgres by batches (rollups are counted in understudy_aggregator_rollups_written_total)."})
@@ -272,9 +275,9 @@ func (a *Aggregator) handle(ctx context.Context, fs kgo.Fetches) error {
 	}
 	if errors.Is(err, store.ErrFenced) {
 		a.fenced.Inc()
-		a.progress.Failed(err)
-		if d, stalled := a.progress.Stalled(); stalled {
-			return fmt.Errorf("%w: every batch for %s was refused; another aggregator with another group (or a zombie) owns these partitions", ErrFencedOut, d.Round(time.Second))
+		a.progress.Done() // handled: refused; the fence streak below decides about readiness
+		if d := a.fences.refused(time.Now()); d > a.cfg.StallTimeout {
+			return fmt.Errorf("%w: every batch for %s was refused; another replica keeps writing these partitions' offsets", ErrFencedOut, d.Round(time.Second))
 		}
 		a.logger.Warn("batch refused: stored offsets moved past it; seeking to the stored offsets", "err", err)
 		return a.seekStored(ctx, offs)
@@ -284,10 +287,47 @@ func (a *Aggregator) handle(ctx context.Context, fs kgo.Fetches) error {
 		return err
 	}
 	a.progress.Done()
+	a.fences.applied()
 	a.counted.Add(float64(len(good)))
 	a.rows.Add(float64(st.WindowRows))
 	a.batches.Inc()
 	return nil
+}
+
+// fenceStreak tracks batches refused one after another (store.ErrFenced) with none applied in
+// between. It is safe for concurrent use (readiness checks read it).
+type fenceStreak struct {
+	mu          sync.Mutex
+	since, last time.Time // first and latest refusal of the streak; zero: none
+}
+
+// refused records a refusal at now and returns how long the streak has lasted.
+func (f *fenceStreak) refused(now time.Time) time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.since.IsZero() {
+		f.since = now
+	}
+	f.last = now
+	return now.Sub(f.since)
+}
+
+// applied ends the streak.
+func (f *fenceStreak) applied() {
+	f.mu.Lock()
+	f.since, f.last = time.Time{}, time.Time{}
+	f.mu.Unlock()
+}
+
+// check fails while batches are being refused (the latest within limit of now): the replica
+// is fenced. A replica that was fenced once and then found nothing more to read is ready.
+func (f *fenceStreak) check(now time.Time, limit time.Duration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.since.IsZero() || now.Sub(f.last) > limit || f.last.Equal(f.since) {
+		return nil
+	}
+	return fmt.Errorf("fenced: every batch refused since %s (stored offsets moved past them)", f.since.Format(time.RFC3339))
 }
 
 // ErrFencedOut stops an aggregator whose batches have all been refused for longer than the

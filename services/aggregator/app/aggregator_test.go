@@ -238,3 +238,25 @@ func TestPostgresRefusalIsolatesTheRecord(t *testing.T) {
 		t.Fatalf("%v records dead-lettered as invalid, want 1", invalid)
 	}
 }
+
+func TestFenceStreak(t *testing.T) {
+	var f fenceStreak
+	t0 := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	if f.refused(t0) != 0 || f.check(t0, 20*time.Second) != nil {
+		t.Fatal("one refusal (a rebalance) must not make the replica unready")
+	}
+	if d := f.refused(t0.Add(5 * time.Second)); d != 5*time.Second {
+		t.Fatalf("streak %s", d)
+	}
+	if f.check(t0.Add(6*time.Second), 20*time.Second) == nil {
+		t.Fatal("refused again and again: must be unready")
+	}
+	if f.check(t0.Add(40*time.Second), 20*time.Second) != nil {
+		t.Fatal("no refusal for longer than the limit (caught up after seeking): must be ready")
+	}
+	f.refused(t0.Add(41 * time.Second))
+	f.applied()
+	if f.check(t0.Add(42*time.Second), 20*time.Second) != nil {
+		t.Fatal("an applied batch ends the streak")
+	}
+}
