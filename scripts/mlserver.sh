@@ -40,7 +40,10 @@ start() {
   # MLServer binds 0.0.0.0 by default; settings.json has no host key in 1.7, so use the env.
   rm -f "$dir/pid"
   # Its own session (so stop can signal the whole group); the pid file holds mlserver's pid.
-  (cd "$dir/models" && MLSERVER_HOST=127.0.0.1 setsid bash -c 'echo $$ >"$1"; exec "$2" start .' _ "$dir/pid" "$venv/bin/mlserver" >"$dir/mlserver.log" 2>&1 &)
+  # The redirections are the background job's own, so no process keeps the caller's stdout
+  # open (a caller reading this script's output would wait for ever).
+  (cd "$dir/models" && exec env MLSERVER_HOST=127.0.0.1 setsid bash -c 'echo $$ >"$1"; exec "$2" start .' _ "$dir/pid" "$venv/bin/mlserver") \
+    >"$dir/mlserver.log" 2>&1 </dev/null &
   for _ in $(seq 1 20); do [ -s "$dir/pid" ] && break; sleep 0.1; done
   local url="http://127.0.0.1:$http"
   for _ in $(seq 1 240); do

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // MLServer is a real Seldon MLServer started by scripts/mlserver.sh (installed from PyPI on
@@ -29,7 +30,9 @@ type IrisRow struct {
 // StartMLServer starts MLServer in dir and waits until both models are ready.
 func StartMLServer(ctx context.Context, dir string) (*MLServer, error) {
 	script := filepath.Join(repoRoot(), "scripts", "mlserver.sh")
-	out, err := exec.CommandContext(ctx, script, "start", dir).Output()
+	cmd := exec.CommandContext(ctx, script, "start", dir)
+	cmd.WaitDelay = 10 * time.Second // never wait for ever on a pipe a child kept open
+	out, err := cmd.Output()
 	if err != nil {
 		var stderr string
 		if ee, ok := err.(*exec.ExitError); ok {

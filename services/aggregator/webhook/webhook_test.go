@@ -199,7 +199,7 @@ func TestSecretURLsAndRedirects(t *testing.T) {
 			time.Sleep(300 * time.Millisecond)
 			return
 		}
-		http.Redirect(w, r, target.URL+"/steal", http.StatusTemporaryRedirect)
+		http.Redirect(w, r, target.URL+"/steal", http.StatusFound)
 	}))
 	defer srv.Close()
 	const secret = "T000-B000-XXXXsecretXXXX"
