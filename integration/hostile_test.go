@@ -101,9 +101,11 @@ func TestHostileInputsNeverStopThePipeline(t *testing.T) {
 	}
 	pre := experiment + "-"
 	event := func(id, exp string) schemas.InferenceEvent {
-		return schemas.InferenceEvent{RequestID: id, Experiment: exp, EventTime: now, Model: schemas.ModelRef{Name: champion.Name},
+		return schemas.InferenceEvent{
+			RequestID: id, Experiment: exp, EventTime: now, Model: schemas.ModelRef{Name: champion.Name},
 			Request:  schemas.HTTPRequest{Method: "POST", Path: "/v2/models/" + champion.Name + "/infer", Body: demo.NewRequest(7, 2).Body},
-			Response: schemas.HTTPResponse{Status: 200, Prediction: schemas.Number(0.5)}}
+			Response: schemas.HTTPResponse{Status: 200, Prediction: schemas.Number(0.5)},
+		}
 	}
 	badInference := map[string]schemas.InferenceEvent{}
 	for name, exp := range map[string]string{

@@ -47,8 +47,10 @@ func TestLimitsRejectHostileValues(t *testing.T) {
 func TestLimitsOnComparisonsShadowsAndLabels(t *testing.T) {
 	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
 	l := DefaultLimits()
-	cmp := Comparison{RequestID: "r", Experiment: "e", EventTime: now, Status: StatusComplete,
-		Champion: &Outcome{Role: RoleChampion, Status: 200}, Shadows: []Outcome{{Name: "a", Role: RoleCandidate}, {Name: "b", Role: RoleNoiseBaseline}}}
+	cmp := Comparison{
+		RequestID: "r", Experiment: "e", EventTime: now, Status: StatusComplete,
+		Champion: &Outcome{Role: RoleChampion, Status: 200}, Shadows: []Outcome{{Name: "a", Role: RoleCandidate}, {Name: "b", Role: RoleNoiseBaseline}},
+	}
 	if err := l.Comparison(cmp, now); err != nil {
 		t.Fatalf("good comparison refused: %v", err)
 	}

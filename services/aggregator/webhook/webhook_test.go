@@ -240,7 +240,9 @@ func TestSecretURLsAndRedirects(t *testing.T) {
 			}
 			time.Sleep(100 * time.Millisecond) // a few more attempts and their logs
 			cancel()
-			<-done
+			if err := <-done; err != nil {
+				t.Errorf("sender: %v", err)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			if lastError == "" {
