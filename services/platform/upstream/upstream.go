@@ -16,8 +16,10 @@
 package upstream
 
 import (
+	"context"
 	"errors"
 	"net"
+	"sync"
 	"syscall"
 	"time"
 
@@ -76,27 +78,33 @@ func NewHostClient(cfg Config) *fasthttp.HostClient {
 			if err != nil {
 				return nil, err
 			}
-			return wrap(c, stream), nil
+			return wrap(c, stream, true), nil
 		},
 	}
 }
 
 // conn checks a reused connection before each request and stretches the read deadline once
-// the response has started.
+// the response has started. net/http reads and writes a connection from two goroutines, so
+// the state is guarded by mu (never held during I/O).
 type conn struct {
 	net.Conn
-	raw    syscall.RawConn // nil when the connection offers no file descriptor
+	raw    syscall.RawConn // nil when the connection offers no file descriptor, or peek is off
 	stream time.Duration
 
-	deadline  time.Time // the read deadline fasthttp set for the current response
-	used      bool      // a request went out on it before
-	responded bool      // bytes were read since the last write: the next write starts a new request
-	extended  bool      // the read deadline was stretched for the current response
+	mu         sync.Mutex
+	deadline   time.Time // the read deadline the client set for the current response
+	used       bool      // a request went out on it before
+	responded  bool      // bytes were read since the last write: the next write starts a new request
+	extended   bool      // the read deadline was stretched for the current response
+	closeAfter bool      // the last answer was a 5xx: servers often close after one (uvicorn does)
 }
 
-func wrap(c net.Conn, stream time.Duration) *conn {
+// wrap returns c checked before reuse. peek enables the non-blocking check for a closed
+// connection, for clients that do not read idle connections themselves (fasthttp); net/http
+// reads every idle connection in the background and notices a close by itself.
+func wrap(c net.Conn, stream time.Duration, peek bool) *conn {
 	w := &conn{Conn: c, stream: stream}
-	if sc, ok := c.(syscall.Conn); ok {
+	if sc, ok := c.(syscall.Conn); ok && peek {
 		if raw, err := sc.SyscallConn(); err == nil {
 			w.raw = raw
 		}
@@ -105,35 +113,75 @@ func wrap(c net.Conn, stream time.Duration) *conn {
 }
 
 func (c *conn) Write(p []byte) (int, error) {
-	if c.used && c.responded && c.closedByPeer() {
+	c.mu.Lock()
+	reuse := c.used && c.responded
+	stale := reuse && c.closeAfter
+	c.mu.Unlock()
+	if reuse && (stale || c.closedByPeer()) {
 		return 0, ErrStaleConn
 	}
-	c.used, c.responded, c.extended = true, false, false
+	c.mu.Lock()
+	if reuse || !c.used {
+		c.used, c.responded, c.extended, c.closeAfter = true, false, false, false
+	}
+	c.mu.Unlock()
 	return c.Conn.Write(p)
 }
 
 func (c *conn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if n > 0 {
-		c.responded = true
-		if c.stream > 0 && !c.extended {
-			c.extended = true
-			if d := time.Now().Add(c.stream); !c.deadline.IsZero() && d.After(c.deadline) {
-				_ = c.Conn.SetReadDeadline(d)
-			}
+	if n == 0 {
+		return n, err
+	}
+	c.mu.Lock()
+	first := !c.responded
+	c.responded = true
+	if first {
+		// The first bytes of an answer: its status line.
+		c.closeAfter = n >= 10 && string(p[:7]) == "HTTP/1." && p[9] == '5'
+	}
+	var extend time.Time
+	if c.stream > 0 && !c.extended {
+		c.extended = true
+		if d := time.Now().Add(c.stream); !c.deadline.IsZero() && d.After(c.deadline) {
+			extend = d
 		}
+	}
+	c.mu.Unlock()
+	if !extend.IsZero() {
+		_ = c.Conn.SetReadDeadline(extend)
 	}
 	return n, err
 }
 
 func (c *conn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
 	c.deadline = t
+	c.mu.Unlock()
 	return c.Conn.SetReadDeadline(t)
 }
 
 func (c *conn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
 	c.deadline = t
+	c.mu.Unlock()
 	return c.Conn.SetDeadline(t)
+}
+
+// DialContext returns a dial function for net/http transports (http.Transport.DialContext)
+// whose connections follow the package's policy: after a 5xx answer (servers such as uvicorn
+// close the connection after one, without saying so) the connection carries no further
+// request; the transport gets a write error before anything is written and retries on a new
+// connection when the request can be replayed (no body, or GetBody set).
+func DialContext(timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return wrap(c, 0, false), nil
+	}
 }
 
 // closedByPeer reports whether the peer closed (or reset) the connection or sent bytes

@@ -183,3 +183,44 @@ func TestStaleCheckKeepsUnreadBytesOut(t *testing.T) {
 		}
 	}
 }
+
+// TestNoReuseAfterA5xx: a server that closes the connection a moment after a 500 (as uvicorn
+// does, without Connection: close) must not get the next request on that connection, even
+// when the client is quicker than the server's FIN: fasthttp and net/http alike.
+func TestNoReuseAfterA5xx(t *testing.T) {
+	respond := func(n int64, w *bufio.Writer) bool {
+		if n%2 == 1 {
+			_, _ = w.WriteString("HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n")
+			_ = w.Flush()
+			time.Sleep(100 * time.Millisecond) // the FIN comes late
+			return false
+		}
+		ok(w)
+		return true
+	}
+	t.Run("fasthttp", func(t *testing.T) {
+		s := newRawServer(t, respond)
+		c := NewHostClient(Config{Addr: s.ln.Addr().String(), IdleTimeout: time.Minute})
+		for i := range 6 {
+			status, _, err := post(t, c, time.Second)
+			if err != nil || status != 500+(i%2)*-300 {
+				t.Fatalf("request %d: %d %v", i, status, err)
+			}
+		}
+	})
+	t.Run("net/http", func(t *testing.T) {
+		s := newRawServer(t, respond)
+		client := &http.Client{Transport: &http.Transport{DialContext: DialContext(time.Second)}}
+		for i := range 6 {
+			resp, err := client.Post("http://"+s.ln.Addr().String()+"/infer", "application/json", strings.NewReader(`{}`))
+			if err != nil {
+				t.Fatalf("request %d: %v", i, err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+			if want := 500 + (i%2)*-300; resp.StatusCode != want {
+				t.Fatalf("request %d: %d, want %d", i, resp.StatusCode, want)
+			}
+		}
+	})
+}

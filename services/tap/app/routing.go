@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"time"
 
+	"github.com/understudy-ml/understudy/services/platform/upstream"
 	"github.com/valyala/fasthttp"
 
 	"github.com/understudy-ml/understudy/services/platform/predict"
@@ -67,6 +69,7 @@ func (t *Tap) buildRoute(r route.Route) (*liveRoute, error) {
 	tr.MaxIdleConnsPerHost = 512
 	tr.ResponseHeaderTimeout = r.Champion.Timeout
 	tr.IdleConnTimeout = t.cfg.UpstreamIdleTimeout
+	tr.DialContext = upstream.DialContext(30 * time.Second) // no reuse after a 5xx, see package upstream
 	if r.Champion.H2C {
 		tr.Protocols = new(http.Protocols)
 		tr.Protocols.SetUnencryptedHTTP2(true)

@@ -38,6 +38,10 @@ func (x *exchange) finish(end time.Time, status int, respType string, body captu
 
 type exchangeKey struct{}
 
+// replayableBody is the largest request body the std engine reads whole before forwarding
+// (larger ones stream, and are not sent again after a connection failure).
+const replayableBody = 1 << 20
+
 // routeKey carries the route of a request that is not captured (captured ones carry their
 // exchange), so that every request is counted by route.
 type routeKey struct{}
@@ -68,6 +72,18 @@ func (t *Tap) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "understudy tap: HTTP version not supported", http.StatusHTTPVersionNotSupported)
 			return
 		}
+	}
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength > 0 && r.ContentLength <= replayableBody {
+		// A small body is read whole, so that the transport can send it again on a new
+		// connection when a pooled one turns out to be closed before anything was written.
+		body, err := io.ReadAll(io.LimitReader(r.Body, r.ContentLength))
+		if err != nil {
+			t.m.rejected.WithLabelValues(RejectMalformed).Inc()
+			http.Error(w, "understudy tap: reading the request body: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	}
 	id := r.Header.Get(HeaderRequestID)
 	if id == "" {
