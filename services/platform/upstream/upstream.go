@@ -97,7 +97,13 @@ type conn struct {
 	responded  bool      // bytes were read since the last write: the next write starts a new request
 	extended   bool      // the read deadline was stretched for the current response
 	closeAfter bool      // the last answer was a 5xx: servers often close after one (uvicorn does)
+	lastRead   time.Time // when bytes last arrived
 }
+
+// peekAfter is how long a connection must have been quiet before it is checked for a close:
+// servers close idle connections after seconds, so a connection in steady use skips the
+// system call (a 5xx is caught by closeAfter whatever the timing).
+const peekAfter = 10 * time.Millisecond
 
 // wrap returns c checked before reuse. peek enables the non-blocking check for a closed
 // connection, for clients that do not read idle connections themselves (fasthttp); net/http
@@ -116,8 +122,9 @@ func (c *conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	reuse := c.used && c.responded
 	stale := reuse && c.closeAfter
+	quiet := reuse && time.Since(c.lastRead) > peekAfter
 	c.mu.Unlock()
-	if reuse && (stale || c.closedByPeer()) {
+	if stale || (quiet && c.closedByPeer()) {
 		return 0, ErrStaleConn
 	}
 	c.mu.Lock()
@@ -133,9 +140,10 @@ func (c *conn) Read(p []byte) (int, error) {
 	if n == 0 {
 		return n, err
 	}
+	now := time.Now()
 	c.mu.Lock()
 	first := !c.responded
-	c.responded = true
+	c.responded, c.lastRead = true, now
 	if first {
 		// The first bytes of an answer: its status line.
 		c.closeAfter = n >= 10 && string(p[:7]) == "HTTP/1." && p[9] == '5'
@@ -143,7 +151,7 @@ func (c *conn) Read(p []byte) (int, error) {
 	var extend time.Time
 	if c.stream > 0 && !c.extended {
 		c.extended = true
-		if d := time.Now().Add(c.stream); !c.deadline.IsZero() && d.After(c.deadline) {
+		if d := now.Add(c.stream); !c.deadline.IsZero() && d.After(c.deadline) {
 			extend = d
 		}
 	}
