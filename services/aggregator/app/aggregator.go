@@ -22,12 +22,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -43,6 +41,7 @@ import (
 	"github.com/understudy-ml/understudy/services/platform/deadletter"
 	"github.com/understudy-ml/understudy/services/platform/kafka"
 	"github.com/understudy-ml/understudy/services/platform/launch"
+	"github.com/understudy-ml/understudy/services/platform/pgerr"
 	"github.com/understudy-ml/understudy/services/platform/progress"
 	"github.com/understudy-ml/understudy/services/platform/registry"
 	"github.com/understudy-ml/understudy/services/platform/server"
@@ -267,7 +266,7 @@ func (a *Aggregator) handle(ctx context.Context, fs kgo.Fetches) error {
 		return err
 	}
 	st, err := a.store.Apply(ctx, a.batch(offs, good))
-	if isDataError(err) {
+	if pgerr.IsData(err) {
 		// A value Postgres refuses (the edge checks should have caught it): find the record
 		// instead of failing the partition for good.
 		a.logger.Warn("batch refused by Postgres for its data; applying its records one by one", "err", err)
@@ -365,7 +364,7 @@ func (a *Aggregator) isolate(ctx context.Context, cs []folded, offs []store.Offs
 		k := key(f.rec.Topic, f.rec.Partition)
 		one := []store.Offset{{Topic: k.Topic, Partition: k.Partition, First: next[k], Next: f.rec.Offset + 1}}
 		st, err := a.store.Apply(ctx, a.batch(one, []folded{f}))
-		if isDataError(err) {
+		if pgerr.IsData(err) {
 			if err = a.dlq.Publish(ctx, f.rec, deadletter.ReasonInvalid, fmt.Errorf("postgres refused it: %w", err)); err != nil {
 				return total, err
 			}
@@ -389,14 +388,6 @@ func (a *Aggregator) isolate(ctx context.Context, cs []folded, offs []store.Offs
 		}
 	}
 	return total, nil
-}
-
-// isDataError reports whether Postgres refused a statement for the values it carried (SQL
-// state classes 22 data exception and 54 program limit exceeded, e.g. an index row too large):
-// retrying cannot help, but the other records of the batch are fine.
-func isDataError(err error) bool {
-	var pe *pgconn.PgError
-	return errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "54"))
 }
 
 // seekStored moves the batch's partitions to the offsets stored in Postgres (SetOffsets
