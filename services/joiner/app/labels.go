@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
 	"github.com/understudy-ml/understudy/services/joiner/labelstore"
+	"github.com/understudy-ml/understudy/services/platform/pgerr"
 	"github.com/understudy-ml/understudy/services/platform/progress"
 )
 
@@ -62,6 +63,7 @@ type labelJoin struct {
 	readyG    prometheus.Gauge
 	rows      *prometheus.GaugeVec
 	applyDur  prometheus.Histogram
+	rejected  prometheus.Counter
 }
 
 func newLabelJoin(store *labelstore.Store, p *policy, bucket time.Duration, reg prometheus.Registerer) *labelJoin {
@@ -73,6 +75,7 @@ func newLabelJoin(store *labelstore.Store, p *policy, bucket time.Duration, reg 
 		unlabeled: f.NewCounter(prometheus.CounterOpts{Name: "understudy_joiner_predictions_unlabeled_total", Help: "Final comparisons that left the label window without a label."}),
 		readyG:    f.NewGauge(prometheus.GaugeOpts{Name: "understudy_joiner_labels_ready", Help: "Requests with prediction and label known whose labeled comparison is not committed yet."}),
 		rows:      f.NewGaugeVec(prometheus.GaugeOpts{Name: "understudy_joiner_label_state_rows", Help: "Estimated rows of the label state in Postgres, by table."}, []string{"table"}),
+		rejected:  f.NewCounter(prometheus.CounterOpts{Name: "understudy_joiner_label_entries_rejected_total", Help: "Label-state changes Postgres refused for their data, left out one by one so the rest could be applied."}),
 		applyDur:  f.NewHistogram(prometheus.HistogramOpts{Name: "understudy_joiner_label_apply_seconds", Help: "Time to apply one transaction's label-state changes to Postgres.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 	}
 	return l
@@ -193,6 +196,9 @@ func (l *labelJoin) apply(ctx context.Context, entries []labelstore.Entry, onErr
 	start := time.Now()
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 		ready, skipped, err := l.store.Apply(ctx, entries, l.cutoff(time.Now()))
+		if pgerr.IsData(err) {
+			ready, skipped, err = l.applyEach(ctx, entries, onErr)
+		}
 		if err == nil {
 			if l.progress != nil {
 				l.progress.Done()
@@ -208,6 +214,29 @@ func (l *labelJoin) apply(ctx context.Context, entries []labelstore.Entry, onErr
 		case <-time.After(backoff):
 		}
 	}
+}
+
+// applyEach applies entries one at a time after Postgres refused them together for their data,
+// and leaves out (counting them) those it refuses alone: one bad value must not stop the label
+// join of a partition for good. (The edge checks in schemas.Limits should make this rare.)
+func (l *labelJoin) applyEach(ctx context.Context, entries []labelstore.Entry, onErr func(error)) ([]labelstore.Ready, int, error) {
+	var (
+		ready   []labelstore.Ready
+		skipped int
+	)
+	for _, e := range entries {
+		r, s, err := l.store.Apply(ctx, []labelstore.Entry{e}, l.cutoff(time.Now()))
+		if pgerr.IsData(err) {
+			l.rejected.Inc()
+			onErr(fmt.Errorf("label-state change at changelog partition %d offset %d left out: %w", e.Partition, e.Offset, err))
+			continue
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		ready, skipped = append(ready, r...), skipped+s
+	}
+	return ready, skipped, nil
 }
 
 // submit queues committed entries for the background applier; it blocks while the queue is
