@@ -211,6 +211,7 @@ func (t *Tap) fastError(ctx *fasthttp.RequestCtx, err error) {
 		reason, code = RejectUnsupportedVersion, fasthttp.StatusHTTPVersionNotSupported
 	}
 	t.m.rejected.WithLabelValues(reason).Inc()
+	markLinger(ctx.Conn()) // let the answer reach a caller still sending (linger.go)
 	ctx.Error("understudy tap: "+fasthttp.StatusMessage(code), code)
 }
 

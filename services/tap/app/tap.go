@@ -184,7 +184,7 @@ func (t *Tap) Run(ctx context.Context) error {
 func (t *Tap) serveFastUntil(ctx context.Context) error {
 	srv := t.newFastServer()
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(t.ln) }()
+	go func() { errc <- srv.Serve(lingerListener{t.ln}) }()
 	t.logger.Info("proxy listening", "addr", t.ln.Addr().String(), "engine", EngineFast)
 	select {
 	case err := <-errc:
