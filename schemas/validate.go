@@ -37,14 +37,17 @@ type Limits struct {
 	MaxLatency time.Duration // largest plausible latency
 }
 
-// DefaultLimits returns the limits every service applies unless configured otherwise.
+// DefaultLimits returns the limits every service applies unless configured otherwise. They
+// keep every record the services derive from valid inputs under Kafka's default 1 MiB
+// record limit: a comparison with MaxShadows shadows, each at every limit, encodes to about
+// 430 KiB (TestLimitsBoundTheComparison), so nothing valid is too large to forward.
 func DefaultLimits() Limits {
 	return Limits{
 		MaxID:      256,
 		MaxName:    256,
 		MaxMessage: 4096,
-		MaxVector:  4096,
-		MaxShadows: 64,
+		MaxVector:  1024,
+		MaxShadows: 32,
 		MaxFuture:  5 * time.Minute,
 		MaxLatency: time.Hour,
 	}

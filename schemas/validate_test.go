@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -88,4 +89,42 @@ func TestLimitsOnComparisonsShadowsAndLabels(t *testing.T) {
 	if err := l.Label(LabelEvent{RequestID: "r", Experiment: "e", EventTime: now.Add(-30 * 24 * time.Hour), Value: Number(1)}, now); err != nil {
 		t.Errorf("a month-old label refused: %v", err)
 	}
+}
+
+// TestLimitsBoundTheComparison: the largest comparison the joiner can build from inputs within
+// the default limits still fits a Kafka record (default max.message.bytes, 1 MiB).
+func TestLimitsBoundTheComparison(t *testing.T) {
+	l := DefaultLimits()
+	name := strings.Repeat("n", l.MaxName)
+	vector := make([]float64, l.MaxVector)
+	outcome := func(i int) Outcome {
+		return Outcome{
+			Name: fmt.Sprintf("%s%04d", name[:l.MaxName-4], i), Version: name, Role: RoleCandidate, Status: 500,
+			Prediction: Vector(vector), Latency: time.Second, Error: &Error{Kind: name, Message: strings.Repeat("m", l.MaxMessage)},
+		}
+	}
+	now := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	c := Comparison{RequestID: strings.Repeat("r", l.MaxID), Experiment: name, Tenant: name, EventTime: now, Status: StatusShadowError,
+		Label: &LabelValue{Value: Vector(vector), EventTime: now, Source: name}, EmittedAt: now}
+	champ := outcome(0)
+	champ.Role = RoleChampion
+	c.Champion = &champ
+	for i := range l.MaxShadows {
+		c.Shadows = append(c.Shadows, outcome(i+1))
+	}
+	if err := l.Comparison(c, now); err != nil {
+		t.Fatalf("the largest valid comparison is not valid: %v", err)
+	}
+	codecs, err := NewCodecs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := codecs.Comparison.Encode(nil, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v) >= 1<<20 {
+		t.Fatalf("the largest valid comparison encodes to %d bytes, over a Kafka record", len(v))
+	}
+	t.Logf("largest valid comparison: %d KiB", len(v)>>10)
 }
