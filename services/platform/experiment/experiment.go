@@ -276,8 +276,8 @@ func Validate(exps []Experiment) error {
 		if len(e.Shadows) == 0 {
 			errs = append(errs, fmt.Errorf("experiment %q: at least one shadow is required", e.Name))
 		}
-		if max := schemas.DefaultLimits().MaxShadows; len(e.Shadows) > max {
-			errs = append(errs, fmt.Errorf("experiment %q: %d shadows, at most %d (a comparison must fit a Kafka record)", e.Name, len(e.Shadows), max))
+		if limit := schemas.DefaultLimits().MaxShadows; len(e.Shadows) > limit {
+			errs = append(errs, fmt.Errorf("experiment %q: %d shadows, at most %d (a comparison must fit a Kafka record)", e.Name, len(e.Shadows), limit))
 		}
 		if e.Join.Window < 0 || e.Join.Grace < 0 || e.Join.LabelWindow < 0 {
 			errs = append(errs, fmt.Errorf("experiment %q: join.window, join.grace and join.label_window must not be negative", e.Name))
