@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -258,5 +259,71 @@ func TestFenceStreak(t *testing.T) {
 	f.applied()
 	if f.check(t0.Add(42*time.Second), 20*time.Second) != nil {
 		t.Fatal("an applied batch ends the streak")
+	}
+}
+
+// TestFencedAggregatorTurnsUnreadyThenExits: batches refused one after another (another
+// replica keeps writing the partition's offsets ahead of this one) make /readyz fail, and
+// once the streak outlasts the stall timeout the aggregator stops with ErrFencedOut instead of
+// idling while it looks ready.
+func TestFencedAggregatorTurnsUnreadyThenExits(t *testing.T) {
+	ctx := context.Background()
+	pg, stop, err := pgrun.StartTemp(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = stop() }()
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, schemas.Topics...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	cfg := NewDefaultConfig()
+	cfg.Kafka.Brokers = strings.Join(cluster.ListenAddrs(), ",")
+	cfg.DatabaseURL = pg.URL
+	cfg.Ops.ListenAddr = "127.0.0.1:0"
+	cfg.StallTimeout = 300 * time.Millisecond
+	a, err := New(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.client.Close()
+	defer a.db.Close()
+	if _, err := store.Migrate(ctx, a.db); err != nil {
+		t.Fatal(err)
+	}
+	codecs, err := schemas.NewCodecs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	offset := int64(0)
+	batch := func() kgo.Fetches {
+		v, err := codecs.Comparison.Encode(nil, schemas.Comparison{RequestID: fmt.Sprint("r", offset), Experiment: "exp", EventTime: time.Now(), Status: schemas.StatusComplete})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &kgo.Record{Topic: schemas.TopicComparisons, Partition: 0, Offset: offset, Key: []byte(fmt.Sprint("r", offset)), Value: v}
+		offset++
+		return kgo.Fetches{{Topics: []kgo.FetchTopic{{Topic: r.Topic, Partitions: []kgo.FetchPartition{{Partition: 0, Records: []*kgo.Record{r}}}}}}}
+	}
+	// The other replica: it has already stored offsets far ahead of anything handed to us.
+	if _, err := a.store.Apply(ctx, store.Batch{Offsets: []store.Offset{{Topic: schemas.TopicComparisons, Partition: 0, First: 0, Next: 1 << 40}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.handle(ctx, batch()); err != nil {
+		t.Fatalf("a first refusal (a rebalance) must not stop the aggregator: %v", err)
+	}
+	if failing := a.ops.Ready(ctx); failing["fencing"] != "" {
+		t.Fatalf("unready after one refusal: %v", failing)
+	}
+	if err := a.handle(ctx, batch()); err != nil {
+		t.Fatal(err)
+	}
+	if failing := a.ops.Ready(ctx); failing["fencing"] == "" {
+		t.Fatalf("ready while every batch is refused: %v", failing)
+	}
+	time.Sleep(2 * cfg.StallTimeout)
+	if err := a.handle(ctx, batch()); !errors.Is(err, ErrFencedOut) {
+		t.Fatalf("fenced for longer than the stall timeout: %v, want ErrFencedOut", err)
 	}
 }
