@@ -33,19 +33,10 @@ func TestEndToEnd(t *testing.T) {
 	champion, candidate := demo.Champion(), demo.Candidate()
 	championURL := serve(t, champion)
 	candidateURL := serve(t, candidate)
-	p, err := pipeline.Start(ctx, pipeline.Options{
+	p := startPipeline(ctx, t, pipeline.Options{
 		Brokers: broker.Brokers, DatabaseURL: postgres.URL, Experiment: experiment,
 		ChampionURL: championURL, ShadowURL: candidateURL, JoinWindow: 30 * time.Second,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := p.Stop(); err != nil {
-			t.Errorf("pipeline stopped with error: %v", err)
-		}
-	}()
-	waitReady(t, ctx, p)
 
 	res := demo.Traffic(ctx, p.ProxyURL, champion.Name, 7, requests, 0, 32, champion, nil)
 	if res.Sent != requests || res.OK != requests || res.Mismatched != 0 || res.Failed != 0 {
@@ -108,6 +99,24 @@ func serve(t *testing.T, h http.Handler) string {
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return "http://" + ln.Addr().String()
+}
+
+// startPipeline starts the four services in-process and waits until every one is ready; the
+// pipeline is stopped when the test ends (stopping it earlier is fine), and a service that
+// stopped with an error fails the test.
+func startPipeline(ctx context.Context, t *testing.T, o pipeline.Options) *pipeline.Pipeline {
+	t.Helper()
+	p, err := pipeline.Start(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := p.Stop(); err != nil {
+			t.Errorf("pipeline stopped with error: %v", err)
+		}
+	})
+	waitReady(t, ctx, p)
+	return p
 }
 
 // waitReady polls every service's /readyz until all answer 200.

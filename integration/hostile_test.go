@@ -53,11 +53,7 @@ func TestHostileInputsNeverStopThePipeline(t *testing.T) {
 		Brokers: broker.Brokers, DatabaseURL: postgres.URL, Experiment: experiment,
 		ChampionURL: serve(t, champion), ShadowURL: serve(t, shadow), JoinWindow: 10 * time.Second,
 	}
-	p, err := pipeline.Start(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitReady(t, ctx, p)
+	p := startPipeline(ctx, t, opts)
 	const good = 200
 	if res := demo.Traffic(ctx, p.ProxyURL, champion.Name, 101, good, 0, 8, champion, nil); res.OK != good || res.Mismatched != 0 {
 		t.Fatalf("first good round: %+v", res)
@@ -189,16 +185,7 @@ func TestHostileInputsNeverStopThePipeline(t *testing.T) {
 	}
 
 	// A restart reads nothing twice and stops on nothing.
-	p, err = pipeline.Start(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := p.Stop(); err != nil {
-			t.Errorf("pipeline stopped with error: %v", err)
-		}
-	}()
-	waitReady(t, ctx, p)
+	startPipeline(ctx, t, opts)
 	time.Sleep(3 * time.Second) // time enough to re-read anything it would wrongly re-read
 	counts, err := store.Counts(ctx, db, experiment)
 	if err != nil || sum(counts) != want {

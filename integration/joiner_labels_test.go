@@ -40,6 +40,20 @@ func startJoiner(t *testing.T, cfg joiner.Config) *joinerRun {
 	return r
 }
 
+// startAtEnd commits the end of the joiner's inputs as group's offsets, so a new joiner group
+// starts there: earlier tests' records (a backlog for a new group) are not its subject.
+func startAtEnd(ctx context.Context, t *testing.T, group string) {
+	t.Helper()
+	adm := kadm.NewClient(newClient(t))
+	ends, err := adm.ListEndOffsets(ctx, schemas.TopicInference, schemas.TopicShadow, schemas.TopicLabels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := adm.CommitOffsets(ctx, group, ends.Offsets()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (r *joinerRun) stop(t *testing.T) {
 	t.Helper()
 	r.cancel()
@@ -217,14 +231,7 @@ func TestJoinerStatusesAndLabels(t *testing.T) {
 
 	// Start at the end of the inputs: earlier tests' records (a backlog for a new group) are
 	// not this test's subject, and under -race they would take minutes to join.
-	adm := kadm.NewClient(newClient(t))
-	ends, err := adm.ListEndOffsets(ctx, schemas.TopicInference, schemas.TopicShadow, schemas.TopicLabels)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := adm.CommitOffsets(ctx, cfg.Group, ends.Offsets()); err != nil {
-		t.Fatal(err)
-	}
+	startAtEnd(ctx, t, cfg.Group)
 	j := startJoiner(t, cfg)
 	// Labels before their predictions: "early" gets its label first.
 	label("early", time.Second)

@@ -37,19 +37,10 @@ func TestRealMLServer(t *testing.T) {
 	defer func() { _ = ml.Stop() }()
 	experiment := fmt.Sprintf("mlserver-%d", time.Now().UnixNano())
 	ensureTopics(ctx, t)
-	p, err := pipeline.Start(ctx, pipeline.Options{
+	p := startPipeline(ctx, t, pipeline.Options{
 		Brokers: broker.Brokers, DatabaseURL: postgres.URL, Experiment: experiment,
 		ChampionURL: ml.URL, ShadowURL: ml.URL + "/v2/models/iris-b/infer", JoinWindow: 20 * time.Second,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := p.Stop(); err != nil {
-			t.Errorf("pipeline stopped with error: %v", err)
-		}
-	}()
-	waitReady(t, ctx, p)
 	stdURL := startTap(ctx, t, ml.URL, experiment+"-std", tap.EngineStd)
 
 	// One keep-alive client per tap: the caller's connection stays, the tap's to MLServer idles.

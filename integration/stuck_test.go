@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
 	joiner "github.com/understudy-ml/understudy/services/joiner/app"
@@ -33,14 +32,7 @@ func TestStuckJoinerTurnsUnready(t *testing.T) {
 	cfg.Group, cfg.InstanceID, cfg.ExpectedShadows = exp, exp, "a"
 	cfg.DatabaseURL, cfg.Window, cfg.Grace = ownDatabase(ctx, t, exp), 3*time.Second, 0
 	cfg.StallTimeout = 5 * time.Second
-	adm := kadm.NewClient(newClient(t))
-	ends, err := adm.ListEndOffsets(ctx, schemas.TopicInference, schemas.TopicShadow, schemas.TopicLabels)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := adm.CommitOffsets(ctx, cfg.Group, ends.Offsets()); err != nil {
-		t.Fatal(err)
-	}
+	startAtEnd(ctx, t, cfg.Group)
 	j := startJoiner(t, cfg)
 	base := "http://" + ops
 	waitFor(t, time.Minute, "joiner ready", func() bool { return ready(ctx, base) == nil })

@@ -19,22 +19,30 @@ import (
 	"github.com/understudy-ml/understudy/services/platform/pgrun"
 )
 
-// TestRestartAndReplayChangeNoCount runs the aggregator against real Postgres, stops it,
-// rewinds the Kafka group to the beginning (as a replay would) and restarts it: counts must
-// not move, because the offsets stored with the counts win.
-func TestRestartAndReplayChangeNoCount(t *testing.T) {
+// testEnv is what the aggregator's tests run against: a throwaway Postgres, an in-process
+// broker with every topic, a producer to the comparisons topic, the codecs and a pool on the
+// database. Everything is released when the test ends.
+type testEnv struct {
+	pgURL    string
+	brokers  []string
+	producer *kgo.Client
+	codecs   *schemas.Codecs
+	db       *pgxpool.Pool
+}
+
+func newTestEnv(t *testing.T, partitions int32) *testEnv {
+	t.Helper()
 	ctx := context.Background()
 	pg, stop, err := pgrun.StartTemp(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = stop() }()
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, schemas.Topics...))
+	t.Cleanup(func() { _ = stop() })
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, schemas.Topics...))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cluster.Close()
-	brokers := strings.Join(cluster.ListenAddrs(), ",")
+	t.Cleanup(cluster.Close)
 	codecs, err := schemas.NewCodecs()
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +51,31 @@ func TestRestartAndReplayChangeNoCount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer producer.Close()
+	t.Cleanup(producer.Close)
+	db, err := pgxpool.New(ctx, pg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	return &testEnv{pgURL: pg.URL, brokers: cluster.ListenAddrs(), producer: producer, codecs: codecs, db: db}
+}
+
+// config returns the aggregator's defaults pointed at the environment.
+func (e *testEnv) config() Config {
+	cfg := NewDefaultConfig()
+	cfg.Kafka.Brokers = strings.Join(e.brokers, ",")
+	cfg.DatabaseURL = e.pgURL
+	cfg.Ops.ListenAddr = "127.0.0.1:0"
+	return cfg
+}
+
+// TestRestartAndReplayChangeNoCount runs the aggregator against real Postgres, stops it,
+// rewinds the Kafka group to the beginning (as a replay would) and restarts it: counts must
+// not move, because the offsets stored with the counts win.
+func TestRestartAndReplayChangeNoCount(t *testing.T) {
+	ctx := context.Background()
+	env := newTestEnv(t, 3)
+	codecs, producer, db := env.codecs, env.producer, env.db
 	produce := func(from, n int) {
 		for i := from; i < from+n; i++ {
 			status := schemas.StatusComplete
@@ -59,19 +91,11 @@ func TestRestartAndReplayChangeNoCount(t *testing.T) {
 			}
 		}
 	}
-	db, err := pgxpool.New(ctx, pg.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
 	// run runs an aggregator until it has consumed all records (its stored offsets add up to
 	// consumed) and counted want comparisons, then stops it.
 	run := func(want, consumed int64) {
 		t.Helper()
-		cfg := NewDefaultConfig()
-		cfg.Kafka.Brokers = brokers
-		cfg.DatabaseURL = pg.URL
-		cfg.Ops.ListenAddr = "127.0.0.1:0"
+		cfg := env.config()
 		a, err := New(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 		if err != nil {
 			t.Fatal(err)
@@ -113,7 +137,7 @@ func TestRestartAndReplayChangeNoCount(t *testing.T) {
 	produce(20, 10)
 	run(30, 32)
 	// Both bad records are in the dead-letter topic with their reasons.
-	dlq, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.ConsumeTopics(schemas.TopicDeadLetter), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	dlq, err := kgo.NewClient(kgo.SeedBrokers(env.brokers...), kgo.ConsumeTopics(schemas.TopicDeadLetter), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,25 +171,8 @@ func TestRestartAndReplayChangeNoCount(t *testing.T) {
 // batch's records one by one and dead-lettered; the records around it are counted once.
 func TestPostgresRefusalIsolatesTheRecord(t *testing.T) {
 	ctx := context.Background()
-	pg, stop, err := pgrun.StartTemp(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = stop() }()
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, schemas.Topics...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	codecs, err := schemas.NewCodecs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	producer, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.DefaultProduceTopic(schemas.TopicComparisons))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer producer.Close()
+	env := newTestEnv(t, 1)
+	codecs, producer, db := env.codecs, env.producer, env.db
 	r := rand.New(rand.NewPCG(3, 4))
 	huge := make([]byte, 20000) // incompressible, far over a btree row
 	for i := range huge {
@@ -184,15 +191,7 @@ func TestPostgresRefusalIsolatesTheRecord(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	db, err := pgxpool.New(ctx, pg.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	cfg := NewDefaultConfig()
-	cfg.Kafka.Brokers = strings.Join(cluster.ListenAddrs(), ",")
-	cfg.DatabaseURL = pg.URL
-	cfg.Ops.ListenAddr = "127.0.0.1:0"
+	cfg := env.config()
 	cfg.Limits.MaxName = 1 << 20
 	reg := prometheus.NewRegistry()
 	a, err := New(cfg, slog.New(slog.DiscardHandler), reg)
@@ -268,20 +267,8 @@ func TestFenceStreak(t *testing.T) {
 // idling while it looks ready.
 func TestFencedAggregatorTurnsUnreadyThenExits(t *testing.T) {
 	ctx := context.Background()
-	pg, stop, err := pgrun.StartTemp(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = stop() }()
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, schemas.Topics...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	cfg := NewDefaultConfig()
-	cfg.Kafka.Brokers = strings.Join(cluster.ListenAddrs(), ",")
-	cfg.DatabaseURL = pg.URL
-	cfg.Ops.ListenAddr = "127.0.0.1:0"
+	env := newTestEnv(t, 1)
+	cfg := env.config()
 	cfg.StallTimeout = 300 * time.Millisecond
 	a, err := New(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err != nil {
@@ -292,10 +279,7 @@ func TestFencedAggregatorTurnsUnreadyThenExits(t *testing.T) {
 	if _, err := store.Migrate(ctx, a.db); err != nil {
 		t.Fatal(err)
 	}
-	codecs, err := schemas.NewCodecs()
-	if err != nil {
-		t.Fatal(err)
-	}
+	codecs := env.codecs
 	offset := int64(0)
 	batch := func() kgo.Fetches {
 		v, err := codecs.Comparison.Encode(nil, schemas.Comparison{RequestID: fmt.Sprint("r", offset), Experiment: "exp", EventTime: time.Now(), Status: schemas.StatusComplete})
