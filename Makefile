@@ -39,7 +39,7 @@ test-unit: ## Unit tests of every module (kfake, httptest, throwaway Postgres), 
 
 .PHONY: test-integration
 test-integration: ## End-to-end tests against the real Apache Kafka broker and PostgreSQL.
-	@cd integration && go test -race -count=1 -timeout 15m -v ./... 2>&1 | grep -v '^=== ' ; exit $${PIPESTATUS[0]}
+	@cd integration && go test -race -count=1 -timeout 25m -v ./... 2>&1 | grep -v '^=== ' ; exit $${PIPESTATUS[0]}
 
 .PHONY: fuzz
 fuzz: ## Fuzz every decoder for FUZZTIME each (default 30s).
