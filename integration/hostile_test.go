@@ -184,8 +184,17 @@ func TestHostileInputsNeverStopThePipeline(t *testing.T) {
 		t.Fatalf("pipeline stopped with error: %v", err)
 	}
 
-	// A restart reads nothing twice and stops on nothing.
-	startPipeline(ctx, t, opts)
+	// A restart (from where every service left off) reads nothing twice and stops on nothing.
+	p, err = pipeline.Start(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := p.Stop(); err != nil {
+			t.Errorf("pipeline stopped with error: %v", err)
+		}
+	}()
+	waitReady(t, ctx, p)
 	time.Sleep(3 * time.Second) // time enough to re-read anything it would wrongly re-read
 	counts, err := store.Counts(ctx, db, experiment)
 	if err != nil || sum(counts) != want {
