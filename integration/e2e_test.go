@@ -14,9 +14,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
 	aggregator "github.com/understudy-ml/understudy/services/aggregator/app"
+	"github.com/understudy-ml/understudy/services/aggregator/store"
 	invoker "github.com/understudy-ml/understudy/services/invoker/app"
 	joiner "github.com/understudy-ml/understudy/services/joiner/app"
-	"github.com/understudy-ml/understudy/services/aggregator/store"
 	"github.com/understudy-ml/understudy/services/understudy/demo"
 	"github.com/understudy-ml/understudy/services/understudy/pipeline"
 )
