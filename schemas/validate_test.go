@@ -104,8 +104,10 @@ func TestLimitsBoundTheComparison(t *testing.T) {
 		}
 	}
 	now := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
-	c := Comparison{RequestID: strings.Repeat("r", l.MaxID), Experiment: name, Tenant: name, EventTime: now, Status: StatusShadowError,
-		Label: &LabelValue{Value: Vector(vector), EventTime: now, Source: name}, EmittedAt: now}
+	c := Comparison{
+		RequestID: strings.Repeat("r", l.MaxID), Experiment: name, Tenant: name, EventTime: now, Status: StatusShadowError,
+		Label: &LabelValue{Value: Vector(vector), EventTime: now, Source: name}, EmittedAt: now,
+	}
 	champ := outcome(0)
 	champ.Role = RoleChampion
 	c.Champion = &champ
