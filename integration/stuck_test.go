@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,8 +55,13 @@ func TestStuckJoinerTurnsUnready(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	waitFor(t, 30*time.Second, "/readyz false while the label store refuses every write", func() bool { return ready(ctx, base) != nil })
-	t.Logf("unready %s after the stuck write began", time.Since(start).Round(100*time.Millisecond))
+	var why error
+	// False, and saying that nothing moves (not only a Kafka session being replaced).
+	waitFor(t, 30*time.Second, "/readyz false with no progress while the label store refuses every write", func() bool {
+		why = ready(ctx, base)
+		return why != nil && strings.Contains(why.Error(), "no progress")
+	})
+	t.Logf("unready %s after the stuck write began: %v", time.Since(start).Round(100*time.Millisecond), why)
 	if _, err := db.Exec(ctx, `ALTER TABLE joiner_predictions_gone RENAME TO joiner_predictions`); err != nil {
 		t.Fatal(err)
 	}
