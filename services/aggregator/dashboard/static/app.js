@@ -4,7 +4,7 @@
 "use strict";
 
 // Names and values from the API are data: they reach the page only through textContent and
-// DOM properties (never innerHTML), and the Content-Security-Policy allows no inline script.
+// DOM properties (never as markup), and the Content-Security-Policy allows no inline script.
 
 const $ = (s) => document.querySelector(s);
 const params = new URLSearchParams(location.search);
