@@ -239,6 +239,7 @@ func (a *Aggregator) handle(ctx context.Context, fs kgo.Fetches) error {
 		good []folded
 		err  error
 	)
+	now := time.Now() // the clock future event times are judged by, once per batch
 	fs.EachPartition(func(p kgo.FetchTopicPartition) {
 		if len(p.Records) == 0 || err != nil {
 			return
@@ -252,7 +253,7 @@ func (a *Aggregator) handle(ctx context.Context, fs kgo.Fetches) error {
 				}
 				continue
 			}
-			if verr := a.cfg.Limits.Comparison(c, time.Now()); verr != nil {
+			if verr := a.cfg.Limits.Comparison(c, now); verr != nil {
 				if err = a.dlq.Publish(ctx, r, deadletter.ReasonInvalid, verr); err != nil {
 					return
 				}

@@ -241,6 +241,7 @@ func (inv *Invoker) process(ctx context.Context, fs kgo.Fetches) ([]*kgo.Record,
 		wg  sync.WaitGroup
 		err error
 	)
+	now := time.Now() // the clock future event times are judged by, once per batch
 	fs.EachRecord(func(r *kgo.Record) {
 		if err != nil {
 			return
@@ -249,7 +250,7 @@ func (inv *Invoker) process(ctx context.Context, fs kgo.Fetches) ([]*kgo.Record,
 		reason := deadletter.ReasonDecode
 		if derr == nil {
 			reason = deadletter.ReasonInvalid
-			if derr = inv.cfg.Limits.Inference(ev, time.Now()); derr == nil && ev.RequestID != string(r.Key) {
+			if derr = inv.cfg.Limits.Inference(ev, now); derr == nil && ev.RequestID != string(r.Key) {
 				derr = &schemas.FieldError{Field: "request_id", Problem: "differs from the record key"}
 			}
 		}

@@ -73,11 +73,12 @@ func (t *Tap) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	var body []byte // the whole body, when it was small enough to read first
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength > 0 && r.ContentLength <= replayableBody {
 		// A small body is read whole, so that the transport can send it again on a new
 		// connection when a pooled one turns out to be closed before anything was written.
-		body, err := io.ReadAll(io.LimitReader(r.Body, r.ContentLength))
-		if err != nil {
+		var err error
+		if body, err = io.ReadAll(io.LimitReader(r.Body, r.ContentLength)); err != nil {
 			t.m.rejected.WithLabelValues(RejectMalformed).Inc()
 			http.Error(w, "understudy tap: reading the request body: "+err.Error(), http.StatusBadRequest)
 			return
@@ -87,7 +88,7 @@ func (t *Tap) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	id := r.Header.Get(HeaderRequestID)
 	if id == "" {
-		id = t.bodyID(r, lr)
+		id = t.bodyID(r, lr, body)
 		r.Header.Set(HeaderRequestID, id)
 	}
 	w.Header().Set(HeaderRequestID, id)
@@ -113,7 +114,13 @@ func (t *Tap) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 // bodyID returns the Open Inference Protocol "id" of a small OIP request body, or a new
 // UUIDv7. Reading the body first costs nothing on the wire: it is replayed to the champion.
-func (t *Tap) bodyID(r *http.Request, lr *liveRoute) string {
+func (t *Tap) bodyID(r *http.Request, lr *liveRoute, buffered []byte) string {
+	if lr.extract.Protocol() == predict.ProtocolOIPv2 && buffered != nil && len(buffered) <= lr.Capture.MaxBytes {
+		if id := oipRequestID(buffered); id != "" {
+			return id
+		}
+		return newRequestID()
+	}
 	if lr.extract.Protocol() == predict.ProtocolOIPv2 && r.Body != nil && r.ContentLength > 0 && r.ContentLength <= int64(lr.Capture.MaxBytes) {
 		body, err := io.ReadAll(io.LimitReader(r.Body, r.ContentLength))
 		r.Body = struct {
