@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -70,6 +71,8 @@ type Joiner struct {
 	// progress fails /readyz while transactions keep failing; labelProgress while label
 	// state cannot be written to Postgres.
 	progress, labelProgress *progress.Tracker
+	// started turns true once prepare is done; /readyz is false before that.
+	started atomic.Bool
 
 	mu       sync.Mutex
 	assigned map[int32]bool // partitions to restore before the next batch
@@ -123,6 +126,12 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Joiner, er
 	j.ops.AddCheck("kafka", func(ctx context.Context) error { return kafka.Ping(ctx, j.client()) })
 	j.progress, j.labelProgress = progress.New(cfg.StallTimeout, time.Now), progress.New(cfg.StallTimeout, time.Now)
 	j.ops.AddCheck("progress", j.progress.Check)
+	j.ops.AddCheck("started", func(context.Context) error {
+		if !j.started.Load() {
+			return errors.New("starting: label store migration, topic checks and producer fencing not done yet")
+		}
+		return nil
+	})
 	if j.labels != nil {
 		j.ops.AddCheck("postgres", j.labels.store.Ping)
 		j.ops.AddCheck("label_store_progress", j.labelProgress.Check)
@@ -247,6 +256,7 @@ func (j *Joiner) Run(ctx context.Context) error {
 		if err != nil || gctx.Err() != nil {
 			return err
 		}
+		j.started.Store(true)
 		j.logger.Info("joiner starting", "group", j.cfg.Group, "instance_id", j.cfg.InstanceID, "partitions", n,
 			"expected_shadows", j.cfg.ExpectedShadows, "window", j.cfg.Window.String(), "grace", j.cfg.Grace.String(),
 			"experiments", len(j.state.policy.exps), "labels", j.labels != nil)
