@@ -44,13 +44,14 @@ func parseWhen(s string, now time.Time) (time.Time, error) {
 func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var (
 		a                          apiFlags
-		experiment, from, to, form string
+		experiment, from, to, form, shadow string
 	)
 	fs := flag.NewFlagSet("report", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	a.register(fs)
 	fs.StringVar(&experiment, "experiment", "", "experiment to report on (required)")
-	fs.StringVar(&from, "from", "1h", "start: RFC 3339 time or duration before now")
+	fs.StringVar(&from, "from", "720h", "start: RFC 3339 time or duration before now (the verdict's confidence sequences cover everything since; default 30 days)")
+	fs.StringVar(&shadow, "shadow", "", "judge only this shadow (default: every candidate)")
 	fs.StringVar(&to, "to", "0s", "end: RFC 3339 time or duration before now")
 	fs.StringVar(&form, "format", "table", "output: "+strings.Join(report.Formats, ", "))
 	if err := flagenv.Parse(fs, "report", args, flagenv.LookupEnv); err != nil {
@@ -74,13 +75,13 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	d, err := report.Fetch(ctx, a.client(), experiment, f, t)
 	if err != nil {
 		fmt.Fprintln(stderr, "understudy report:", err)
-		return 1
+		return report.ExitNoData
 	}
 	if err := report.Write(stdout, d, form); err != nil {
 		fmt.Fprintln(stderr, "understudy report:", err)
-		return 2
+		return report.ExitUsage
 	}
-	return 0
+	return report.ExitCode(d, shadow)
 }
 
 func runExperiments(ctx context.Context, args []string, stdout, stderr io.Writer) int {

@@ -53,15 +53,16 @@ func TestAPICommands(t *testing.T) {
 		run  func(context.Context, []string, *bytes.Buffer, *bytes.Buffer) int
 		args []string
 		want []string
+		code int
 	}{
-		{"experiments list", wrap(runExperiments), append([]string{"list"}, api...), []string{"fraud-v7", "candidate", "6000"}},
-		{"alerts list", wrap(runAlerts), append([]string{"list"}, api...), []string{"psi_critical", "firing", "0.31"}},
-		{"alerts history", wrap(runAlerts), append([]string{"list", "--history"}, api...), []string{"pending → firing", "critical"}},
-		{"report", wrap(runReport), append([]string{"--experiment=fraud-v7", "--format=markdown"}, api...), []string{"Experiment fraud-v7", "No comparisons in this range."}},
+		{"experiments list", wrap(runExperiments), append([]string{"list"}, api...), []string{"fraud-v7", "candidate", "6000"}, 0},
+		{"alerts list", wrap(runAlerts), append([]string{"list"}, api...), []string{"psi_critical", "firing", "0.31"}, 0},
+		{"alerts history", wrap(runAlerts), append([]string{"list", "--history"}, api...), []string{"pending → firing", "critical"}, 0},
+		{"report", wrap(runReport), append([]string{"--experiment=fraud-v7", "--format=markdown"}, api...), []string{"Experiment fraud-v7", "No comparisons in this range."}, 3}, // nothing judged: not decidable
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
-			if code := tc.run(context.Background(), tc.args, &out, &errOut); code != 0 {
+			if code := tc.run(context.Background(), tc.args, &out, &errOut); code != tc.code {
 				t.Fatalf("exit %d: %s", code, errOut.String())
 			}
 			for _, w := range tc.want {

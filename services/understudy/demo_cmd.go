@@ -44,6 +44,8 @@ type demoConfig struct {
 	Partitions  int
 	Experiment  string
 	Candidate   string
+	Kind        string // which candidate: improved, copy or worse
+	MinDuration time.Duration
 	Verbose     bool
 	Exit        bool
 	LabelDelay  time.Duration
@@ -68,6 +70,14 @@ func (c *demoConfig) validate() error {
 	if c.Candidate == "" || c.Candidate == "champion-copy" {
 		errs = append(errs, errors.New("candidate-name: required, and not champion-copy"))
 	}
+	switch c.Kind {
+	case "improved", "copy", "worse":
+	default:
+		errs = append(errs, fmt.Errorf("candidate: %q is not improved, copy or worse", c.Kind))
+	}
+	if c.MinDuration < 0 {
+		errs = append(errs, errors.New("min-duration: must not be negative"))
+	}
 	if c.LabelDelay < 0 {
 		errs = append(errs, errors.New("label-delay: must not be negative"))
 	}
@@ -80,7 +90,7 @@ func (c *demoConfig) validate() error {
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	c := demoConfig{
 		Duration: time.Minute, Rate: 100, DataDir: ".demo", Partitions: 4, Experiment: "fraud-v7", Candidate: "candidate",
-		LabelDelay: 10 * time.Second, Window: 5 * time.Second, Addr: "127.0.0.1:9104",
+		Kind: "improved", MinDuration: time.Minute, LabelDelay: 10 * time.Second, Window: 5 * time.Second, Addr: "127.0.0.1:9104",
 	}
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -92,6 +102,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&c.Partitions, "partitions", c.Partitions, "partitions of every topic")
 	fs.StringVar(&c.Experiment, "experiment", c.Experiment, "experiment name")
 	fs.StringVar(&c.Candidate, "candidate-name", c.Candidate, "the candidate shadow's name")
+	fs.StringVar(&c.Kind, "candidate", c.Kind, "the candidate model: improved (more accurate, slower, drifted), copy (an exact copy of the champion: an A/A experiment) or worse (2 points less accurate, slower)")
+	fs.DurationVar(&c.MinDuration, "min-duration", c.MinDuration, "observation time before the verdict may PASS (the decision's min_duration)")
 	fs.DurationVar(&c.LabelDelay, "label-delay", c.LabelDelay, "labels arrive up to this long after their request (uniformly spread)")
 	fs.DurationVar(&c.Window, "window", c.Window, "the aggregator's window width (alerts are evaluated every window)")
 	fs.StringVar(&c.Addr, "addr", c.Addr, "address of the aggregator's API and dashboard (port 0: any free port)")
@@ -104,11 +116,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "understudy demo: invalid flags:\n%v\n", err)
 		return 2
 	}
-	if err := demoRun(ctx, c, stdout, stderr); err != nil {
+	code := 0
+	if err := demoRun(ctx, c, stdout, stderr, &code); err != nil {
 		fmt.Fprintln(stderr, "understudy demo:", err)
-		return 1
+		return 4
 	}
-	return 0
+	return code
 }
 
 // demoInfra starts the embedded broker and throwaway Postgres unless the config names real ones;
@@ -180,7 +193,8 @@ func (r *alertReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func demoRun(ctx context.Context, c demoConfig, stdout, stderr io.Writer) error {
+// demoRun runs the demo; with --exit, *code is set to the report's exit code.
+func demoRun(ctx context.Context, c demoConfig, stdout, stderr io.Writer, code *int) error {
 	say := func(format string, args ...any) { fmt.Fprintf(stderr, "• "+format+"\n", args...) }
 	logger := slog.New(slog.DiscardHandler)
 	if c.Verbose {
@@ -208,6 +222,14 @@ func demoRun(ctx context.Context, c demoConfig, stdout, stderr io.Writer) error 
 	}
 
 	champion, candidate, noise := demo.Champion(), demo.Candidate(), demo.NoiseCopy()
+	describe := fmt.Sprintf("candidate v%s (more accurate, slower by %s, drifted where feature 0 > %.0f)", candidate.Version, candidate.Delay, candidate.DriftAbove)
+	switch c.Kind {
+	case "copy":
+		candidate, describe = demo.Copy(), "candidate: an exact copy of the champion (an A/A experiment)"
+	case "worse":
+		candidate = demo.Worse()
+		describe = fmt.Sprintf("candidate v%s (2 points less accurate, slower by %s)", candidate.Version, candidate.Delay)
+	}
 	urls := map[string]string{}
 	for name, m := range map[string]*demo.Model{"champion": champion, "candidate": candidate, "copy": noise} {
 		u, stop, err := serve(m)
@@ -217,8 +239,11 @@ func demoRun(ctx context.Context, c demoConfig, stdout, stderr io.Writer) error 
 		defer stop()
 		urls[name] = u
 	}
-	say("models: champion %s v%s; candidate v%s (more accurate, slower by %s, drifted where feature 0 > %.0f); noise-baseline copy of the champion",
-		champion.Name, champion.Version, candidate.Version, candidate.Delay, candidate.DriftAbove)
+	say("models: champion %s v%s; %s; noise-baseline copy of the champion", champion.Name, champion.Version, describe)
+	rulesFile := filepath.Join(c.DataDir, "alert-rules.yaml")
+	if err := os.WriteFile(rulesFile, fmt.Appendf(nil, "# The default rules; the demo may PASS after %s.\ndecision: {min_duration: %s}\n", c.MinDuration, c.MinDuration), 0o644); err != nil {
+		return fmt.Errorf("alert rules: %w", err)
+	}
 
 	key := make([]byte, 24)
 	_, _ = rand.Read(key)
@@ -238,7 +263,8 @@ func demoRun(ctx context.Context, c demoConfig, stdout, stderr io.Writer) error 
 		JoinWindow: 10 * time.Second, CountWindow: c.Window, Logger: logger,
 		Aggregator: func(ac *aggregator.Config) {
 			ac.Ops.ListenAddr, ac.API.ExternalURL = apiAddr, apiURL
-			ac.Alerts.Interval, ac.Alerts.Range, ac.Alerts.Delay = c.Window, 6*c.Window, 15*time.Second
+			ac.Alerts.Interval, ac.Alerts.Range, ac.Alerts.Delay = c.Window, 0, 15*time.Second
+			ac.Alerts.RulesFile = rulesFile
 			ac.RollupInterval = 10 * time.Second
 			ac.Webhook.URL, ac.Webhook.Secret, ac.Webhook.Poll = receiverURL, "whsec_"+base64.StdEncoding.EncodeToString(key), 200*time.Millisecond
 		},
@@ -312,6 +338,7 @@ func demoRun(ctx context.Context, c demoConfig, stdout, stderr io.Writer) error 
 		return fmt.Errorf("pipeline lost or changed data: %d requests, %d comparisons, %d mismatched answers", res.Sent, sum(counts)-counts["labeled"], res.Mismatched)
 	}
 	if c.Exit {
+		*code = report.ExitCode(d, c.Candidate)
 		return nil
 	}
 	fmt.Fprintf(stderr, "• dashboard: %s/dashboard/?range=15m  (same numbers: understudy report --api %s --experiment %s --from 15m). Ctrl-C to stop.\n", apiURL, apiURL, c.Experiment)

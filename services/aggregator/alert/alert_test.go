@@ -46,7 +46,7 @@ experiments:
 	if len(def) != len(alert.DefaultRules()) || def["psi_critical"].Threshold != 0.2 || def["accuracy_diff"].MinSamples != 500 {
 		t.Fatalf("defaults %+v", def)
 	}
-	if fraud["psi_critical"].Threshold != 0.3 || fraud["psi_critical"].For != 2 || fraud["psi_critical"].Severity != alert.SeverityCritical {
+	if fraud["psi_critical"].Threshold != 0.3 || fraud["psi_critical"].For != 3 || fraud["psi_critical"].Severity != alert.SeverityCritical {
 		t.Fatalf("override %+v", fraud["psi_critical"])
 	}
 	if _, ok := fraud["ks"]; ok {
@@ -133,6 +133,16 @@ func (ws windows) ActiveExperiments(_ context.Context, since time.Time) ([]strin
 		}
 	}
 	return out, nil
+}
+
+func (ws windows) FirstWindow(_ context.Context, exp string) (time.Time, bool, error) {
+	var first time.Time
+	for k := range ws {
+		if k.Experiment == exp && (first.IsZero() || k.Start.Before(first)) {
+			first = k.Start
+		}
+	}
+	return first, !first.IsZero(), nil
 }
 
 func (ws windows) Range(_ context.Context, exp string, from, to time.Time) (map[string]*window.Window, error) {

@@ -27,12 +27,18 @@ type Source interface {
 	ActiveExperiments(ctx context.Context, since time.Time) ([]string, error)
 	// Range returns each shadow's windows of experiment merged over [from, to).
 	Range(ctx context.Context, experiment string, from, to time.Time) (map[string]*window.Window, error)
+	// FirstWindow returns the start of experiment's earliest stored window; ok is false when it
+	// has none.
+	FirstWindow(ctx context.Context, experiment string) (start time.Time, ok bool, err error)
 }
 
 // Config configures evaluation.
 type Config struct {
-	Interval    time.Duration // evaluation step; ranges end on multiples of it
-	Range       time.Duration // each evaluation's statistics cover the range ending at the step
+	Interval time.Duration // evaluation step; ranges end on multiples of it
+	// Range is what each evaluation's statistics cover, ending at the step; 0 (the default)
+	// is everything since the experiment's first window, which is what the confidence
+	// sequences are valid over: a finite range restarts them every Range.
+	Range       time.Duration
 	Delay       time.Duration // how far behind the clock a range ends, for late comparisons
 	Options     stats.Options
 	ExternalURL string // base of the read API for links in notifications
@@ -159,8 +165,11 @@ type alertKey struct{ shadow, rule string }
 // evaluated_to is not before end) is skipped, so repeating a step changes nothing. Each
 // experiment's new states, history and notifications commit in one transaction.
 func (e *Engine) Evaluate(ctx context.Context, end time.Time) error {
-	from := end.Add(-e.cfg.Range)
-	active, err := e.src.ActiveExperiments(ctx, from)
+	from, since := end.Add(-e.cfg.Range), end.Add(-e.cfg.Range)
+	if e.cfg.Range == 0 {
+		from, since = time.Unix(0, 0).UTC(), end.Add(-time.Hour)
+	}
+	active, err := e.src.ActiveExperiments(ctx, since)
 	if err != nil {
 		return err
 	}
@@ -197,7 +206,16 @@ func (e *Engine) evaluateExperiment(ctx context.Context, exp string, r Range) er
 		return err
 	}
 	reports := stats.Report(ws, e.cfg.Options)
-	rules := e.rules().For(exp)
+	rs := e.rules()
+	rules := rs.For(exp)
+	first, ok, err := e.src.FirstWindow(ctx, exp)
+	if err != nil {
+		return err
+	}
+	j := Judgement{Decision: rs.Decision(exp)}
+	if ok {
+		j.Observed = r.To.Sub(later(first, r.From))
+	}
 	return pgx.BeginFunc(ctx, e.db, func(tx pgx.Tx) error {
 		prev, err := loadStates(ctx, tx, exp)
 		if err != nil {
@@ -208,10 +226,17 @@ func (e *Engine) evaluateExperiment(ctx context.Context, exp string, r Range) er
 			if rep.Role == schemas.RoleNoiseBaseline || rep.Shadow == "" {
 				continue
 			}
-			for _, rule := range rules {
+			// An alert fires on a FAIL (an interval beyond the threshold and the noise floor;
+			// threshold-only rules on their estimate), held for the rule's for: evaluations.
+			v := Judge(rules, rep, j)
+			for i, rule := range rules {
 				k := alertKey{rep.Shadow, rule.Name}
 				seen[k] = true
-				_, n, _, holds := rule.Evaluate(rep.Stats)
+				res := v.Rules[i]
+				holds, n := res.Status == StatusFail, uint64(0)
+				if res.Estimate != nil {
+					n = res.Estimate.N
+				}
 				value, floor := metricValue(&rep.Stats, rule.Metric), metricValue(rep.NoiseFloor, rule.Metric)
 				if err := e.step(ctx, tx, exp, rep.Shadow, rule, prev[k], holds, value, floor, n, r); err != nil {
 					return err
@@ -235,6 +260,13 @@ func (e *Engine) evaluateExperiment(ctx context.Context, exp string, r Range) er
 		}
 		return nil
 	})
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // metricValue is metric m of st, nil when st is nil or the metric cannot be computed.

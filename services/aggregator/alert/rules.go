@@ -11,9 +11,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"sort"
-	"strings"
+	"time"
 
 	"github.com/understudy-ml/understudy/services/aggregator/stats"
 	"gopkg.in/yaml.v3"
@@ -37,6 +38,9 @@ type Rule struct {
 	MinSamples uint64       `yaml:"min_samples" json:"min_samples"`
 	For        int          `yaml:"for" json:"for"` // consecutive evaluations; 1 fires at once
 	Severity   string       `yaml:"severity" json:"severity"`
+	// Margin is how far beyond the noise baseline (a copy of the champion) the candidate must
+	// be, in the metric's units, on top of being beyond Threshold, for the rule to fail.
+	Margin float64 `yaml:"margin" json:"margin"`
 }
 
 // Holds reports whether value satisfies the rule's comparison.
@@ -62,18 +66,23 @@ func (r Rule) Evaluate(st stats.Stats) (value float64, samples uint64, checkable
 	return value, samples, checkable, checkable && r.Holds(value)
 }
 
-// DefaultRules are the rules every experiment gets unless its overrides change them:
-// prediction PSI ≥ 0.1 (warning) and ≥ 0.2 (critical), KS ≥ 0.1 on at least 1,000
-// predictions, shadow/champion p99 latency ≥ 1.2, error rate higher by ≥ 1 percentage point,
-// accuracy lower by ≥ 1 point on at least 500 labels.
+// DefaultRules are the rules every experiment gets unless its overrides change them. Rules on
+// metrics with confidence sequences (see stats.Sequential) decide on intervals; PSI and KS have
+// none and need their breach for three consecutive evaluations:
+//   - psi_warning, psi_critical: prediction PSI ≥ 0.1 / ≥ 0.2 on 1,000 predictions;
+//   - ks: KS ≥ 0.1 on 1,000 predictions;
+//   - latency_p99_ratio: p99 latency ≥ 1.1 × the reference's (the noise baseline when there is
+//     one), 0.05 beyond the noise floor;
+//   - error_rate_diff: shadow-only failures exceed champion-only failures by ≥ 1 point;
+//   - accuracy_diff: accuracy lower by more than 0.5 point on at least 500 labels.
 func DefaultRules() []Rule {
 	return []Rule{
-		{Name: "psi_warning", Metric: stats.MetricPSI, Comparator: ">=", Threshold: 0.1, MinSamples: 100, For: 2, Severity: SeverityWarning},
-		{Name: "psi_critical", Metric: stats.MetricPSI, Comparator: ">=", Threshold: 0.2, MinSamples: 100, For: 2, Severity: SeverityCritical},
-		{Name: "ks", Metric: stats.MetricKS, Comparator: ">=", Threshold: 0.1, MinSamples: 1000, For: 2, Severity: SeverityWarning},
-		{Name: "latency_p99_ratio", Metric: stats.MetricLatencyP99, Comparator: ">=", Threshold: 1.2, MinSamples: 100, For: 3, Severity: SeverityWarning},
-		{Name: "error_rate_diff", Metric: stats.MetricErrorRateDiff, Comparator: ">=", Threshold: 0.01, MinSamples: 100, For: 2, Severity: SeverityCritical},
-		{Name: "accuracy_diff", Metric: stats.MetricAccuracyDiff, Comparator: "<=", Threshold: -0.01, MinSamples: 500, For: 1, Severity: SeverityCritical},
+		{Name: "psi_warning", Metric: stats.MetricPSI, Comparator: ">=", Threshold: 0.1, MinSamples: 1000, For: 3, Severity: SeverityWarning, Margin: 0.02},
+		{Name: "psi_critical", Metric: stats.MetricPSI, Comparator: ">=", Threshold: 0.2, MinSamples: 1000, For: 3, Severity: SeverityCritical, Margin: 0.02},
+		{Name: "ks", Metric: stats.MetricKS, Comparator: ">=", Threshold: 0.1, MinSamples: 1000, For: 3, Severity: SeverityWarning, Margin: 0.02},
+		{Name: "latency_p99_ratio", Metric: stats.MetricLatencyP99, Comparator: ">=", Threshold: 1.1, MinSamples: 1000, For: 1, Severity: SeverityWarning, Margin: 0.05},
+		{Name: "error_rate_diff", Metric: stats.MetricErrorRateDiff, Comparator: ">=", Threshold: 0.01, MinSamples: 1000, For: 1, Severity: SeverityCritical},
+		{Name: "accuracy_diff", Metric: stats.MetricAccuracyDiff, Comparator: "<", Threshold: -0.005, MinSamples: 500, For: 1, Severity: SeverityCritical},
 	}
 }
 
@@ -88,6 +97,7 @@ type Override struct {
 	MinSamples *uint64  `yaml:"min_samples"`
 	For        *int     `yaml:"for"`
 	Severity   *string  `yaml:"severity"`
+	Margin     *float64 `yaml:"margin"`
 	Disabled   bool     `yaml:"disabled"`
 }
 
@@ -96,12 +106,61 @@ type Override struct {
 type File struct {
 	Rules       []Rule                `yaml:"rules"`
 	Experiments map[string][]Override `yaml:"experiments"`
+	// Decision sets the verdict's error level and minimum observation for every experiment;
+	// Decisions override it per experiment (fields left out keep the base).
+	Decision  *Decision            `yaml:"decision"`
+	Decisions map[string]*Decision `yaml:"decisions"`
+}
+
+// Decision sets how a verdict is reached: Alpha is the family-wise error over an experiment's
+// rules (each rule gets Alpha ÷ the number of rules: Bonferroni), MinDuration the observation
+// time before any rule or verdict can PASS.
+type Decision struct {
+	Alpha       float64       `yaml:"alpha" json:"alpha"`
+	MinDuration time.Duration `yaml:"min_duration" json:"min_duration_ns"`
+}
+
+// DefaultDecision is α = 0.05 and one hour of observation.
+func DefaultDecision() Decision { return Decision{Alpha: 0.05, MinDuration: time.Hour} }
+
+func (d Decision) with(o *Decision) Decision {
+	if o == nil {
+		return d
+	}
+	if o.Alpha != 0 {
+		d.Alpha = o.Alpha
+	}
+	if o.MinDuration != 0 {
+		d.MinDuration = o.MinDuration
+	}
+	return d
+}
+
+func (d Decision) validate(where string) []error {
+	var errs []error
+	if !(d.Alpha > 0 && d.Alpha <= 0.5) {
+		errs = append(errs, fmt.Errorf("%s: alpha %g is not in (0, 0.5]", where, d.Alpha))
+	}
+	if d.MinDuration < 0 {
+		errs = append(errs, fmt.Errorf("%s: min_duration %s is negative", where, d.MinDuration))
+	}
+	return errs
 }
 
 // Rules resolves the rules of each experiment.
 type Rules struct {
 	base        []Rule
 	experiments map[string][]Rule
+	decision    Decision
+	decisions   map[string]Decision
+}
+
+// Decision returns the decision settings of experiment.
+func (rs *Rules) Decision(experiment string) Decision {
+	if d, ok := rs.decisions[experiment]; ok {
+		return d
+	}
+	return rs.decision
 }
 
 // For returns the rules of experiment, sorted by name.
@@ -146,7 +205,12 @@ func Parse(b []byte) (*Rules, error) {
 	}
 	var errs []error
 	errs = append(errs, validate("rules", base)...)
-	rs := &Rules{base: sorted(base), experiments: map[string][]Rule{}}
+	rs := &Rules{base: sorted(base), experiments: map[string][]Rule{}, decision: DefaultDecision().with(f.Decision), decisions: map[string]Decision{}}
+	errs = append(errs, rs.decision.validate("decision")...)
+	for exp, d := range f.Decisions {
+		rs.decisions[exp] = rs.decision.with(d)
+		errs = append(errs, rs.decisions[exp].validate("decisions."+exp)...)
+	}
 	for exp, ovs := range f.Experiments {
 		rules, oerrs := apply(base, ovs)
 		for _, e := range oerrs {
@@ -210,6 +274,9 @@ func apply(base []Rule, ovs []Override) ([]Rule, []error) {
 		} else if !ok {
 			r.For = 1
 		}
+		if o.Margin != nil {
+			r.Margin = *o.Margin
+		}
 		if o.Severity != nil {
 			r.Severity = *o.Severity
 		} else if !ok {
@@ -224,6 +291,31 @@ func apply(base []Rule, ovs []Override) ([]Rule, []error) {
 	}
 	return kept, errs
 }
+
+// metricBounds are the values a metric can take and the direction in which it is worse.
+type metricBounds struct {
+	low, high float64
+	badHigh   bool
+}
+
+var bounds = map[stats.Metric]metricBounds{
+	stats.MetricPSI:           {0, math.Inf(1), true},
+	stats.MetricKS:            {0, 1, true},
+	stats.MetricChiSquareP:    {0, 1, false},
+	stats.MetricDisagreement:  {0, 1, true},
+	stats.MetricLatencyP50:    {0, math.Inf(1), true},
+	stats.MetricLatencyP95:    {0, math.Inf(1), true},
+	stats.MetricLatencyP99:    {0, math.Inf(1), true},
+	stats.MetricErrorRateDiff: {-1, 1, true},
+	stats.MetricAccuracyDiff:  {-1, 1, false},
+	stats.MetricMAEDiff:       {math.Inf(-1), math.Inf(1), true},
+	stats.MetricCoverage:      {0, 1, false},
+	stats.MetricShadowMissing: {0, 1, true},
+	stats.MetricLatencyMean:   {math.Inf(-1), math.Inf(1), true},
+}
+
+// badHigh reports whether the rule's metric is worse when higher (comparators > and >=).
+func (r Rule) badHigh() bool { return r.Comparator == ">=" || r.Comparator == ">" }
 
 func validate(where string, rs []Rule) []error {
 	var errs []error
@@ -252,6 +344,24 @@ func validate(where string, rs []Rule) []error {
 		if r.For < 1 {
 			errs = append(errs, fmt.Errorf("%s: for must be at least 1 evaluation", at))
 		}
+		if r.Margin < 0 || math.IsNaN(r.Margin) {
+			errs = append(errs, fmt.Errorf("%s: margin %g must be 0 or more", at, r.Margin))
+		}
+		if b, ok := bounds[r.Metric]; ok {
+			if r.Threshold < b.low || r.Threshold > b.high || math.IsNaN(r.Threshold) {
+				errs = append(errs, fmt.Errorf("%s: threshold %g is outside [%g, %g], the range of %s", at, r.Threshold, b.low, b.high, r.Metric))
+			}
+			if badHigh := r.Comparator == ">=" || r.Comparator == ">"; known[r.Metric] && (r.Comparator != "") && badHigh != b.badHigh {
+				want := "< or <="
+				if b.badHigh {
+					want = "> or >="
+				}
+				errs = append(errs, fmt.Errorf("%s: comparator %s contradicts %s, which is worse when %s (use %s)", at, r.Comparator, r.Metric, map[bool]string{true: "higher", false: "lower"}[b.badHigh], want))
+			}
+		}
+		if stats.Sequential(r.Metric) && r.MinSamples < 30 {
+			errs = append(errs, fmt.Errorf("%s: min_samples %d is below 30, too few for its confidence sequence", at, r.MinSamples))
+		}
 		switch r.Severity {
 		case SeverityInfo, SeverityWarning, SeverityCritical:
 		default:
@@ -259,41 +369,4 @@ func validate(where string, rs []Rule) []error {
 		}
 	}
 	return errs
-}
-
-// Verdict is a one-line judgement of a shadow over a range against the alert rules, ignoring
-// their for: durations: fail when any rule holds, insufficient when none holds but some lack
-// samples (labels, typically), pass otherwise.
-type Verdict struct {
-	Shadow       string   `json:"shadow"`
-	Status       string   `json:"status"` // pass, fail or insufficient
-	Failing      []string `json:"failing"`
-	Insufficient []string `json:"insufficient"`
-	Summary      string   `json:"summary"`
-}
-
-// Judge returns the verdict of one shadow's statistics against rules.
-func Judge(rules []Rule, shadow string, st stats.Stats) Verdict {
-	v := Verdict{Shadow: shadow, Failing: []string{}, Insufficient: []string{}}
-	for _, r := range rules {
-		value, n, checkable, holds := r.Evaluate(st)
-		switch {
-		case !checkable:
-			v.Insufficient = append(v.Insufficient, fmt.Sprintf("%s (n=%d < %d)", r.Name, n, r.MinSamples))
-		case holds:
-			v.Failing = append(v.Failing, fmt.Sprintf("%s: %s %.4g %s %g", r.Name, r.Metric, value, r.Comparator, r.Threshold))
-		}
-	}
-	switch {
-	case len(v.Failing) > 0:
-		v.Status = "fail"
-		v.Summary = fmt.Sprintf("%s: NOT READY, %d rule(s) breached: %s", shadow, len(v.Failing), strings.Join(v.Failing, "; "))
-	case len(v.Insufficient) > 0:
-		v.Status = "insufficient"
-		v.Summary = fmt.Sprintf("%s: no rule breached, but not enough evidence yet for %s", shadow, strings.Join(v.Insufficient, ", "))
-	default:
-		v.Status = "pass"
-		v.Summary = fmt.Sprintf("%s: every alert rule passes over this range", shadow)
-	}
-	return v
 }

@@ -41,6 +41,7 @@ type Store interface {
 	Series(ctx context.Context, experiment, shadow string, width time.Duration, from, to time.Time) ([]store.Window, error)
 	Width(from, to time.Time, maxPoints int) time.Duration
 	Levels() []store.Level
+	FirstWindow(ctx context.Context, experiment string) (time.Time, bool, error)
 }
 
 // API serves the read endpoints.
@@ -190,10 +191,33 @@ func (a *API) stats(w http.ResponseWriter, r *http.Request) {
 	if states == nil {
 		states = []alert.Current{}
 	}
+	first, ok, err := a.store.FirstWindow(r.Context(), exp)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	rs := a.rules()
+	j := alert.Judgement{Decision: rs.Decision(exp), Firing: map[string]bool{}}
+	if ok {
+		if first.Before(from) {
+			first = from
+		}
+		end := to
+		if now := a.now(); now.Before(end) {
+			end = now
+		}
+		j.Observed = end.Sub(first)
+	}
 	verdicts := []alert.Verdict{}
 	for _, r := range rep {
 		if r.Role != schemas.RoleNoiseBaseline && r.Shadow != "" {
-			verdicts = append(verdicts, alert.Judge(a.rules().For(exp), r.Shadow, r.Stats))
+			j.Firing = map[string]bool{}
+			for _, st := range states {
+				if st.Shadow == r.Shadow && st.State == alert.StateFiring {
+					j.Firing[st.Rule] = true
+				}
+			}
+			verdicts = append(verdicts, alert.Judge(rs.For(exp), r, j))
 		}
 	}
 	writeJSON(w, http.StatusOK, StatsResponse{Experiment: exp, From: from, To: to, Shadows: rep, Verdicts: verdicts, Alerts: states})

@@ -86,7 +86,7 @@ func TestReadAPI(t *testing.T) {
 	if code := get(t, srv, "/api/v1/experiments/fraud/stats?from=1h", "s3cret", &sr); code != 200 || len(sr.Shadows) != 2 {
 		t.Fatalf("stats %d %+v", code, sr)
 	}
-	if len(sr.Verdicts) != 1 || sr.Verdicts[0].Status != "fail" || !strings.Contains(sr.Verdicts[0].Summary, "psi_critical") {
+	if len(sr.Verdicts) != 1 || sr.Verdicts[0].Status != alert.StatusFail || !strings.Contains(sr.Verdicts[0].Summary, "latency_p99_ratio") {
 		t.Fatalf("verdicts %+v", sr.Verdicts)
 	}
 	v7 := sr.Shadows[0]

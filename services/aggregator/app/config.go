@@ -79,7 +79,7 @@ func NewDefaultConfig() Config {
 	c.Retention.Base, c.Retention.Hour, c.Retention.Day = 7*24*time.Hour, 90*24*time.Hour, 730*24*time.Hour
 	c.Retention.Interval = 10 * time.Minute
 	c.Stats = stats.DefaultOptions()
-	c.Alerts = AlertsConfig{Interval: time.Minute, Range: 10 * time.Minute, Delay: time.Minute}
+	c.Alerts = AlertsConfig{Interval: time.Minute, Range: 0, Delay: time.Minute}
 	c.Webhook = WebhookConfig{Format: "standard", Timeout: 5 * time.Second, BackoffMin: time.Second, BackoffMax: 5 * time.Minute, MaxAge: 24 * time.Hour, Poll: time.Second}
 	c.API.ExternalURL = "http://localhost:9104"
 	return c
@@ -144,7 +144,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Uint64Var(&c.Stats.MinLabels, "stats.min-labels", c.Stats.MinLabels, "labeled requests needed before label metrics and their difference are shown")
 	fs.StringVar(&c.Alerts.RulesFile, "alerts.rules-file", c.Alerts.RulesFile, "alert rules YAML (reloaded on SIGHUP); empty uses the default rules")
 	fs.DurationVar(&c.Alerts.Interval, "alerts.interval", c.Alerts.Interval, "alert evaluation step; a rule's for: counts these steps")
-	fs.DurationVar(&c.Alerts.Range, "alerts.range", c.Alerts.Range, "time range of the statistics each evaluation checks")
+	fs.DurationVar(&c.Alerts.Range, "alerts.range", c.Alerts.Range, "time range of the statistics each evaluation checks; 0: everything since the experiment's first window, which the confidence sequences are valid over")
 	fs.DurationVar(&c.Alerts.Delay, "alerts.delay", c.Alerts.Delay, "how far behind the clock evaluated ranges end, so late comparisons (the joiner's window and grace) are in")
 	fs.StringVar(&c.Webhook.URL, "webhook.url", c.Webhook.URL, "alert webhook receiver; empty keeps notifications queued in the outbox")
 	fs.StringVar(&c.Webhook.Secret, "webhook.secret", c.Webhook.Secret, "Standard Webhooks signing secret (whsec_<base64>)")
@@ -191,8 +191,8 @@ func (c *Config) Validate() error {
 	if c.Alerts.Interval < time.Second {
 		errs = append(errs, errors.New("alerts.interval: must be at least 1s"))
 	}
-	if c.Alerts.Range < c.Alerts.Interval {
-		errs = append(errs, errors.New("alerts.range: must be at least alerts.interval"))
+	if c.Alerts.Range != 0 && c.Alerts.Range < c.Alerts.Interval {
+		errs = append(errs, errors.New("alerts.range: must be 0 (since the experiment began) or at least alerts.interval"))
 	}
 	if c.Alerts.Delay < 0 {
 		errs = append(errs, errors.New("alerts.delay: must not be negative"))

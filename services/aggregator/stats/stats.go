@@ -33,11 +33,17 @@ type Quantiles struct {
 	P99 *float64 `json:"p99"`
 }
 
-// Latency compares the two sides' latencies; Ratio is shadow ÷ champion per quantile.
+// Latency compares the two sides' latencies. Ratio is shadow ÷ Reference per quantile:
+// Reference is "champion" (timed inline at the tap, which is what production sees, but not
+// measured the way shadows are) or "noise_baseline:<shadow>" when the experiment has a copy of
+// the champion as a shadow, timed by the invoker exactly like this shadow; LikeForLike says
+// which. The champion's own quantiles stay reported either way.
 type Latency struct {
-	Champion Quantiles `json:"champion_ms"`
-	Shadow   Quantiles `json:"shadow_ms"`
-	Ratio    Quantiles `json:"ratio"`
+	Champion    Quantiles `json:"champion_ms"`
+	Shadow      Quantiles `json:"shadow_ms"`
+	Ratio       Quantiles `json:"ratio"`
+	Reference   string    `json:"reference"`
+	LikeForLike bool      `json:"like_for_like"`
 }
 
 // Errors are one side's failures: the rate over the requests the side answered or failed
@@ -110,6 +116,11 @@ type Stats struct {
 	ErrorDiff   *float64          `json:"error_rate_diff"` // shadow − champion
 	Predictions Predictions       `json:"predictions"`
 	Labels      Labels            `json:"labels"`
+	// PairedErrors are both sides' failures on the same requests.
+	PairedErrors window.PairedErrors `json:"paired_errors"`
+
+	w   *window.Window // the window these statistics were computed from
+	ref *window.Window // the noise baseline's window, when latency is compared like for like
 }
 
 func ptr(v float64) *float64 {
@@ -159,10 +170,13 @@ func Compute(w *window.Window, o Options) Stats {
 	st.Latency.Champion = quantiles(w.Champion.Latency, 1e-3)
 	st.Latency.Shadow = quantiles(w.Shadow.Latency, 1e-3)
 	st.Latency.Ratio = Quantiles{div(st.Latency.Shadow.P50, st.Latency.Champion.P50), div(st.Latency.Shadow.P95, st.Latency.Champion.P95), div(st.Latency.Shadow.P99, st.Latency.Champion.P99)}
+	st.Latency.Reference = "champion"
 	st.Champion, st.Shadow = errs(w.Champion), errs(w.Shadow)
-	if st.Champion.Rate != nil && st.Shadow.Rate != nil {
-		st.ErrorDiff = ptr(*st.Shadow.Rate - *st.Champion.Rate)
+	st.PairedErrors = w.Errors
+	if pe := w.Errors; pe.N > 0 {
+		st.ErrorDiff = ptr((float64(pe.ShadowOnly) - float64(pe.ChampionOnly)) / float64(pe.N))
 	}
+	st.w = w
 	st.Predictions = predictions(w, o)
 	st.Labels = labels(w, o)
 	return st
@@ -265,10 +279,23 @@ func Report(ws map[string]*window.Window, o Options) []ShadowReport {
 		for i := range out {
 			if out[i].Shadow != baseline.Shadow {
 				out[i].NoiseFloor, out[i].Baseline = &floor, baseline.Shadow
+				out[i].Stats.likeForLike(baseline.Shadow, ws[baseline.Shadow])
 			}
 		}
 	}
 	return out
+}
+
+// likeForLike makes the latency comparison against the noise baseline's latency (ref), timed
+// the same way as this shadow's.
+func (s *Stats) likeForLike(name string, ref *window.Window) {
+	if ref == nil || ref.Shadow.Latency.Count() == 0 {
+		return
+	}
+	s.ref = ref
+	refQ := quantiles(ref.Shadow.Latency, 1e-3)
+	s.Latency.Ratio = Quantiles{div(s.Latency.Shadow.P50, refQ.P50), div(s.Latency.Shadow.P95, refQ.P95), div(s.Latency.Shadow.P99, refQ.P99)}
+	s.Latency.Reference, s.Latency.LikeForLike = "noise_baseline:"+name, true
 }
 
 // Metric names a statistic an alert rule can watch.
@@ -288,12 +315,13 @@ const (
 	MetricMAEDiff       Metric = "mae_diff"            // shadow − champion mean absolute error
 	MetricCoverage      Metric = "coverage"            // complete ÷ requests
 	MetricShadowMissing Metric = "shadow_missing_rate" // shadow_missing ÷ requests
+	MetricLatencyMean   Metric = "latency_mean_diff_ms" // mean per-request latency difference vs the reference
 )
 
 // Metrics lists every metric name.
 var Metrics = []Metric{
 	MetricPSI, MetricKS, MetricChiSquareP, MetricDisagreement, MetricLatencyP50, MetricLatencyP95, MetricLatencyP99,
-	MetricErrorRateDiff, MetricAccuracyDiff, MetricMAEDiff, MetricCoverage, MetricShadowMissing,
+	MetricErrorRateDiff, MetricAccuracyDiff, MetricMAEDiff, MetricCoverage, MetricShadowMissing, MetricLatencyMean,
 }
 
 // Value returns metric m of s and the sample size it rests on; ok is false when it cannot be
@@ -325,7 +353,13 @@ func (s Stats) Value(m Metric) (value float64, samples uint64, ok bool) {
 	case MetricLatencyP99:
 		return get(s.Latency.Ratio.P99, s.Total)
 	case MetricErrorRateDiff:
-		return get(s.ErrorDiff, s.Total)
+		return get(s.ErrorDiff, s.PairedErrors.N)
+	case MetricLatencyMean:
+		m := s.latencyMoments()
+		if m.N == 0 {
+			return 0, 0, false
+		}
+		return m.Sum / float64(m.N), m.N, true
 	case MetricCoverage:
 		return get(s.Coverage, s.Total)
 	case MetricShadowMissing:

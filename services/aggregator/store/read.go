@@ -317,3 +317,15 @@ func (s *Store) ActiveExperiments(ctx context.Context, since time.Time) ([]strin
 	}
 	return out, nil
 }
+
+// FirstWindow returns the start of experiment's earliest stored window.
+func (s *Store) FirstWindow(ctx context.Context, experiment string) (time.Time, bool, error) {
+	var first *time.Time
+	if err := s.db.QueryRow(ctx, `SELECT min(window_start) FROM aggregator_windows WHERE experiment = $1`, experiment).Scan(&first); err != nil {
+		return time.Time{}, false, fmt.Errorf("first window: %w", err)
+	}
+	if first == nil {
+		return time.Time{}, false, nil
+	}
+	return first.UTC(), true, nil
+}

@@ -126,6 +126,61 @@ func (p *Paired) add(c, s, label schemas.Prediction) {
 	p.N++
 }
 
+// Moments are the count, sum and sum of squares of per-request values: enough for a mean, its
+// variance and a confidence sequence on the mean.
+type Moments struct {
+	N     uint64  `json:"n"`
+	Sum   float64 `json:"sum"`
+	SumSq float64 `json:"sum_sq"`
+}
+
+// Add adds one value; NaN and ±Inf are ignored.
+func (m *Moments) Add(x float64) {
+	if math.IsNaN(x) || math.IsInf(x, 0) {
+		return
+	}
+	m.N++
+	m.Sum += x
+	m.SumSq += x * x
+}
+
+func (m *Moments) merge(o Moments) {
+	m.N += o.N
+	m.Sum += o.Sum
+	m.SumSq += o.SumSq
+}
+
+// PairedErrors compares failures (schemas.Failure, one classification for both sides) on the
+// requests both sides were measured on: N requests, Both failed, only the champion, only the
+// shadow. A request both models reject is not the shadow's fault; the error-rate difference is
+// (ShadowOnly − ChampionOnly) ÷ N.
+type PairedErrors struct {
+	N            uint64 `json:"n"`
+	Both         uint64 `json:"both"`
+	ChampionOnly uint64 `json:"champion_only"`
+	ShadowOnly   uint64 `json:"shadow_only"`
+}
+
+func (p *PairedErrors) merge(o PairedErrors) {
+	p.N += o.N
+	p.Both += o.Both
+	p.ChampionOnly += o.ChampionOnly
+	p.ShadowOnly += o.ShadowOnly
+}
+
+func (p *PairedErrors) add(c, s *schemas.Outcome) {
+	cf, sf := schemas.Failure(c) != "", schemas.Failure(s) != ""
+	p.N++
+	switch {
+	case cf && sf:
+		p.Both++
+	case cf:
+		p.ChampionOnly++
+	case sf:
+		p.ShadowOnly++
+	}
+}
+
 // decidable reports whether p can be right or wrong against label: a class against a class, or
 // a score in [0, 1] against a 0/1 label.
 func decidable(p, label schemas.Prediction) bool {
@@ -181,8 +236,8 @@ func (s *Side) add(o *schemas.Outcome) {
 		return
 	}
 	_ = s.Latency.Add(float64(o.Latency.Microseconds()))
-	if o.Error != nil && !NotShadowed[o.Error.Kind] {
-		s.Errors[o.Error.Kind]++
+	if kind := schemas.Failure(o); kind != "" {
+		s.Errors[kind]++
 	}
 	switch o.Prediction.Kind {
 	case schemas.PredictionNumber:
@@ -222,6 +277,12 @@ type Window struct {
 	Diff        *sketch.Digest // shadow − champion, both numeric
 	Compared    uint64         // both sides predicted something comparable
 	Agree       uint64         // of those, equal classes or the same side of the decision threshold
+	Errors      PairedErrors   // failures of both sides on the same requests
+	// Per-request latency differences in milliseconds, on requests both sides answered:
+	// this shadow − the champion (timed at the tap), and this shadow − the experiment's
+	// noise-baseline shadow (both timed by the invoker: like for like). Empty for the baseline.
+	LatencyVsChampion Moments
+	LatencyVsBaseline Moments
 }
 
 // New returns an empty window.
@@ -253,6 +314,12 @@ const Threshold = 0.5
 // comparison (Label set) adds only label metrics, since its final comparison was counted
 // already.
 func (w *Window) Add(c schemas.Comparison, shadow *schemas.Outcome) {
+	w.AddWithBaseline(c, shadow, nil)
+}
+
+// AddWithBaseline is Add with the same request's outcome of the noise-baseline shadow (nil
+// when there is none, or shadow is the baseline), for like-for-like latency.
+func (w *Window) AddWithBaseline(c schemas.Comparison, shadow, baseline *schemas.Outcome) {
 	if shadow != nil && shadow.Role != "" {
 		w.Role = shadow.Role
 	}
@@ -279,8 +346,18 @@ func (w *Window) Add(c schemas.Comparison, shadow *schemas.Outcome) {
 	}
 	w.Champion.add(c.Champion)
 	w.Shadow.add(shadow)
-	if c.Champion == nil || shadow == nil {
+	if c.Champion == nil || shadow == nil || (shadow.Error != nil && NotShadowed[shadow.Error.Kind]) {
 		return
+	}
+	w.Errors.add(c.Champion, shadow)
+	if schemas.Failure(shadow) == "" {
+		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 }
+		if schemas.Failure(c.Champion) == "" {
+			w.LatencyVsChampion.Add(ms(shadow.Latency) - ms(c.Champion.Latency))
+		}
+		if baseline != nil && baseline != shadow && schemas.Failure(baseline) == "" {
+			w.LatencyVsBaseline.Add(ms(shadow.Latency) - ms(baseline.Latency))
+		}
 	}
 	cp, sp := c.Champion.Prediction, shadow.Prediction
 	switch {
@@ -320,6 +397,9 @@ func (w *Window) Merge(o *Window) error {
 	}
 	w.Compared += o.Compared
 	w.Agree += o.Agree
+	w.Errors.merge(o.Errors)
+	w.LatencyVsChampion.merge(o.LatencyVsChampion)
+	w.LatencyVsBaseline.merge(o.LatencyVsBaseline)
 	return w.Diff.Merge(o.Diff)
 }
 
@@ -329,6 +409,13 @@ func (w *Window) Merge(o *Window) error {
 // expected shadow goes to the window of shadow "" so that it is still counted.
 func Fold(into map[Key]*Window, c schemas.Comparison, width time.Duration, expected []string) {
 	start := c.EventTime.UTC().Truncate(width)
+	var baseline *schemas.Outcome
+	for i := range c.Shadows {
+		if c.Shadows[i].Role == schemas.RoleNoiseBaseline {
+			baseline = &c.Shadows[i]
+			break
+		}
+	}
 	add := func(name string, o *schemas.Outcome) {
 		k := Key{Experiment: c.Experiment, Shadow: name, Start: start}
 		w := into[k]
@@ -336,7 +423,7 @@ func Fold(into map[Key]*Window, c schemas.Comparison, width time.Duration, expec
 			w = New()
 			into[k] = w
 		}
-		w.Add(c, o)
+		w.AddWithBaseline(c, o, baseline)
 	}
 	for i := range c.Shadows {
 		add(c.Shadows[i].Name, &c.Shadows[i])
@@ -372,6 +459,9 @@ type wire struct {
 	Diff        []byte            `json:"diff"`
 	Compared    uint64            `json:"compared"`
 	Agree       uint64            `json:"agree"`
+	Errors      PairedErrors      `json:"paired_errors"`
+	LatVsChamp  Moments           `json:"latency_vs_champion"`
+	LatVsBase   Moments           `json:"latency_vs_baseline"`
 }
 
 type wireSide struct {
@@ -411,7 +501,8 @@ func (w *Window) MarshalJSON() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(wire{Role: w.Role, Total: w.Total, Statuses: w.Statuses, NotShadowed: w.NotShadowed, Paired: w.Paired, Champion: w.Champion.wire(), Shadow: w.Shadow.wire(), Diff: diff, Compared: w.Compared, Agree: w.Agree})
+	return json.Marshal(wire{Role: w.Role, Total: w.Total, Statuses: w.Statuses, NotShadowed: w.NotShadowed, Paired: w.Paired, Champion: w.Champion.wire(), Shadow: w.Shadow.wire(), Diff: diff, Compared: w.Compared, Agree: w.Agree,
+		Errors: w.Errors, LatVsChamp: w.LatencyVsChampion, LatVsBase: w.LatencyVsBaseline})
 }
 
 // UnmarshalJSON decodes what MarshalJSON encoded.
@@ -422,6 +513,7 @@ func (w *Window) UnmarshalJSON(b []byte) error {
 	}
 	out := New()
 	out.Role, out.Total, out.Compared, out.Agree, out.Paired = v.Role, v.Total, v.Compared, v.Agree, v.Paired
+	out.Errors, out.LatencyVsChampion, out.LatencyVsBaseline = v.Errors, v.LatVsChamp, v.LatVsBase
 	for k, n := range v.Statuses {
 		out.Statuses[k] = n
 	}

@@ -55,6 +55,17 @@ func Candidate() *Model {
 	}
 }
 
+// Copy returns an exact copy of the champion (same answers, same server code) to run as the
+// candidate: an A/A experiment, which must never FAIL.
+func Copy() *Model { return Champion() }
+
+// Worse returns a candidate about 2 points less accurate than the champion (74.6 % against
+// 76.8 % on the demo's traffic) and slower: every answer takes Delay longer, which puts its
+// p99 well over 30 % above a copy of the champion's on a local machine.
+func Worse() *Model {
+	return &Model{Name: "fraud", Version: "7-worse", Weights: []float64{1.0, -0.32, 0.45, 0.28}, Bias: 0.22, Delay: time.Millisecond}
+}
+
 // NoiseCopy returns a second copy of the champion whose scores differ by at most 0.002: the
 // noise baseline, which measures how much two "identical" models disagree.
 func NoiseCopy() *Model {

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"sort"
@@ -190,7 +191,7 @@ func write(w io.Writer, d Data, markdown bool) error {
 			{"requests", fmt.Sprint(st.Total), "coverage " + pct(st.Coverage), f(func(x stats.Stats) string { return "coverage " + pct(x.Coverage) })},
 			{"not shadowed", "", notShadowed(st), f(notShadowed)},
 			{"latency p50 / p95 / p99 (ms)", quant(st.Latency.Champion), quant(st.Latency.Shadow), f(func(x stats.Stats) string { return quant(x.Latency.Shadow) })},
-			{"latency ratio p99 (shadow ÷ champion)", "", num(st.Latency.Ratio.P99, 3), f(func(x stats.Stats) string { return num(x.Latency.Ratio.P99, 3) })},
+			{"latency ratio p99 (shadow ÷ " + reference(st.Latency) + ")", "", num(st.Latency.Ratio.P99, 3), f(func(x stats.Stats) string { return num(x.Latency.Ratio.P99, 3) })},
 			{"error rate", pct(st.Champion.Rate) + kinds(st.Champion.ByKind), pct(st.Shadow.Rate) + kinds(st.Shadow.ByKind), f(func(x stats.Stats) string { return pct(x.Shadow.Rate) })},
 			{"prediction PSI vs champion", "", num(st.Predictions.PSI, 4), f(func(x stats.Stats) string { return num(x.Predictions.PSI, 4) })},
 			{"prediction KS vs champion", "", num(st.Predictions.KS, 4), f(func(x stats.Stats) string { return num(x.Predictions.KS, 4) })},
@@ -218,14 +219,107 @@ func write(w io.Writer, d Data, markdown bool) error {
 		}
 		fmt.Fprintln(w)
 		fmt.Fprintf(w, "Alerts fired in range: %s\n", fired(d.History, rep.Shadow))
+		if !st.Latency.LikeForLike {
+			fmt.Fprintln(w, "Latency is not compared like for like: the champion is timed at the tap, shadows by the invoker; add a noise-baseline copy of the champion to compare with.")
+		}
 		for _, v := range s.Verdicts {
 			if v.Shadow == rep.Shadow {
+				if err := writeRules(w, v, markdown); err != nil {
+					return err
+				}
 				fmt.Fprintf(w, "Verdict: %s\n", v.Summary)
 			}
 		}
 		fmt.Fprintln(w)
 	}
 	return nil
+}
+
+func reference(l stats.Latency) string {
+	if l.LikeForLike {
+		return strings.TrimPrefix(l.Reference, "noise_baseline:") + ", like for like"
+	}
+	return "champion at the tap"
+}
+
+// writeRules renders each rule's status, estimate with its interval (valid at every look),
+// the noise floor and the reason.
+func writeRules(w io.Writer, v alert.Verdict, markdown bool) error {
+	rows := [][]string{{"rule", "status", "estimate [interval]", "noise floor", "n", "reason"}}
+	est := func(e *stats.Estimate) string {
+		if e == nil {
+			return "–"
+		}
+		if e.Method == stats.MethodThreshold {
+			return fmtEst(e.Value) + " (threshold only)"
+		}
+		return fmt.Sprintf("%s [%s, %s]", fmtEst(e.Value), fmtEst(e.Low), fmtEst(e.High))
+	}
+	for _, r := range v.Rules {
+		n := "–"
+		if r.Estimate != nil {
+			n = fmt.Sprint(r.Estimate.N)
+		}
+		rows = append(rows, []string{r.Rule, r.Status, est(r.Estimate), est(r.NoiseFloor), n, r.Reason})
+	}
+	fmt.Fprintf(w, "Rules (family-wise α = %g, observed %s of at least %s):\n", v.Alpha, v.Observed.Round(time.Second), v.MinDuration)
+	if markdown {
+		for i, r := range rows {
+			fmt.Fprintf(w, "| %s |\n", strings.Join(r, " | "))
+			if i == 0 {
+				fmt.Fprintln(w, "|---|---|---|---|---|---|")
+			}
+		}
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	for _, r := range rows {
+		fmt.Fprintln(tw, "  "+strings.Join(r, "\t"))
+	}
+	return tw.Flush()
+}
+
+func fmtEst(x float64) string {
+	switch {
+	case math.IsInf(x, 1):
+		return "+∞"
+	case math.IsInf(x, -1):
+		return "−∞"
+	}
+	return fmt.Sprintf("%.4g", x)
+}
+
+// Exit codes of `understudy report`.
+const (
+	ExitPass     = 0 // every shadow judged PASS
+	ExitFail     = 1 // a shadow FAILed
+	ExitUsage    = 2 // bad flags
+	ExitContinue = 3 // not decidable yet (CONTINUE), or the instrument is at fault (INSTRUMENT_ERROR)
+	ExitNoData   = 4 // the API could not be read
+)
+
+// ExitCode is the report's exit code for the verdicts of shadow (every candidate when empty):
+// FAIL if any failed, otherwise 3 if any is CONTINUE or INSTRUMENT_ERROR (or none was
+// judged), otherwise 0.
+func ExitCode(d Data, shadow string) int {
+	code, judged := ExitPass, false
+	for _, v := range d.Stats.Verdicts {
+		if shadow != "" && v.Shadow != shadow {
+			continue
+		}
+		judged = true
+		switch v.Status {
+		case alert.StatusFail:
+			return ExitFail
+		case alert.StatusPass:
+		default:
+			code = ExitContinue
+		}
+	}
+	if !judged {
+		return ExitContinue
+	}
+	return code
 }
 
 // notShadowed lists the requests a shadow has no answer for: deliberately not called (by

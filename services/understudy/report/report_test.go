@@ -32,7 +32,10 @@ func sample() Data {
 		Stats: api.StatsResponse{Experiment: "fraud-v7", From: t0, To: t0.Add(time.Hour), Shadows: []stats.ShadowReport{
 			{Shadow: "candidate", Role: "candidate", Stats: cand, NoiseFloor: &floor, Baseline: "champion-copy"},
 			{Shadow: "champion-copy", Role: "noise_baseline", Stats: floor},
-		}, Verdicts: []alert.Verdict{{Shadow: "candidate", Status: "fail", Summary: "candidate: NOT READY, 1 rule(s) breached: psi_critical"}}},
+		}, Verdicts: []alert.Verdict{{Shadow: "candidate", Status: alert.StatusFail, Alpha: 0.05, Observed: 2 * time.Hour, MinDuration: time.Hour,
+			Rules: []alert.RuleResult{{Rule: "accuracy_diff", Status: alert.StatusPass, Estimate: &stats.Estimate{Value: 0.0192, Low: 0.0101, High: 0.0283, N: 6000, Method: stats.MethodMeanCS}, Reason: "on the good side"},
+				{Rule: "psi_critical", Status: alert.StatusFail, Estimate: &stats.Estimate{Value: 0.2893, Low: 0.2893, High: 0.2893, N: 6000, Method: stats.MethodThreshold}, Reason: "psi = 0.2893"}},
+			Summary: "candidate: FAIL, 1 rule(s) failed: psi_critical"}}},
 		History: []alert.Transition{{Shadow: "candidate", Rule: "psi_critical", Severity: "critical", From: alert.StatePending, To: alert.StateFiring, At: t0.Add(time.Minute)}},
 	}
 }
@@ -47,7 +50,8 @@ func TestWriteFormats(t *testing.T) {
 	}
 	for _, want := range []string{
 		"candidate vs champion", "noise floor (champion-copy)", "0.2893", "0.0001", "77.12 %", "79.03 %",
-		"+1.92 points [+1.15, +2.69] (95 % CI, n=6000)", "rate_limited=3", "psi_critical (critical, 10:01:00)", "Verdict: candidate: NOT READY",
+		"+1.92 points [+1.15, +2.69] (95 % CI, n=6000)", "rate_limited=3", "psi_critical (critical, 10:01:00)", "Verdict: candidate: FAIL", "0.0192 [0.0101, 0.0283]", "0.2893 (threshold only)",
+		"family-wise α = 0.05, observed 2h0m0s", "not compared like for like",
 	} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
@@ -72,5 +76,27 @@ func TestWriteFormats(t *testing.T) {
 	_ = Write(&table, d, "table")
 	if !strings.Contains(table.String(), "waiting for labels (40 of 100)") {
 		t.Errorf("label gate:\n%s", table.String())
+	}
+}
+
+func TestExitCode(t *testing.T) {
+	d := sample()
+	if c := ExitCode(d, ""); c != ExitFail {
+		t.Fatalf("FAIL → %d", c)
+	}
+	d.Stats.Verdicts[0].Status = alert.StatusContinue
+	if c := ExitCode(d, ""); c != ExitContinue {
+		t.Fatalf("CONTINUE → %d", c)
+	}
+	d.Stats.Verdicts[0].Status = alert.StatusInstrumentError
+	if c := ExitCode(d, ""); c != ExitContinue {
+		t.Fatalf("INSTRUMENT_ERROR → %d", c)
+	}
+	d.Stats.Verdicts[0].Status = alert.StatusPass
+	if c := ExitCode(d, ""); c != ExitPass {
+		t.Fatalf("PASS → %d", c)
+	}
+	if c := ExitCode(d, "other"); c != ExitContinue {
+		t.Fatalf("no verdict for the shadow asked → %d", c)
 	}
 }

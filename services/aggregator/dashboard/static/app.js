@@ -78,11 +78,35 @@ function renderCards(rep) {
   );
 }
 
+// est renders an estimate with its interval (valid at every look), or "threshold only".
+function est(e) {
+  if (!e) return "–";
+  if (e.method === "threshold_only") return fmt(e.value, 4) + " (threshold only)";
+  const b = (x, side) => (x === null || x === undefined ? side : fmt(x, 4));
+  return `${fmt(e.value, 4)} [${b(e.low, "−∞")}, ${b(e.high, "+∞")}]`;
+}
+
 function renderVerdict(stats, shadow) {
   const v = (stats.verdicts || []).find((x) => x.shadow === shadow);
   const el = $("#verdict");
-  el.className = "verdict " + (v ? { pass: "good", fail: "bad", insufficient: "warn" }[v.status] || "" : "");
-  el.textContent = v ? v.summary : "";
+  const tone = { PASS: "good", FAIL: "bad", CONTINUE: "warn", INSTRUMENT_ERROR: "warn" };
+  el.className = "verdict " + (v ? tone[v.status] || "" : "");
+  el.replaceChildren();
+  if (!v) return;
+  const rep = (stats.shadows || []).find((x) => x.shadow === shadow);
+  const lat = rep ? rep.stats.latency : null;
+  el.append(h("div", {}, v.summary));
+  if (lat) {
+    el.append(h("div", { className: "note" }, lat.like_for_like
+      ? `latency compared with ${lat.reference.replace("noise_baseline:", "")} (a copy of the champion, timed like this shadow)`
+      : "latency compared with the champion at the tap: not like for like (add a noise-baseline copy)"));
+  }
+  const rows = (v.rules || []).map((r) => h("tr", { className: tone[r.status] || "" },
+    h("td", {}, r.rule), h("td", {}, r.status), h("td", {}, est(r.estimate)), h("td", {}, est(r.noise_floor)),
+    h("td", {}, r.estimate ? String(r.estimate.samples) : "–"), h("td", {}, r.reason)));
+  el.append(h("table", { className: "rules" },
+    h("thead", {}, h("tr", {}, ...["rule", "status", "estimate [interval]", "noise floor", "n", "reason"].map((x) => h("th", {}, x)))),
+    h("tbody", {}, ...rows)));
 }
 
 function makeChart(id, series, data, opts = {}) {
