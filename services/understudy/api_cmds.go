@@ -43,7 +43,7 @@ func parseWhen(s string, now time.Time) (time.Time, error) {
 
 func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var (
-		a                          apiFlags
+		a                                  apiFlags
 		experiment, from, to, form, shadow string
 	)
 	fs := flag.NewFlagSet("report", flag.ContinueOnError)

@@ -43,8 +43,8 @@ type RuleResult struct {
 type Verdict struct {
 	Shadow      string        `json:"shadow"`
 	Status      string        `json:"status"`
-	Alpha       float64       `json:"alpha"`        // family-wise, over Rules
-	Observed    time.Duration `json:"observed_ns"`  // time since the first window in range
+	Alpha       float64       `json:"alpha"`       // family-wise, over Rules
+	Observed    time.Duration `json:"observed_ns"` // time since the first window in range
 	MinDuration time.Duration `json:"min_duration_ns"`
 	Rules       []RuleResult  `json:"rules"`
 	Summary     string        `json:"summary"`

@@ -303,18 +303,18 @@ type Metric string
 
 // The metrics alert rules can watch.
 const (
-	MetricPSI           Metric = "psi"                 // prediction PSI (numbers or classes)
-	MetricKS            Metric = "ks"                  // prediction KS (numbers)
-	MetricChiSquareP    Metric = "chi_square_p"        // p-value of the class chi-square test
-	MetricDisagreement  Metric = "disagreement"        // 1 − agreement
-	MetricLatencyP50    Metric = "latency_p50_ratio"   // shadow ÷ champion p50 latency
-	MetricLatencyP95    Metric = "latency_p95_ratio"   // shadow ÷ champion p95 latency
-	MetricLatencyP99    Metric = "latency_p99_ratio"   // shadow ÷ champion p99 latency
-	MetricErrorRateDiff Metric = "error_rate_diff"     // shadow − champion error rate
-	MetricAccuracyDiff  Metric = "accuracy_diff"       // shadow − champion accuracy on labels
-	MetricMAEDiff       Metric = "mae_diff"            // shadow − champion mean absolute error
-	MetricCoverage      Metric = "coverage"            // complete ÷ requests
-	MetricShadowMissing Metric = "shadow_missing_rate" // shadow_missing ÷ requests
+	MetricPSI           Metric = "psi"                  // prediction PSI (numbers or classes)
+	MetricKS            Metric = "ks"                   // prediction KS (numbers)
+	MetricChiSquareP    Metric = "chi_square_p"         // p-value of the class chi-square test
+	MetricDisagreement  Metric = "disagreement"         // 1 − agreement
+	MetricLatencyP50    Metric = "latency_p50_ratio"    // shadow ÷ champion p50 latency
+	MetricLatencyP95    Metric = "latency_p95_ratio"    // shadow ÷ champion p95 latency
+	MetricLatencyP99    Metric = "latency_p99_ratio"    // shadow ÷ champion p99 latency
+	MetricErrorRateDiff Metric = "error_rate_diff"      // shadow − champion error rate
+	MetricAccuracyDiff  Metric = "accuracy_diff"        // shadow − champion accuracy on labels
+	MetricMAEDiff       Metric = "mae_diff"             // shadow − champion mean absolute error
+	MetricCoverage      Metric = "coverage"             // complete ÷ requests
+	MetricShadowMissing Metric = "shadow_missing_rate"  // shadow_missing ÷ requests
 	MetricLatencyMean   Metric = "latency_mean_diff_ms" // mean per-request latency difference vs the reference
 )
 
