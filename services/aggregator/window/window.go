@@ -501,8 +501,10 @@ func (w *Window) MarshalJSON() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(wire{Role: w.Role, Total: w.Total, Statuses: w.Statuses, NotShadowed: w.NotShadowed, Paired: w.Paired, Champion: w.Champion.wire(), Shadow: w.Shadow.wire(), Diff: diff, Compared: w.Compared, Agree: w.Agree,
-		Errors: w.Errors, LatVsChamp: w.LatencyVsChampion, LatVsBase: w.LatencyVsBaseline})
+	return json.Marshal(wire{
+		Role: w.Role, Total: w.Total, Statuses: w.Statuses, NotShadowed: w.NotShadowed, Paired: w.Paired, Champion: w.Champion.wire(), Shadow: w.Shadow.wire(), Diff: diff, Compared: w.Compared, Agree: w.Agree,
+		Errors: w.Errors, LatVsChamp: w.LatencyVsChampion, LatVsBase: w.LatencyVsBaseline,
+	})
 }
 
 // UnmarshalJSON decodes what MarshalJSON encoded.

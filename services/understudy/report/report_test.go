@@ -32,10 +32,14 @@ func sample() Data {
 		Stats: api.StatsResponse{Experiment: "fraud-v7", From: t0, To: t0.Add(time.Hour), Shadows: []stats.ShadowReport{
 			{Shadow: "candidate", Role: "candidate", Stats: cand, NoiseFloor: &floor, Baseline: "champion-copy"},
 			{Shadow: "champion-copy", Role: "noise_baseline", Stats: floor},
-		}, Verdicts: []alert.Verdict{{Shadow: "candidate", Status: alert.StatusFail, Alpha: 0.05, Observed: 2 * time.Hour, MinDuration: time.Hour,
-			Rules: []alert.RuleResult{{Rule: "accuracy_diff", Status: alert.StatusPass, Estimate: &stats.Estimate{Value: 0.0192, Low: 0.0101, High: 0.0283, N: 6000, Method: stats.MethodMeanCS}, Reason: "on the good side"},
-				{Rule: "psi_critical", Status: alert.StatusFail, Estimate: &stats.Estimate{Value: 0.2893, Low: 0.2893, High: 0.2893, N: 6000, Method: stats.MethodThreshold}, Reason: "psi = 0.2893"}},
-			Summary: "candidate: FAIL, 1 rule(s) failed: psi_critical"}}},
+		}, Verdicts: []alert.Verdict{{
+			Shadow: "candidate", Status: alert.StatusFail, Alpha: 0.05, Observed: 2 * time.Hour, MinDuration: time.Hour,
+			Rules: []alert.RuleResult{
+				{Rule: "accuracy_diff", Status: alert.StatusPass, Estimate: &stats.Estimate{Value: 0.0192, Low: 0.0101, High: 0.0283, N: 6000, Method: stats.MethodMeanCS}, Reason: "on the good side"},
+				{Rule: "psi_critical", Status: alert.StatusFail, Estimate: &stats.Estimate{Value: 0.2893, Low: 0.2893, High: 0.2893, N: 6000, Method: stats.MethodThreshold}, Reason: "psi = 0.2893"},
+			},
+			Summary: "candidate: FAIL, 1 rule(s) failed: psi_critical",
+		}}},
 		History: []alert.Transition{{Shadow: "candidate", Rule: "psi_critical", Severity: "critical", From: alert.StatePending, To: alert.StateFiring, At: t0.Add(time.Minute)}},
 	}
 }
