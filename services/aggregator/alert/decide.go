@@ -60,9 +60,6 @@ type Judgement struct {
 	Firing map[string]bool
 }
 
-// beyond reports whether x is on the bad side of the threshold.
-func (r Rule) beyond(x float64) bool { return r.Holds(x) }
-
 // Judge returns the verdict of rep (a candidate's statistics, with its noise floor when the
 // experiment has a copy of the champion) against rules.
 func Judge(rules []Rule, rep stats.ShadowReport, j Judgement) Verdict {
@@ -137,7 +134,7 @@ func judgeRule(r Rule, rep stats.ShadowReport, alpha float64, j Judgement) RuleR
 		res.Status = StatusFail
 		res.Reason = describe(r, est)
 		if floor != nil {
-			res.Reason += fmt.Sprintf(", beyond the noise floor %s by more than %g", fmtNum(floor.Value), r.Margin)
+			res.Reason += fmt.Sprintf(", beyond the noise floor %s by more than %g", FormatNumber(floor.Value), r.Margin)
 		}
 	case r.cleared(est):
 		if j.Observed < j.Decision.MinDuration {
@@ -146,7 +143,7 @@ func judgeRule(r Rule, rep stats.ShadowReport, alpha float64, j Judgement) RuleR
 		}
 		res.Status = StatusPass
 		res.Reason = describe(r, est)
-	case est.Method == stats.MethodThreshold && r.beyond(est.Value):
+	case est.Method == stats.MethodThreshold && r.Holds(est.Value):
 		res.Reason = describe(r, est) + fmt.Sprintf(": FAILs once held for %d consecutive evaluations (its alert fires)", r.For)
 	default:
 		res.Reason = describe(r, est) + fmt.Sprintf(": the interval straddles the threshold %g", r.Threshold)
@@ -160,7 +157,7 @@ func judgeRule(r Rule, rep stats.ShadowReport, alpha float64, j Judgement) RuleR
 // guard judges the copy itself, whose alert state is not kept.
 func (r Rule) breached(est stats.Estimate, floor *stats.Estimate, j Judgement, guard bool) bool {
 	if est.Method == stats.MethodThreshold {
-		if !r.beyond(est.Value) {
+		if !r.Holds(est.Value) {
 			return false
 		}
 		if floor != nil && !r.beyondBy(est.Value, floor.Value) {
@@ -172,7 +169,7 @@ func (r Rule) breached(est stats.Estimate, floor *stats.Estimate, j Judgement, g
 	if !r.badHigh() {
 		near = est.High
 	}
-	if !r.beyond(near) {
+	if !r.Holds(near) {
 		return false
 	}
 	if floor == nil {
@@ -202,7 +199,7 @@ func (r Rule) cleared(est stats.Estimate) bool {
 	if !r.badHigh() {
 		far = est.Low
 	}
-	return !math.IsInf(far, 0) && !r.beyond(far)
+	return !math.IsInf(far, 0) && !r.Holds(far)
 }
 
 func isLatency(m stats.Metric) bool {
@@ -215,12 +212,13 @@ func isLatency(m stats.Metric) bool {
 
 func describe(r Rule, e stats.Estimate) string {
 	if e.Method == stats.MethodThreshold {
-		return fmt.Sprintf("%s = %s (threshold only) %s %g", r.Metric, fmtNum(e.Value), r.Comparator, r.Threshold)
+		return fmt.Sprintf("%s = %s (threshold only) %s %g", r.Metric, FormatNumber(e.Value), r.Comparator, r.Threshold)
 	}
-	return fmt.Sprintf("%s = %s [%s, %s] (n=%d)", r.Metric, fmtNum(e.Value), fmtNum(e.Low), fmtNum(e.High), e.N)
+	return fmt.Sprintf("%s = %s [%s, %s] (n=%d)", r.Metric, FormatNumber(e.Value), FormatNumber(e.Low), FormatNumber(e.High), e.N)
 }
 
-func fmtNum(x float64) string {
+// FormatNumber prints an estimate or bound with 4 significant digits, ±∞ as symbols.
+func FormatNumber(x float64) string {
 	switch {
 	case math.IsInf(x, 1):
 		return "+∞"

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"net/url"
 	"sort"
@@ -251,9 +250,9 @@ func writeRules(w io.Writer, v alert.Verdict, markdown bool) error {
 			return "–"
 		}
 		if e.Method == stats.MethodThreshold {
-			return fmtEst(e.Value) + " (threshold only)"
+			return alert.FormatNumber(e.Value) + " (threshold only)"
 		}
-		return fmt.Sprintf("%s [%s, %s]", fmtEst(e.Value), fmtEst(e.Low), fmtEst(e.High))
+		return fmt.Sprintf("%s [%s, %s]", alert.FormatNumber(e.Value), alert.FormatNumber(e.Low), alert.FormatNumber(e.High))
 	}
 	for _, r := range v.Rules {
 		n := "–"
@@ -277,16 +276,6 @@ func writeRules(w io.Writer, v alert.Verdict, markdown bool) error {
 		fmt.Fprintln(tw, "  "+strings.Join(r, "\t"))
 	}
 	return tw.Flush()
-}
-
-func fmtEst(x float64) string {
-	switch {
-	case math.IsInf(x, 1):
-		return "+∞"
-	case math.IsInf(x, -1):
-		return "−∞"
-	}
-	return fmt.Sprintf("%.4g", x)
 }
 
 // Exit codes of `understudy report`.
