@@ -113,7 +113,18 @@ func startPipeline(ctx context.Context, t *testing.T, o pipeline.Options) *pipel
 	// Start the default consumer groups at the end of their inputs: earlier tests' records are
 	// a backlog for these groups, and under -race they would take minutes to work through.
 	startAtEnd(ctx, t, joiner.NewDefaultConfig().Group)
-	startAtEnd(ctx, t, invoker.NewDefaultConfig().Group)
+	group := invoker.NewDefaultConfig().Group
+	startAtEnd(ctx, t, group)
+	shadows := []string{o.ShadowName}
+	if o.ShadowName == "" {
+		shadows[0] = "candidate"
+	}
+	for _, s := range o.Shadows {
+		shadows = append(shadows, s.Name)
+	}
+	for _, s := range shadows {
+		startAtEnd(ctx, t, invoker.LaneGroup(group, o.Experiment, s))
+	}
 	p, err := pipeline.Start(ctx, o)
 	if err != nil {
 		t.Fatal(err)

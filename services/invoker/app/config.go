@@ -27,6 +27,9 @@ type Config struct {
 	ExperimentsFile string // YAML experiments; reloaded on SIGHUP
 	MaxBatch        int    // events per transaction
 	FetchMaxBytes   int32  // compressed bytes fetched ahead of processing; with MaxBatch, bounds memory under lag
+	// PacingMaxDelay is the most a call waits to reproduce the gaps between requests; requests
+	// older than this are a backlog and called at once. 0 turns pacing off.
+	PacingMaxDelay time.Duration
 
 	// The single shadow used when ExperimentsFile is empty.
 	Experiment    string
@@ -44,17 +47,18 @@ type Config struct {
 func NewDefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
-		Common:        svc.NewCommon("invoker", ":9102"),
-		Group:         "understudy-invoker",
-		InstanceID:    host,
-		MaxBatch:      2000,
-		FetchMaxBytes: 1 << 20,
-		Experiment:    AnyExperiment,
-		ShadowName:    "candidate",
-		ShadowRole:    schemas.RoleCandidate,
-		Protocol:      predict.ProtocolOIPv2,
-		Timeout:       2 * time.Second,
-		MaxInFlight:   64,
+		Common:         svc.NewCommon("invoker", ":9102"),
+		Group:          "understudy-invoker",
+		InstanceID:     host,
+		MaxBatch:       2000,
+		FetchMaxBytes:  1 << 20,
+		PacingMaxDelay: time.Second,
+		Experiment:     AnyExperiment,
+		ShadowName:     "candidate",
+		ShadowRole:     schemas.RoleCandidate,
+		Protocol:       predict.ProtocolOIPv2,
+		Timeout:        2 * time.Second,
+		MaxInFlight:    64,
 	}
 }
 
@@ -70,6 +74,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		c.FetchMaxBytes = int32(n)
 		return err
 	})
+	fs.DurationVar(&c.PacingMaxDelay, "pacing.max-delay", c.PacingMaxDelay, "calls leave at their request's arrival gaps, waiting at most this long; older requests (a backlog) are called at once; 0 turns pacing off")
 	fs.StringVar(&c.Experiment, "experiment", c.Experiment, "single shadow: experiment to shadow (* for all)")
 	fs.StringVar(&c.ShadowName, "shadow.name", c.ShadowName, "single shadow: name used in results and comparisons")
 	fs.StringVar(&c.ShadowRole, "shadow.role", c.ShadowRole, "single shadow: candidate or noise_baseline")
@@ -106,6 +111,9 @@ func (c *Config) Validate() error {
 	}
 	if c.FetchMaxBytes < 64<<10 {
 		errs = append(errs, errors.New("batch.fetch-max-bytes: must be at least 64 KiB"))
+	}
+	if c.PacingMaxDelay < 0 || c.PacingMaxDelay > time.Minute {
+		errs = append(errs, fmt.Errorf("pacing.max-delay: must be between 0 and 1m, got %s", c.PacingMaxDelay))
 	}
 	if c.MaxBatch < 1 {
 		errs = append(errs, errors.New("batch.max-events: must be at least 1"))

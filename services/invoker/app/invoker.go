@@ -2,14 +2,22 @@
 // the event's experiment with the same request, and publishes one ShadowResult per (request,
 // shadow).
 //
-// Delivery: exactly once as read with read_committed. Each batch of events is handled in one
-// Kafka transaction (franz-go's GroupTransactSession, transactional id
-// understudy-invoker-<instance-id>): its results, its dead letters and its consumed offsets
-// commit together or not at all; an aborted batch (crash, rebalance) is consumed again. The
-// shadow calls themselves may therefore repeat after a crash: shadows must be free of side
-// effects. A shadow's slowness or failure only becomes a result with an error kind; a slow
-// shadow holds its in-flight budget, so consumer lag grows instead of memory. Undecodable
-// events go to the dead-letter topic. Replicas share the consumer group.
+// Isolation: every shadow has its own lane, a consumer group (LaneGroup) and transactional id
+// (understudy-invoker-<instance-id>/<experiment>/<shadow>) of its own, so a slow or failing
+// shadow only delays its own results; another shadow's results and coverage are untouched.
+// An intake lane (group --kafka.group, transactional id understudy-invoker-<instance-id>)
+// dead-letters undecodable and invalid events once, whatever the number of shadows.
+//
+// Delivery: exactly once per (request, shadow) as read with read_committed. Each lane handles
+// a batch of events in one Kafka transaction: its results and its consumed offsets commit
+// together or not at all; an aborted batch (crash, rebalance) is consumed again. The shadow
+// calls themselves may therefore repeat after a crash: shadows must be free of side effects.
+// A shadow's slowness or failure only becomes a result with an error kind; a slow shadow
+// holds its in-flight budget, so its lane's lag grows instead of memory.
+//
+// Pacing: calls leave open loop, at their request's event time plus a small transport delay
+// (see pacer), so the shadow sees the champion's inter-arrival gaps instead of one burst per
+// batch; a backlog is caught up at once. Replicas share the groups.
 package app
 
 import (
@@ -17,7 +25,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,42 +33,43 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
 	"github.com/understudy-ml/understudy/services/invoker/shadow"
-	"github.com/understudy-ml/understudy/services/platform/consume"
 	"github.com/understudy-ml/understudy/services/platform/deadletter"
 	"github.com/understudy-ml/understudy/services/platform/experiment"
 	"github.com/understudy-ml/understudy/services/platform/kafka"
 	"github.com/understudy-ml/understudy/services/platform/launch"
-	"github.com/understudy-ml/understudy/services/platform/progress"
 	"github.com/understudy-ml/understudy/services/platform/registry"
 	"github.com/understudy-ml/understudy/services/platform/server"
 	"golang.org/x/sync/errgroup"
 )
 
+// laneStopTimeout bounds how long a removed lane may take to finish its batch.
+const laneStopTimeout = 30 * time.Second
+
 // Invoker calls shadows for captured requests. Create it with New, start it with Run.
 type Invoker struct {
 	cfg    Config
 	logger *slog.Logger
-	sess   *kgo.GroupTransactSession
 	codecs *schemas.Codecs
+	intake *lane
 	dlq    *deadletter.Publisher
 	ops    *server.Server
-	// progress: /readyz fails while batches keep aborting.
-	progress *progress.Tracker
-	m        *metrics
+	m      *metrics
+	// callers is the desired set of shadows; reloaded signals a change to Run.
 	callers  atomic.Pointer[callerSet]
+	reloaded chan struct{}
+
+	mu    sync.Mutex
+	lanes map[laneKey]*shadowLane // running shadow lanes, changed only by supervise
 }
 
-// callerSet is one generation of shadow callers, by experiment.
+// laneKey names a shadow of an experiment.
+type laneKey struct{ experiment, shadow string }
+
+// callerSet is one generation of shadow callers.
 type callerSet struct {
-	byExperiment map[string][]*shadow.Caller
-}
-
-func (cs *callerSet) close() {
-	for _, callers := range cs.byExperiment {
-		for _, c := range callers {
-			c.Close()
-		}
-	}
+	byLane map[laneKey]*shadow.Caller
+	// explicit holds the experiments configured by name: the AnyExperiment shadows skip them.
+	explicit map[string]bool
 }
 
 // New wires an invoker; it does not touch the network.
@@ -73,56 +81,60 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Invoker, e
 	if err != nil {
 		return nil, fmt.Errorf("codecs: %w", err)
 	}
-	inv := &Invoker{cfg: cfg, logger: logger, codecs: codecs, m: newMetrics(reg)}
+	inv := &Invoker{cfg: cfg, logger: logger, codecs: codecs, m: newMetrics(reg), reloaded: make(chan struct{}, 1), lanes: map[laneKey]*shadowLane{}}
 	exps, _ := cfg.Experiments()
 	set, err := inv.buildCallers(exps)
 	if err != nil {
 		return nil, err
 	}
 	inv.callers.Store(set)
-	inv.sess, err = kgo.NewGroupTransactSession(append(cfg.Kafka.Opts(),
-		kgo.ConsumerGroup(cfg.Group),
-		// Static membership: a restarted replica takes its place back at once instead of
-		// waiting for its predecessor's session to time out.
-		kgo.InstanceID("understudy-invoker-"+cfg.InstanceID),
-		kgo.ConsumeTopics(schemas.TopicInference),
-		kgo.TransactionalID("understudy-invoker-"+cfg.InstanceID),
-		kgo.TransactionTimeout(30*time.Second), // results are produced at the end of a batch, so transactions are short
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.FetchMaxBytes(cfg.FetchMaxBytes),
-		kgo.FetchMaxPartitionBytes(min(cfg.FetchMaxBytes, 1<<20)),
-		kgo.DefaultProduceTopic(schemas.TopicShadow),
-	)...)
+	inv.intake, err = inv.newLane("intake", cfg.Group, "understudy-invoker-"+cfg.InstanceID, inv.screen)
 	if err != nil {
-		return nil, fmt.Errorf("kafka client: %w", err)
+		return nil, err
 	}
-	inv.dlq = deadletter.New("invoker", inv.sess, reg)
+	inv.dlq = deadletter.New("invoker", inv.intake.sess, reg)
 	inv.ops = server.New(cfg.Ops, logger, reg)
-	inv.ops.AddCheck("kafka", func(ctx context.Context) error { return kafka.Ping(ctx, inv.sess.Client()) })
-	inv.progress = progress.New(cfg.StallTimeout, time.Now)
-	inv.ops.AddCheck("progress", inv.progress.Check)
+	inv.ops.AddCheck("kafka", func(ctx context.Context) error { return kafka.Ping(ctx, inv.intake.sess.Client()) })
+	inv.ops.AddCheck("progress", inv.progressCheck)
 	return inv, nil
 }
 
 func (inv *Invoker) buildCallers(exps []experiment.Experiment) (*callerSet, error) {
-	set := &callerSet{byExperiment: map[string][]*shadow.Caller{}}
+	set := &callerSet{byLane: map[laneKey]*shadow.Caller{}, explicit: map[string]bool{}}
 	for _, e := range exps {
+		if e.Name != AnyExperiment {
+			set.explicit[e.Name] = true
+		}
 		for _, s := range e.Shadows {
 			c, err := shadow.New(s, inv.m)
 			if err != nil {
 				return nil, fmt.Errorf("experiment %q shadow %q: %w", e.Name, s.Name, err)
 			}
-			set.byExperiment[e.Name] = append(set.byExperiment[e.Name], c)
+			set.byLane[laneKey{e.Name, s.Name}] = c
 		}
 	}
 	return set, nil
 }
 
+// progressCheck fails while any lane's batches keep aborting or stall.
+func (inv *Invoker) progressCheck(ctx context.Context) error {
+	errs := []error{inv.intake.progress.Check(ctx)}
+	inv.mu.Lock()
+	for _, sl := range inv.lanes {
+		if err := sl.progress.Check(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", sl.name, err))
+		}
+	}
+	inv.mu.Unlock()
+	return errors.Join(errs...)
+}
+
 // Ops returns the operational server.
 func (inv *Invoker) Ops() *server.Server { return inv.ops }
 
-// Reload reads the experiments file again and swaps the new shadows in for the next batch.
-// An invalid file changes nothing; the error lists every problem.
+// Reload reads the experiments file again and applies it before the lanes' next batches: a
+// changed shadow keeps its lane, a new shadow gets a lane, a removed shadow's lane finishes
+// its batch and stops. An invalid file changes nothing; the error lists every problem.
 func (inv *Invoker) Reload() error {
 	if inv.cfg.ExperimentsFile == "" {
 		return errors.New("reload: no experiments file configured")
@@ -135,161 +147,128 @@ func (inv *Invoker) Reload() error {
 	if err != nil {
 		return fmt.Errorf("reload rejected, keeping the current experiments: %w", err)
 	}
-	inv.callers.Swap(set).close()
+	inv.callers.Store(set)
+	select {
+	case inv.reloaded <- struct{}{}:
+	default:
+	}
 	inv.logger.Info("experiments reloaded", "experiments", len(exps))
 	return nil
 }
 
-// Run consumes until ctx ends, finishes and commits the batch in progress, and leaves the group.
+// Run consumes until ctx ends; every lane finishes and commits its batch in progress and
+// leaves its group.
 func (inv *Invoker) Run(ctx context.Context) error {
-	defer inv.sess.Close()
-	defer func() { inv.callers.Load().close() }()
+	defer inv.intake.close()
 	if err := registry.Configure(ctx, inv.cfg.Registry, inv.codecs); err != nil {
 		return err
 	}
-	// Loading the producer id now fences a crashed predecessor with the same transactional id
-	// and aborts its open transaction, instead of waiting for the broker's timeout.
-	if _, _, err := inv.sess.Client().ProducerID(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("init transactional producer: %w", err)
-	}
-	inv.logger.Info("invoker starting", "group", inv.cfg.Group, "instance_id", inv.cfg.InstanceID, "experiments", len(inv.callers.Load().byExperiment))
+	inv.logger.Info("invoker starting", "group", inv.cfg.Group, "instance_id", inv.cfg.InstanceID, "shadows", len(inv.callers.Load().byLane))
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return inv.ops.Run(gctx) })
-	g.Go(func() error { return inv.loop(gctx) })
+	g.Go(func() error { return inv.intake.run(gctx) })
+	g.Go(func() error { return inv.supervise(gctx) })
 	if inv.cfg.ExperimentsFile != "" {
 		g.Go(func() error { launch.ReloadOnHangup(gctx, inv.logger, "experiments", inv.Reload); return nil })
 	}
 	return g.Wait()
 }
 
-func (inv *Invoker) loop(ctx context.Context) error {
-	var lastErr string
+// supervise keeps one running lane per configured shadow until ctx ends or a lane fails.
+func (inv *Invoker) supervise(ctx context.Context) error {
+	failed := make(chan error, 1)
+	defer inv.stopLanes(func(laneKey) bool { return true })
 	for {
-		fs := inv.sess.PollRecords(ctx, inv.cfg.MaxBatch)
-		if ctx.Err() != nil || fs.IsClientClosed() {
+		set := inv.callers.Load()
+		inv.stopLanes(func(k laneKey) bool { return set.byLane[k] == nil })
+		for k, c := range set.byLane {
+			inv.mu.Lock()
+			sl := inv.lanes[k]
+			inv.mu.Unlock()
+			if sl != nil {
+				if old := sl.caller.Swap(c); old != c {
+					old.Close()
+				}
+				continue
+			}
+			sl, err := inv.newShadowLane(k, c)
+			if err != nil {
+				return err
+			}
+			sl.start(ctx, failed)
+			inv.mu.Lock()
+			inv.lanes[k] = sl
+			inv.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
 			return nil
-		}
-		var fatal error
-		fs.EachError(func(topic string, partition int32, err error) {
-			if f := consume.Fatal(err); f != nil {
-				fatal = f
-			}
-			if msg := err.Error(); msg != lastErr && !errors.Is(err, context.Canceled) {
-				lastErr = msg
-				inv.logger.Warn("fetch error", "topic", topic, "partition", partition, "err", err)
-			}
-		})
-		if fatal != nil {
-			return fatal
-		}
-		if fs.Empty() {
-			continue
-		}
-		if err := inv.transact(context.WithoutCancel(ctx), fs); err != nil {
+		case err := <-failed:
 			return err
+		case <-inv.reloaded:
 		}
 	}
 }
 
-// transact handles one batch in one transaction.
-func (inv *Invoker) transact(ctx context.Context, fs kgo.Fetches) error {
-	inv.progress.Begin()
-	if err := inv.sess.Begin(); err != nil {
-		return fmt.Errorf("begin transaction: %w", err)
-	}
-	out, err := inv.process(ctx, fs)
-	commit := kgo.TryCommit
-	if err == nil {
-		if err = inv.sess.ProduceSync(ctx, out...).FirstErr(); err != nil {
-			inv.logger.Warn("producing results failed; aborting the batch", "err", err)
+// stopLanes stops the running lanes that match, each within laneStopTimeout.
+func (inv *Invoker) stopLanes(match func(laneKey) bool) {
+	inv.mu.Lock()
+	var stopping []*shadowLane
+	for k, sl := range inv.lanes {
+		if match(k) {
+			stopping = append(stopping, sl)
+			delete(inv.lanes, k)
 		}
 	}
-	if err != nil {
-		commit = kgo.TryAbort
-	}
-	committed, endErr := inv.sess.End(ctx, commit)
-	if endErr != nil {
-		return fmt.Errorf("end transaction: %w", endErr)
-	}
-	if committed {
-		inv.progress.Done()
-		inv.m.transactions.WithLabelValues("committed").Inc()
-	} else {
-		inv.progress.Failed(err)
-		inv.m.transactions.WithLabelValues("aborted").Inc()
-	}
-	fs.EachPartition(func(p kgo.FetchTopicPartition) {
-		if n := len(p.Records); n > 0 {
-			inv.m.lag.WithLabelValues(strconv.Itoa(int(p.Partition))).Set(float64(p.HighWatermark - p.Records[n-1].Offset - 1))
+	inv.mu.Unlock()
+	for _, sl := range stopping {
+		if err := sl.stop(laneStopTimeout); err != nil {
+			inv.logger.Warn("lane did not stop cleanly", "lane", sl.name, "err", err)
 		}
-	})
-	return nil
+	}
 }
 
-// maxResultBytes bounds an encoded ShadowResult, below Kafka's default 1 MiB record limit.
-const maxResultBytes = 512 << 10
-
-// process calls the shadows for every event of a batch and returns the records to produce.
-func (inv *Invoker) process(ctx context.Context, fs kgo.Fetches) ([]*kgo.Record, error) {
+// screen is the intake lane's handler: it dead-letters what no lane can use and counts the
+// events no shadow is configured for. It produces nothing else.
+func (inv *Invoker) screen(ctx context.Context, fs kgo.Fetches) ([]*kgo.Record, error) {
 	set := inv.callers.Load()
-	var (
-		mu  sync.Mutex
-		out []*kgo.Record
-		wg  sync.WaitGroup
-		err error
-	)
-	now := time.Now() // the clock future event times are judged by, once per batch
+	var out []*kgo.Record
+	now := time.Now()
 	fs.EachRecord(func(r *kgo.Record) {
+		ev, reason, err := inv.decode(ctx, r, now)
 		if err != nil {
-			return
-		}
-		ev, derr := inv.codecs.Inference.Decode(ctx, r.Value)
-		reason := deadletter.ReasonDecode
-		if derr == nil {
-			reason = deadletter.ReasonInvalid
-			if derr = inv.cfg.Limits.Inference(ev, now); derr == nil && ev.RequestID != string(r.Key) {
-				derr = &schemas.FieldError{Field: "request_id", Problem: "differs from the record key"}
-			}
-		}
-		if derr != nil {
-			mu.Lock()
-			out = append(out, deadletter.Record("invoker", r, reason, derr))
-			mu.Unlock()
+			out = append(out, deadletter.Record("invoker", r, reason, err))
 			inv.dlq.Count(reason)
 			return
 		}
-		callers := set.byExperiment[ev.Experiment]
-		if len(callers) == 0 {
-			callers = set.byExperiment[AnyExperiment]
-		}
-		if len(callers) == 0 {
+		if !set.explicit[ev.Experiment] && !set.hasAny() {
 			inv.m.ignored.WithLabelValues("no_shadow_configured").Inc()
-			return
-		}
-		for _, c := range callers {
-			wg.Go(func() {
-				res := c.Call(ctx, ev, "")
-				value, eerr := inv.codecs.Shadow.Encode(nil, res)
-				if eerr == nil && len(value) > maxResultBytes {
-					// A prediction too large to forward (a huge vector): the result says so
-					// instead of failing the batch for good at the broker.
-					res.Response.Body, res.Response.Prediction = nil, schemas.Prediction{}
-					res.Error = &schemas.Error{Kind: shadow.KindBadResponse, Message: fmt.Sprintf("result of %d bytes exceeds the %d-byte record limit", len(value), maxResultBytes)}
-					value, eerr = inv.codecs.Shadow.Encode(nil, res)
-				}
-				mu.Lock()
-				defer mu.Unlock()
-				if eerr != nil {
-					err = fmt.Errorf("encode result: %w", eerr)
-					return
-				}
-				out = append(out, &kgo.Record{Topic: schemas.TopicShadow, Key: []byte(ev.RequestID), Value: value})
-			})
 		}
 	})
-	wg.Wait()
-	return out, err
+	return out, nil
+}
+
+// hasAny reports whether some shadow serves every experiment.
+func (cs *callerSet) hasAny() bool {
+	for k := range cs.byLane {
+		if k.experiment == AnyExperiment {
+			return true
+		}
+	}
+	return false
+}
+
+// decode decodes and checks an inference event; on failure it returns the dead-letter reason.
+func (inv *Invoker) decode(ctx context.Context, r *kgo.Record, now time.Time) (schemas.InferenceEvent, string, error) {
+	ev, err := inv.codecs.Inference.Decode(ctx, r.Value)
+	if err != nil {
+		return ev, deadletter.ReasonDecode, err
+	}
+	if err := inv.cfg.Limits.Inference(ev, now); err != nil {
+		return ev, deadletter.ReasonInvalid, err
+	}
+	if ev.RequestID != string(r.Key) {
+		return ev, deadletter.ReasonInvalid, &schemas.FieldError{Field: "request_id", Problem: "differs from the record key"}
+	}
+	return ev, "", nil
 }

@@ -16,6 +16,7 @@ type metrics struct {
 	lag          *prometheus.GaugeVec
 	transactions *prometheus.CounterVec
 	ignored      *prometheus.CounterVec
+	dispatched   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -25,9 +26,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		latency:      f.NewHistogramVec(prometheus.HistogramOpts{Name: "understudy_invoker_call_latency_seconds", Help: "Shadow call latency.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"shadow"}),
 		inFlight:     f.NewGaugeVec(prometheus.GaugeOpts{Name: "understudy_invoker_in_flight_calls", Help: "Shadow calls in flight."}, []string{"shadow"}),
 		circuitOpen:  f.NewGaugeVec(prometheus.GaugeOpts{Name: "understudy_invoker_circuit_open", Help: "1 while the shadow's circuit breaker is open."}, []string{"shadow"}),
-		lag:          f.NewGaugeVec(prometheus.GaugeOpts{Name: "understudy_invoker_consumer_lag_records", Help: "Inference events behind the partition's high watermark after the last batch."}, []string{"partition"}),
+		lag:          f.NewGaugeVec(prometheus.GaugeOpts{Name: "understudy_invoker_consumer_lag_records", Help: "Inference events behind the partition's high watermark after a lane's last batch."}, []string{"lane", "partition"}),
 		transactions: f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_invoker_transactions_total", Help: "Kafka transactions by result (committed, aborted)."}, []string{"result"}),
 		ignored:      f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_invoker_events_ignored_total", Help: "Inference events no shadow is configured for, by reason."}, []string{"reason"}),
+		dispatched:   f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_invoker_calls_dispatched_total", Help: "Shadow calls by how they left: paced (within 10 ms of the request's arrival gap), late (within pacing.max-delay), catch_up (a backlog, called at once) or off."}, []string{"shadow", "pacing"}),
 	}
 }
 

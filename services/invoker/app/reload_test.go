@@ -25,13 +25,13 @@ func TestReloadKeepsOldExperimentsOnError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer inv.sess.Close()
+	defer inv.intake.close()
 	write("experiments:\n  - name: a\n    shadows:\n      - {name: s1, url: 'ftp://x', max_in_flight: -2}\n")
 	err = inv.Reload()
 	if err == nil || !strings.Contains(err.Error(), "not an http(s) URL") || !strings.Contains(err.Error(), "max_in_flight") {
 		t.Fatalf("reload error %v should list every problem", err)
 	}
-	if got := len(inv.callers.Load().byExperiment["a"]); got != 1 {
+	if got := len(inv.callers.Load().byLane); got != 1 {
 		t.Fatalf("after a rejected reload experiment a has %d shadows", got)
 	}
 	write("experiments:\n  - name: a\n    shadows:\n      - {name: s1, url: http://127.0.0.1:1}\n      - {name: s2, url: http://127.0.0.1:2}\n  - name: b\n    shadows:\n      - {name: s3, url: http://127.0.0.1:3}\n")
@@ -39,7 +39,7 @@ func TestReloadKeepsOldExperimentsOnError(t *testing.T) {
 		t.Fatal(err)
 	}
 	set := inv.callers.Load()
-	if len(set.byExperiment["a"]) != 2 || len(set.byExperiment["b"]) != 1 {
-		t.Fatalf("after reload: %v", set.byExperiment)
+	if len(set.byLane) != 3 || set.byLane[laneKey{"b", "s3"}] == nil || !set.explicit["a"] {
+		t.Fatalf("after reload: %v", set.byLane)
 	}
 }

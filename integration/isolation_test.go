@@ -1,0 +1,129 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/understudy-ml/understudy/schemas"
+	invoker "github.com/understudy-ml/understudy/services/invoker/app"
+)
+
+// TestSlowShadowDoesNotHoldBackAnother runs two shadows of one experiment on the real broker:
+// one answers in 1.5 s (inside its timeout), the other at once. The fast shadow answers every
+// request (coverage 100 %) and its committed results are readable within 1 s p99 of the
+// champion event; the slow one still answers every request, exactly once.
+func TestSlowShadowDoesNotHoldBackAnother(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	ensureTopics(ctx, t)
+	answer := func(delay time.Duration) string {
+		return serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			time.Sleep(delay)
+			_, _ = w.Write([]byte(`{"outputs":[{"data":[0.5]}]}`))
+		}))
+	}
+	experiment := fmt.Sprintf("isolation-%d", time.Now().UnixNano())
+	file := filepath.Join(t.TempDir(), "experiments.yaml")
+	writeFile(t, file, fmt.Sprintf("experiments:\n  - name: %s\n    shadows:\n      - {name: slow, url: %s, timeout: 3s, max_in_flight: 256}\n      - {name: fast, url: %s}\n",
+		experiment, answer(1500*time.Millisecond), answer(0)))
+	cfg := invoker.NewDefaultConfig()
+	cfg.Kafka.Brokers, cfg.Ops.ListenAddr, cfg.ExperimentsFile = broker.Brokers, "127.0.0.1:0", file
+	cfg.InstanceID, cfg.Group = experiment, experiment
+	inv, err := invoker.New(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- inv.Run(rctx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("invoker: %v", err)
+		}
+	}()
+
+	// Read committed results as they become visible, noting when.
+	codecs, _ := schemas.NewCodecs()
+	ends, err := kadm.NewClient(newClient(t)).ListEndOffsets(ctx, schemas.TopicShadow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := map[string]map[int32]kgo.Offset{schemas.TopicShadow: {}}
+	ends.Each(func(o kadm.ListedOffset) { from[o.Topic][o.Partition] = kgo.NewOffset().At(o.Offset) })
+	cl := newClient(t, kgo.ConsumePartitions(from), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	counts := map[resultKey]int{}
+	var visibleAfter []time.Duration
+	read := func(until func() bool, within time.Duration) {
+		deadline := time.Now().Add(within)
+		for !until() && time.Now().Before(deadline) {
+			fs := cl.PollFetches(pollCtx(ctx, 200*time.Millisecond))
+			now := time.Now()
+			fs.EachRecord(func(r *kgo.Record) {
+				res, err := codecs.Shadow.Decode(ctx, r.Value)
+				if err != nil || res.Experiment != experiment {
+					return
+				}
+				k := resultKey{res.RequestID, res.Shadow}
+				counts[k]++
+				if res.Shadow == "fast" && counts[k] == 1 {
+					if res.Error != nil {
+						t.Errorf("fast shadow %s: %s", res.RequestID, res.Error.Kind)
+					}
+					visibleAfter = append(visibleAfter, now.Sub(res.EventTime))
+				}
+			})
+		}
+	}
+	const n = 1000
+	fastDone := make(chan struct{})
+	go func() {
+		defer close(fastDone)
+		read(func() bool { return len(visibleAfter) == n }, 90*time.Second)
+	}()
+	produceEvents(ctx, t, experiment, "iso", n, 10*time.Millisecond) // 10 s at 100 requests/s
+	<-fastDone
+	if len(visibleAfter) != n {
+		t.Fatalf("fast shadow answered %d of %d requests", len(visibleAfter), n)
+	}
+	slices.Sort(visibleAfter)
+	p50, p99 := visibleAfter[n/2], visibleAfter[n*99/100]
+	t.Logf("fast shadow: %d/%d results, visible p50 %s, p99 %s after the champion event", len(visibleAfter), n, p50, p99)
+	if p99 > time.Second {
+		t.Errorf("fast shadow's results visible %s p99 after the champion event, want ≤ 1s", p99)
+	}
+	slow := func() (c int) {
+		for k := range counts {
+			if k.shadow == "slow" {
+				c++
+			}
+		}
+		return c
+	}
+	read(func() bool { return slow() == n }, 90*time.Second)
+	if slow() != n {
+		t.Fatalf("slow shadow answered %d of %d requests", slow(), n)
+	}
+	for k, c := range counts {
+		if c != 1 {
+			t.Fatalf("%v has %d results", k, c)
+		}
+	}
+}
+
+func pollCtx(ctx context.Context, d time.Duration) context.Context {
+	c, cancel := context.WithTimeout(ctx, d)
+	time.AfterFunc(d, cancel)
+	return c
+}
