@@ -27,9 +27,9 @@ type Config struct {
 	ExperimentsFile string // YAML experiments; reloaded on SIGHUP
 	MaxBatch        int    // events per transaction
 	FetchMaxBytes   int32  // compressed bytes fetched ahead of processing; with MaxBatch, bounds memory under lag
-	// PacingMaxDelay is the most a call waits to reproduce the gaps between requests; requests
-	// older than this are a backlog and called at once. 0 turns pacing off.
-	PacingMaxDelay time.Duration
+	// PacingDelay: a call leaves this long after its request's event time, so calls keep the
+	// gaps between requests; older requests leave at once. 0 turns pacing off.
+	PacingDelay time.Duration
 
 	// The single shadow used when ExperimentsFile is empty.
 	Experiment    string
@@ -47,18 +47,18 @@ type Config struct {
 func NewDefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
-		Common:         svc.NewCommon("invoker", ":9102"),
-		Group:          "understudy-invoker",
-		InstanceID:     host,
-		MaxBatch:       2000,
-		FetchMaxBytes:  1 << 20,
-		PacingMaxDelay: time.Second,
-		Experiment:     AnyExperiment,
-		ShadowName:     "candidate",
-		ShadowRole:     schemas.RoleCandidate,
-		Protocol:       predict.ProtocolOIPv2,
-		Timeout:        2 * time.Second,
-		MaxInFlight:    64,
+		Common:        svc.NewCommon("invoker", ":9102"),
+		Group:         "understudy-invoker",
+		InstanceID:    host,
+		MaxBatch:      2000,
+		FetchMaxBytes: 1 << 20,
+		PacingDelay:   100 * time.Millisecond,
+		Experiment:    AnyExperiment,
+		ShadowName:    "candidate",
+		ShadowRole:    schemas.RoleCandidate,
+		Protocol:      predict.ProtocolOIPv2,
+		Timeout:       2 * time.Second,
+		MaxInFlight:   64,
 	}
 }
 
@@ -74,7 +74,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		c.FetchMaxBytes = int32(n)
 		return err
 	})
-	fs.DurationVar(&c.PacingMaxDelay, "pacing.max-delay", c.PacingMaxDelay, "calls leave at their request's arrival gaps, waiting at most this long; older requests (a backlog) are called at once; 0 turns pacing off")
+	fs.DurationVar(&c.PacingDelay, "pacing.delay", c.PacingDelay, "a shadow call leaves this long after its request's event time, keeping the gaps between requests (older requests leave at once; more than 1 s old is a backlog, caught up as fast as the budget allows); 0 turns pacing off")
 	fs.StringVar(&c.Experiment, "experiment", c.Experiment, "single shadow: experiment to shadow (* for all)")
 	fs.StringVar(&c.ShadowName, "shadow.name", c.ShadowName, "single shadow: name used in results and comparisons")
 	fs.StringVar(&c.ShadowRole, "shadow.role", c.ShadowRole, "single shadow: candidate or noise_baseline")
@@ -112,8 +112,8 @@ func (c *Config) Validate() error {
 	if c.FetchMaxBytes < 64<<10 {
 		errs = append(errs, errors.New("batch.fetch-max-bytes: must be at least 64 KiB"))
 	}
-	if c.PacingMaxDelay < 0 || c.PacingMaxDelay > time.Minute {
-		errs = append(errs, fmt.Errorf("pacing.max-delay: must be between 0 and 1m, got %s", c.PacingMaxDelay))
+	if c.PacingDelay < 0 || c.PacingDelay > catchUpAge {
+		errs = append(errs, fmt.Errorf("pacing.delay: must be between 0 and %s, got %s", catchUpAge, c.PacingDelay))
 	}
 	if c.MaxBatch < 1 {
 		errs = append(errs, errors.New("batch.max-events: must be at least 1"))

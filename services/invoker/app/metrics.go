@@ -29,7 +29,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		lag:          f.NewGaugeVec(prometheus.GaugeOpts{Name: "understudy_invoker_consumer_lag_records", Help: "Inference events behind the partition's high watermark after a lane's last batch."}, []string{"lane", "partition"}),
 		transactions: f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_invoker_transactions_total", Help: "Kafka transactions by result (committed, aborted)."}, []string{"result"}),
 		ignored:      f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_invoker_events_ignored_total", Help: "Inference events no shadow is configured for, by reason."}, []string{"reason"}),
-		dispatched:   f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_invoker_calls_dispatched_total", Help: "Shadow calls by how they left: paced (within 10 ms of the request's arrival gap), late (within pacing.max-delay), catch_up (a backlog, called at once) or off."}, []string{"shadow", "pacing"}),
+		dispatched:   f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_invoker_calls_dispatched_total", Help: "Shadow calls by how they left: paced (within 10 ms of the request's arrival gap), late (later, for a request under 1 s old), catch_up (a backlog, called at once) or off."}, []string{"shadow", "pacing"}),
 	}
 }
 

@@ -1,76 +1,50 @@
 package app
 
-import (
-	"sync"
-	"time"
-)
+import "time"
 
-// Pacing outcomes of a call, for metrics and results.
+// Pacing outcomes of a call, for metrics.
 const (
 	// PacingPaced: the call left within pacingTolerance of its due time.
 	PacingPaced = "paced"
-	// PacingLate: it left later than that but within the pacer's maximum delay (requests that
-	// arrived while the lane's previous batch finished).
+	// PacingLate: it left later than that, for a request younger than catchUpAge (one that
+	// arrived while the lane's previous batch finished, or was delayed in transport).
 	PacingLate = "late"
-	// PacingCatchUp: the request was older than the maximum delay (a backlog); the call left
-	// at once, as fast as the shadow's in-flight budget allows.
+	// PacingCatchUp: the request was older than catchUpAge (a backlog); the call left at
+	// once, as fast as the shadow's in-flight budget allows.
 	PacingCatchUp = "catch_up"
-	// PacingOff: pacing is disabled (--pacing.max-delay=0).
+	// PacingOff: pacing is disabled (--pacing.delay=0).
 	PacingOff = "off"
 )
 
-// pacingTolerance is how late a call may leave and still count as paced.
-const pacingTolerance = 10 * time.Millisecond
+const (
+	// pacingTolerance is how late a call may leave and still count as paced.
+	pacingTolerance = 10 * time.Millisecond
+	// catchUpAge is the age beyond which a request is a backlog.
+	catchUpAge = time.Second
+)
 
-// pacer schedules a lane's calls open loop: a call leaves at its request's event time plus
-// the lane's delay, so the shadow sees the gaps between requests the champion saw instead of
-// a burst per Kafka batch. The delay is the largest transport delay (tap linger, broker,
-// fetch) of the freshest event of the last few batches, never more than maxDelay: it does
-// not depend on the delay itself, so it cannot ratchet up. A request older than its event
-// time plus maxDelay is a backlog and is called at once (catch-up).
+// pacer schedules a lane's calls open loop: a call leaves at its request's event time plus a
+// fixed delay (enough for the tap's linger, the broker and the fetch), so the shadow sees the
+// gaps between requests the champion saw instead of a burst per Kafka batch. The delay is
+// fixed on purpose: a delay learned from how old fetched events are would grow with itself,
+// since waiting longer makes the next batch's events older.
 type pacer struct {
-	maxDelay time.Duration // 0: pacing off
-
-	mu     sync.Mutex
-	recent [16]time.Duration
-	next   int
+	delay time.Duration // 0: pacing off
 }
 
-// observe records the transport delay of the freshest event of a batch.
-func (p *pacer) observe(d time.Duration) {
-	if p.maxDelay <= 0 || d > p.maxDelay {
-		return // a backlog says nothing about the live transport delay
-	}
-	p.mu.Lock()
-	p.recent[p.next%len(p.recent)] = max(d, 0)
-	p.next++
-	p.mu.Unlock()
-}
-
-// delay is the offset between an event's time and its call's due time.
-func (p *pacer) delay() time.Duration {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var d time.Duration
-	for _, r := range p.recent {
-		d = max(d, r)
-	}
-	return d
-}
-
-// plan says how long to wait before calling for an event of eventTime, at now, and how the
-// call will count.
-func (p *pacer) plan(now, eventTime time.Time, delay time.Duration) (wait time.Duration, pacing string) {
-	if p.maxDelay <= 0 {
+// plan says how long to wait, at now, before calling for an event of eventTime, and how the
+// call counts.
+func (p pacer) plan(now, eventTime time.Time) (wait time.Duration, pacing string) {
+	if p.delay <= 0 {
 		return 0, PacingOff
 	}
-	late := now.Sub(eventTime.Add(delay))
+	late := now.Sub(eventTime.Add(p.delay))
 	switch {
 	case late <= 0:
 		return -late, PacingPaced
 	case late <= pacingTolerance:
 		return 0, PacingPaced
-	case now.Sub(eventTime) <= p.maxDelay:
+	case now.Sub(eventTime) <= catchUpAge:
 		return 0, PacingLate
 	}
 	return 0, PacingCatchUp

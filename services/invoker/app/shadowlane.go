@@ -26,7 +26,7 @@ type shadowLane struct {
 	set    func() *callerSet
 	decode func(context.Context, *kgo.Record, time.Time) (schemas.InferenceEvent, string, error)
 	encode func([]byte, schemas.ShadowResult) ([]byte, error)
-	pacer  *pacer
+	pacer  pacer
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -35,7 +35,7 @@ type shadowLane struct {
 func (inv *Invoker) newShadowLane(k laneKey, c *shadow.Caller) (*shadowLane, error) {
 	sl := &shadowLane{
 		key: k, set: inv.callers.Load, decode: inv.decode, encode: inv.codecs.Shadow.Encode,
-		pacer: &pacer{maxDelay: inv.cfg.PacingMaxDelay}, done: make(chan struct{}),
+		pacer: pacer{delay: inv.cfg.PacingDelay}, done: make(chan struct{}),
 	}
 	sl.caller.Store(c)
 	name := k.experiment + "/" + k.shadow
@@ -92,8 +92,6 @@ func (sl *shadowLane) handle(ctx context.Context, fs kgo.Fetches) ([]*kgo.Record
 		return nil, nil
 	}
 	slices.SortStableFunc(evs, func(a, b schemas.InferenceEvent) int { return a.EventTime.Compare(b.EventTime) })
-	sl.pacer.observe(now.Sub(evs[len(evs)-1].EventTime))
-	delay := sl.pacer.delay()
 	var (
 		mu  sync.Mutex
 		out = make([]*kgo.Record, 0, len(evs))
@@ -103,7 +101,7 @@ func (sl *shadowLane) handle(ctx context.Context, fs kgo.Fetches) ([]*kgo.Record
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for _, ev := range evs {
-		wait, pacing := sl.pacer.plan(time.Now(), ev.EventTime, delay)
+		wait, pacing := sl.pacer.plan(time.Now(), ev.EventTime)
 		if wait > 0 && ctx.Err() == nil {
 			timer.Reset(wait)
 			select {
