@@ -71,6 +71,10 @@ screenshot: bootstrap-test ## Refresh docs/dashboard.png: a short demo driven in
 bench-aggregator: ## Aggregator fold rate, PSI/KS time and Postgres rows/min at 5,000 comparisons/s on the real broker (writes bench-results/aggregator.md).
 	@scripts/bench-aggregator.sh
 
+.PHONY: bench-decisions
+bench-decisions: ## A/A false-FAIL share over 7 days of looks (1,000 runs) vs the previous procedure, and power, through the real decision code (writes bench-results/decisions.md).
+	@scripts/bench-decisions.sh
+
 .PHONY: bench
 bench: ## Run the Go benchmarks of every module.
 	@for m in $(UNIT_MODULES); do (cd $$m && go test -run '^$$' -bench . -benchmem ./...) || exit 1; done

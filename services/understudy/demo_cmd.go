@@ -49,6 +49,7 @@ type demoConfig struct {
 	Verbose     bool
 	Exit        bool
 	LabelDelay  time.Duration
+	Malformed   float64 // share of requests sent malformed
 	Window      time.Duration
 	Addr        string
 }
@@ -78,6 +79,9 @@ func (c *demoConfig) validate() error {
 	if c.MinDuration < 0 {
 		errs = append(errs, errors.New("min-duration: must not be negative"))
 	}
+	if c.Malformed < 0 || c.Malformed > 0.5 {
+		errs = append(errs, errors.New("malformed: must be between 0 and 0.5"))
+	}
 	if c.LabelDelay < 0 {
 		errs = append(errs, errors.New("label-delay: must not be negative"))
 	}
@@ -105,6 +109,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.Kind, "candidate", c.Kind, "the candidate model: improved (more accurate, slower, drifted), copy (an exact copy of the champion: an A/A experiment) or worse (2 points less accurate, slower)")
 	fs.DurationVar(&c.MinDuration, "min-duration", c.MinDuration, "observation time before the verdict may PASS (the decision's min_duration)")
 	fs.DurationVar(&c.LabelDelay, "label-delay", c.LabelDelay, "labels arrive up to this long after their request (uniformly spread)")
+	fs.Float64Var(&c.Malformed, "malformed", c.Malformed, "share of requests sent malformed (one feature missing): every model answers them 400, which is not the candidate's fault")
 	fs.DurationVar(&c.Window, "window", c.Window, "the aggregator's window width (alerts are evaluated every window)")
 	fs.StringVar(&c.Addr, "addr", c.Addr, "address of the aggregator's API and dashboard (port 0: any free port)")
 	fs.BoolVar(&c.Exit, "exit", c.Exit, "exit after the report instead of serving the dashboard until Ctrl-C")
@@ -298,7 +303,7 @@ func demoRun(ctx context.Context, c demoConfig, stdout, stderr io.Writer, code *
 			lastPrint = time.Now()
 			progress(r.Sent)
 		}
-	})
+	}, demo.WithMalformed(c.Malformed))
 	if ctx.Err() != nil {
 		return errors.New("interrupted")
 	}

@@ -35,6 +35,30 @@ func NewRequest(seed uint64, i int) Request {
 	return Request{ID: id, Body: body, Features: x}
 }
 
+// Malformed returns the request with one feature missing: every demo model answers it 400.
+func (r Request) Malformed() Request {
+	body, _ := json.Marshal(map[string]any{
+		"id":     r.ID,
+		"inputs": []map[string]any{{"name": "features", "shape": []int{1, 3}, "datatype": "FP64", "data": r.Features[:3]}},
+	})
+	r.Body = body
+	return r
+}
+
+// IsMalformed reports whether request i of seed's stream is sent malformed when a share of
+// the requests is (deterministic, about share of them).
+func IsMalformed(seed uint64, i int, share float64) bool {
+	return share > 0 && float64((uint64(i)*0x9E3779B97F4A7C15+seed)%10000) < share*10000
+}
+
+// Option changes a traffic run.
+type Option func(*options)
+
+type options struct{ malformed float64 }
+
+// WithMalformed sends about share of the requests malformed (see Request.Malformed).
+func WithMalformed(share float64) Option { return func(o *options) { o.malformed = share } }
+
 // Result summarises a traffic run.
 type Result struct {
 	Sent       int64 // requests sent
@@ -47,7 +71,11 @@ type Result struct {
 // Traffic sends n requests to proxyURL at about rate per second (0: as fast as possible) from
 // workers goroutines, and checks each answer against champion.Respond (nil: no check).
 // progress, if not nil, is called after every request, never concurrently.
-func Traffic(ctx context.Context, proxyURL, model string, seed uint64, n, rate, workers int, champion *Model, progress func(Result)) Result {
+func Traffic(ctx context.Context, proxyURL, model string, seed uint64, n, rate, workers int, champion *Model, progress func(Result), opts ...Option) Result {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	var (
 		res        Result
 		next       atomic.Int64
@@ -75,7 +103,11 @@ func Traffic(ctx context.Context, proxyURL, model string, seed uint64, n, rate, 
 						}
 					}
 				}
-				send(ctx, client, url, NewRequest(seed, i), champion, &res)
+				req := NewRequest(seed, i)
+				if IsMalformed(seed, i, o.malformed) {
+					req = req.Malformed()
+				}
+				send(ctx, client, url, req, champion, &res)
 				if progress != nil {
 					progressMu.Lock()
 					progress(snapshot(&res, start))
