@@ -63,7 +63,8 @@ func TestDemoVerdictsOnRealKafkaAndPostgres(t *testing.T) {
 		if err != nil && !errors.As(err, &exit) {
 			t.Fatalf("demo %s: %v", kind, err)
 		}
-		t.Logf("demo --candidate=%s exited %d:\n%s", kind, cmd.ProcessState.ExitCode(), stdout.String())
+		log, _ := os.ReadFile(logPath)
+		t.Logf("demo --candidate=%s exited %d:\n%s\nlog tail:\n%s", kind, cmd.ProcessState.ExitCode(), stdout.String(), tail(string(log), 1500))
 		return experiment, stdout.String(), cmd.ProcessState.ExitCode()
 	}
 	fired := func(experiment string) (n int) {

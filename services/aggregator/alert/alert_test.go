@@ -183,7 +183,7 @@ func TestEngineTransitionsAndNotifications(t *testing.T) {
 					{Name: "copy", Role: schemas.RoleNoiseBaseline, Prediction: schemas.Number(r.NormFloat64()), Latency: time.Millisecond},
 				},
 			}
-			window.Fold(src, c, time.Minute, nil)
+			window.Fold(src, c, time.Minute, nil, window.Compare{})
 		}
 	}
 	fill(0, 1) // drifted

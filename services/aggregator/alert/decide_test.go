@@ -33,9 +33,9 @@ func experiment(n int, cand func(i int, champion schemas.Outcome) schemas.Outcom
 		c := cand(i, champ)
 		c.Name, c.Role = "cand", schemas.RoleCandidate
 		cmp := schemas.Comparison{RequestID: "r", Experiment: "x", EventTime: t0.Add(time.Duration(i) * time.Millisecond), Champion: &champ, Shadows: []schemas.Outcome{c, copyOut}}
-		window.Fold(ws, cmp, time.Hour, nil)
+		window.Fold(ws, cmp, time.Hour, nil, window.Compare{})
 		cmp.Label = &schemas.LabelValue{Value: label}
-		window.Fold(ws, cmp, time.Hour, nil)
+		window.Fold(ws, cmp, time.Hour, nil, window.Compare{})
 	}
 	merged := map[string]*window.Window{}
 	for k, w := range ws {

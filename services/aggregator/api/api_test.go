@@ -64,7 +64,7 @@ func TestReadAPI(t *testing.T) {
 				{Name: "copy", Role: schemas.RoleNoiseBaseline, Prediction: schemas.Number(r.NormFloat64()), Latency: time.Millisecond},
 			},
 		}
-		window.Fold(b.Windows, c, time.Minute, nil)
+		window.Fold(b.Windows, c, time.Minute, nil, window.Compare{})
 	}
 	if _, err := st.Apply(ctx, b); err != nil {
 		t.Fatal(err)

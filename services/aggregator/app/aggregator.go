@@ -58,7 +58,8 @@ type Aggregator struct {
 	codecs   *schemas.Codecs
 	dlq      *deadletter.Publisher
 	ops      *server.Server
-	expected map[string][]string // experiment → expected shadows, from the experiments file
+	expected map[string][]string       // experiment → expected shadows, from the experiments file
+	compare  map[string]window.Compare // experiment → how numeric predictions are compared
 	rules    atomic.Pointer[alert.Rules]
 	engine   *alert.Engine
 	sender   *webhook.Sender
@@ -86,12 +87,12 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Aggregator
 	if err != nil {
 		return nil, fmt.Errorf("postgres pool: %w", err)
 	}
-	expected, err := cfg.expectedShadows()
+	expected, compare, err := cfg.experimentSettings()
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
-	a := &Aggregator{cfg: cfg, logger: logger, db: db, codecs: codecs, expected: expected, store: store.New(db, cfg.Group, cfg.levels())}
+	a := &Aggregator{cfg: cfg, logger: logger, db: db, codecs: codecs, expected: expected, compare: compare, store: store.New(db, cfg.Group, cfg.levels())}
 	opts := cfg.Kafka.Opts()
 	if cfg.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
@@ -346,7 +347,7 @@ func (a *Aggregator) batch(offs []store.Offset, cs []folded) store.Batch {
 			status = "labeled"
 		}
 		b.Counts[store.CountKey{Experiment: c.Experiment, Start: c.EventTime.UTC().Truncate(a.store.Base()), Status: status}]++
-		window.Fold(b.Windows, c, a.store.Base(), a.expected[c.Experiment])
+		window.Fold(b.Windows, c, a.store.Base(), a.expected[c.Experiment], a.compare[c.Experiment])
 	}
 	return b
 }

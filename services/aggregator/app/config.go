@@ -12,6 +12,7 @@ import (
 	"github.com/understudy-ml/understudy/services/aggregator/stats"
 	"github.com/understudy-ml/understudy/services/aggregator/store"
 	"github.com/understudy-ml/understudy/services/aggregator/webhook"
+	"github.com/understudy-ml/understudy/services/aggregator/window"
 	"github.com/understudy-ml/understudy/services/platform/experiment"
 	"github.com/understudy-ml/understudy/services/platform/svc"
 )
@@ -109,20 +110,26 @@ func (c *Config) levels() []store.Level {
 	return []store.Level{{Width: c.Window, Retention: c.Retention.Base}, {Width: time.Hour, Retention: c.Retention.Hour}, {Width: 24 * time.Hour, Retention: c.Retention.Day}}
 }
 
-// expectedShadows reads the experiments file, if any.
-func (c *Config) expectedShadows() (map[string][]string, error) {
-	out := map[string][]string{}
+// experimentSettings reads the experiments file, if any: each experiment's expected shadows
+// and how its numeric predictions are compared.
+func (c *Config) experimentSettings() (map[string][]string, map[string]window.Compare, error) {
+	expected, compare := map[string][]string{}, map[string]window.Compare{}
 	if c.ExperimentsFile == "" {
-		return out, nil
+		return expected, compare, nil
 	}
 	exps, err := experiment.Load(c.ExperimentsFile)
 	if err != nil {
-		return nil, fmt.Errorf("experiments.file: %w", err)
+		return nil, nil, fmt.Errorf("experiments.file: %w", err)
 	}
 	for _, e := range exps {
-		out[e.Name] = e.ShadowNames()
+		expected[e.Name] = e.ShadowNames()
+		cmp := window.Compare{Absolute: e.Compare.Tolerance.Absolute, Relative: e.Compare.Tolerance.Relative}
+		if e.Compare.Threshold != nil {
+			cmp.Threshold = *e.Compare.Threshold
+		}
+		compare[e.Name] = cmp
 	}
-	return out, nil
+	return expected, compare, nil
 }
 
 // RegisterFlags registers every flag.

@@ -88,7 +88,7 @@ func TestNumericStatisticsMatchExact(t *testing.T) {
 					c.Champion.Error = &schemas.Error{Kind: "http_status"}
 					x.champErr++
 				}
-				window.Fold(ws, c, time.Minute, nil)
+				window.Fold(ws, c, time.Minute, nil, window.Compare{})
 				x.champLat = append(x.champLat, float64(c.Champion.Latency.Microseconds())/1000)
 				x.champPred = append(x.champPred, cp)
 				x.shadowLat = append(x.shadowLat, float64(c.Shadows[0].Latency.Microseconds())/1000)
@@ -107,7 +107,7 @@ func TestNumericStatisticsMatchExact(t *testing.T) {
 					}
 					lc := c
 					lc.Label = &schemas.LabelValue{Value: schemas.Number(label)}
-					window.Fold(ws, lc, time.Minute, nil)
+					window.Fold(ws, lc, time.Minute, nil, window.Compare{})
 					x.cAbs, x.sAbs = append(x.cAbs, math.Abs(cp-label)), append(x.sAbs, math.Abs(sp-label))
 					x.cSq, x.sSq = append(x.cSq, (cp-label)*(cp-label)), append(x.sSq, (sp-label)*(sp-label))
 					if cp >= 0 && cp <= 1 {
@@ -214,10 +214,10 @@ func TestClassesLabelsGateAndNoiseFloor(t *testing.T) {
 				{Name: "copy", Role: schemas.RoleNoiseBaseline, Prediction: schemas.Label(cp), Latency: time.Millisecond},
 			},
 		}
-		window.Fold(ws, c, time.Minute, nil)
+		window.Fold(ws, c, time.Minute, nil, window.Compare{})
 		if i < 50 {
 			c.Label = &schemas.LabelValue{Value: schemas.Label(cp)}
-			window.Fold(ws, c, time.Minute, nil)
+			window.Fold(ws, c, time.Minute, nil, window.Compare{})
 		}
 	}
 	merged := map[string]*window.Window{}

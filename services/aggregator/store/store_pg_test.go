@@ -41,8 +41,8 @@ func TestApplyRollsUpFencesAndRetains(t *testing.T) {
 			// Event times spread over 48 hours from t0.
 			at := t0.Add(time.Duration(r.Int64N(int64(48 * time.Hour))))
 			c := comparison(r, b*500+i, at)
-			window.Fold(batch.Windows, c, time.Minute, nil)
-			window.Fold(all, c, time.Minute, nil)
+			window.Fold(batch.Windows, c, time.Minute, nil, window.Compare{})
+			window.Fold(all, c, time.Minute, nil, window.Compare{})
 			batch.Counts[store.CountKey{"e", at.Truncate(time.Minute), c.Status}]++
 		}
 		batch.Offsets = []store.Offset{{Topic: "t", Partition: 0, First: next, Next: next + 500}}
@@ -103,8 +103,8 @@ func TestApplyRollsUpFencesAndRetains(t *testing.T) {
 	// A new batch dirties one hour again: answers stay exact.
 	extra := store.Batch{Windows: map[window.Key]*window.Window{}, Offsets: []store.Offset{{Topic: "t", Partition: 0, First: next, Next: next + 1}}}
 	c := comparison(r, -1, t0.Add(26*time.Hour+time.Minute))
-	window.Fold(extra.Windows, c, time.Minute, nil)
-	window.Fold(all, c, time.Minute, nil)
+	window.Fold(extra.Windows, c, time.Minute, nil, window.Compare{})
+	window.Fold(all, c, time.Minute, nil, window.Compare{})
 	if _, err := s.Apply(ctx, extra); err != nil {
 		t.Fatal(err)
 	}

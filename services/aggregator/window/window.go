@@ -25,7 +25,7 @@ type Key struct {
 }
 
 // Labels are label metrics of one side: accuracy (Correct of Decided: class predictions, and
-// scores in [0, 1] against labels 0 or 1 read at Threshold) and, for scores against a numeric
+// scores in [0, 1] against labels 0 or 1 read at the experiment's decision threshold, Threshold by default) and, for scores against a numeric
 // label, sums of absolute error, squared error, log loss and Brier score (log loss and Brier
 // only for labels 0 or 1 and scores in [0, 1]).
 type Labels struct {
@@ -53,7 +53,7 @@ func (l *Labels) merge(o Labels) {
 }
 
 // add scores one prediction against a label.
-func (l *Labels) add(p, label schemas.Prediction) {
+func (l *Labels) add(p, label schemas.Prediction, cmp Compare) {
 	l.N++
 	switch {
 	case label.Kind == schemas.PredictionLabel && p.Kind == schemas.PredictionLabel:
@@ -71,7 +71,7 @@ func (l *Labels) add(p, label schemas.Prediction) {
 			q := min(max(p.Number, eps), 1-eps)
 			l.Binary++
 			l.Decided++
-			if correct(p, label) {
+			if correct(p, label, cmp) {
 				l.Correct++
 			}
 			l.LogLoss += -(label.Number*math.Log(q) + (1-label.Number)*math.Log(1-q))
@@ -104,10 +104,10 @@ func (p *Paired) merge(o Paired) {
 	p.AbsDiffSq += o.AbsDiffSq
 }
 
-func (p *Paired) add(c, s, label schemas.Prediction) {
+func (p *Paired) add(c, s, label schemas.Prediction, cmp Compare) {
 	if decidable(c, label) && decidable(s, label) {
 		p.Decided++
-		cr, sr := correct(c, label), correct(s, label)
+		cr, sr := correct(c, label, cmp), correct(s, label, cmp)
 		if cr && !sr {
 			p.ChampionOnly++
 		}
@@ -194,12 +194,36 @@ func decidable(p, label schemas.Prediction) bool {
 }
 
 // correct reports whether a decidable p is right: the same class, or a score on the label's
-// side of Threshold.
-func correct(p, label schemas.Prediction) bool {
+// side of the decision threshold.
+func correct(p, label schemas.Prediction, cmp Compare) bool {
 	if p.Kind == schemas.PredictionLabel {
 		return p.Label == label.Label
 	}
-	return (p.Number >= Threshold) == (label.Number == 1)
+	return (p.Number >= cmp.threshold()) == (label.Number == 1)
+}
+
+// Compare is how an experiment's numeric predictions are judged (experiment.Compare): the
+// decision threshold for scores (0: Threshold), and the tolerance within which two numbers
+// agree (both 0: on the same side of the threshold).
+type Compare struct {
+	Threshold          float64
+	Absolute, Relative float64
+}
+
+func (c Compare) threshold() float64 {
+	if c.Threshold == 0 {
+		return Threshold
+	}
+	return c.Threshold
+}
+
+// agree reports whether two numeric predictions agree.
+func (c Compare) agree(champion, shadow float64) bool {
+	if c.Absolute > 0 || c.Relative > 0 {
+		return math.Abs(shadow-champion) <= max(c.Absolute, c.Relative*math.Abs(champion))
+	}
+	t := c.threshold()
+	return (champion >= t) == (shadow >= t)
 }
 
 // AsClass returns an integer-valued numeric label as the class label it names ("2" for 2),
@@ -314,12 +338,13 @@ const Threshold = 0.5
 // comparison (Label set) adds only label metrics, since its final comparison was counted
 // already.
 func (w *Window) Add(c schemas.Comparison, shadow *schemas.Outcome) {
-	w.AddWithBaseline(c, shadow, nil)
+	w.AddWithBaseline(c, shadow, nil, Compare{})
 }
 
 // AddWithBaseline is Add with the same request's outcome of the noise-baseline shadow (nil
-// when there is none, or shadow is the baseline), for like-for-like latency.
-func (w *Window) AddWithBaseline(c schemas.Comparison, shadow, baseline *schemas.Outcome) {
+// when there is none, or shadow is the baseline), for like-for-like latency, judging numeric
+// predictions as cmp says.
+func (w *Window) AddWithBaseline(c schemas.Comparison, shadow, baseline *schemas.Outcome, cmp Compare) {
 	if shadow != nil && shadow.Role != "" {
 		w.Role = shadow.Role
 	}
@@ -329,12 +354,12 @@ func (w *Window) AddWithBaseline(c schemas.Comparison, shadow, baseline *schemas
 			label = AsClass(label)
 		}
 		if c.Champion != nil {
-			w.Champion.Labels.add(c.Champion.Prediction, label)
+			w.Champion.Labels.add(c.Champion.Prediction, label, cmp)
 		}
 		if shadow != nil && shadow.Error == nil {
-			w.Shadow.Labels.add(shadow.Prediction, label)
+			w.Shadow.Labels.add(shadow.Prediction, label, cmp)
 			if c.Champion != nil {
-				w.Paired.add(c.Champion.Prediction, shadow.Prediction, label)
+				w.Paired.add(c.Champion.Prediction, shadow.Prediction, label, cmp)
 			}
 		}
 		return
@@ -364,7 +389,7 @@ func (w *Window) AddWithBaseline(c schemas.Comparison, shadow, baseline *schemas
 	case cp.Kind == schemas.PredictionNumber && sp.Kind == schemas.PredictionNumber:
 		if w.Diff.Add(sp.Number-cp.Number) == nil {
 			w.Compared++
-			if (cp.Number >= Threshold) == (sp.Number >= Threshold) {
+			if cmp.agree(cp.Number, sp.Number) {
 				w.Agree++
 			}
 		}
@@ -407,7 +432,7 @@ func (w *Window) Merge(o *Window) error {
 // time), one per shadow outcome and one for each expected shadow that has none (counted as
 // shadow_missing), creating windows as needed. A comparison with no shadow outcome and no
 // expected shadow goes to the window of shadow "" so that it is still counted.
-func Fold(into map[Key]*Window, c schemas.Comparison, width time.Duration, expected []string) {
+func Fold(into map[Key]*Window, c schemas.Comparison, width time.Duration, expected []string, cmp Compare) {
 	start := c.EventTime.UTC().Truncate(width)
 	var baseline *schemas.Outcome
 	for i := range c.Shadows {
@@ -423,7 +448,7 @@ func Fold(into map[Key]*Window, c schemas.Comparison, width time.Duration, expec
 			w = New()
 			into[k] = w
 		}
-		w.AddWithBaseline(c, o, baseline)
+		w.AddWithBaseline(c, o, baseline, cmp)
 	}
 	for i := range c.Shadows {
 		add(c.Shadows[i].Name, &c.Shadows[i])

@@ -30,15 +30,15 @@ func cmp(id string, at time.Time, champ, shadow float64, shadowErr string) schem
 
 func TestFoldCountsAgreementAndLabels(t *testing.T) {
 	ws := map[Key]*Window{}
-	Fold(ws, cmp("a", t0, 0.9, 0.8, ""), time.Minute, nil)                     // agree
-	Fold(ws, cmp("b", t0.Add(10*time.Second), 0.2, 0.7, ""), time.Minute, nil) // disagree
-	Fold(ws, cmp("c", t0.Add(20*time.Second), 0.4, 0, "timeout"), time.Minute, nil)
-	Fold(ws, cmp("d", t0.Add(90*time.Second), 0.1, 0.1, ""), time.Minute, nil) // next window
+	Fold(ws, cmp("a", t0, 0.9, 0.8, ""), time.Minute, nil, Compare{})                     // agree
+	Fold(ws, cmp("b", t0.Add(10*time.Second), 0.2, 0.7, ""), time.Minute, nil, Compare{}) // disagree
+	Fold(ws, cmp("c", t0.Add(20*time.Second), 0.4, 0, "timeout"), time.Minute, nil, Compare{})
+	Fold(ws, cmp("d", t0.Add(90*time.Second), 0.1, 0.1, ""), time.Minute, nil, Compare{}) // next window
 	nan := cmp("e", t0, 0.5, math.NaN(), "")
-	Fold(ws, nan, time.Minute, nil)
+	Fold(ws, nan, time.Minute, nil, Compare{})
 	labeled := cmp("a", t0, 0.9, 0.8, "")
 	labeled.Label = &schemas.LabelValue{Value: schemas.Number(1)}
-	Fold(ws, labeled, time.Minute, nil)
+	Fold(ws, labeled, time.Minute, nil, Compare{})
 
 	w := ws[Key{"e", "v7", t0}]
 	if w == nil || len(ws) != 2 {
@@ -63,7 +63,7 @@ func TestFoldCountsAgreementAndLabels(t *testing.T) {
 		Experiment: "e", EventTime: t0, Label: &schemas.LabelValue{Value: schemas.Label("fraud")},
 		Champion: &schemas.Outcome{Prediction: schemas.Label("fraud")}, Shadows: []schemas.Outcome{{Name: "v7", Prediction: schemas.Label("ok")}},
 	}
-	Fold(ws, c, time.Minute, nil)
+	Fold(ws, c, time.Minute, nil, Compare{})
 	if w.Champion.Labels.Correct != 2 || w.Shadow.Labels.Correct != 1 || w.Shadow.Labels.N != 2 || w.Shadow.Labels.Decided != 2 {
 		t.Fatalf("class labels %+v %+v", w.Champion.Labels, w.Shadow.Labels)
 	}
@@ -79,8 +79,8 @@ func TestMergeEqualsFoldingAll(t *testing.T) {
 		if i%50 == 0 {
 			c = cmp(fmt.Sprint(i), t0, 0.3, 0, "circuit_open")
 		}
-		Fold(all, c, time.Minute, nil)
-		Fold(parts[i%3], c, time.Minute, nil)
+		Fold(all, c, time.Minute, nil, Compare{})
+		Fold(parts[i%3], c, time.Minute, nil, Compare{})
 	}
 	merged := New()
 	for _, p := range parts {
@@ -123,7 +123,7 @@ func BenchmarkFold(b *testing.B) {
 	ws := map[Key]*Window{}
 	b.ResetTimer()
 	for i := range b.N {
-		Fold(ws, cs[i%len(cs)], time.Minute, nil)
+		Fold(ws, cs[i%len(cs)], time.Minute, nil, Compare{})
 	}
 }
 
@@ -133,13 +133,13 @@ func BenchmarkFold(b *testing.B) {
 func TestFoldPerShadowCoverage(t *testing.T) {
 	ws := map[Key]*Window{}
 	expected := []string{"v7", "copy"}
-	Fold(ws, cmp("a", t0, 0.9, 0.8, ""), time.Minute, expected)             // copy missing
-	Fold(ws, cmp("b", t0, 0.2, 0.7, "rate_limited"), time.Minute, expected) // v7 not shadowed, copy missing
+	Fold(ws, cmp("a", t0, 0.9, 0.8, ""), time.Minute, expected, Compare{})             // copy missing
+	Fold(ws, cmp("b", t0, 0.2, 0.7, "rate_limited"), time.Minute, expected, Compare{}) // v7 not shadowed, copy missing
 	none := schemas.Comparison{
 		RequestID: "c", Experiment: "other", EventTime: t0, Status: schemas.StatusShadowMissing,
 		Champion: &schemas.Outcome{Prediction: schemas.Number(1)},
 	}
-	Fold(ws, none, time.Minute, nil)
+	Fold(ws, none, time.Minute, nil, Compare{})
 
 	v7, cp, other := ws[Key{"e", "v7", t0}], ws[Key{"e", "copy", t0}], ws[Key{"other", "", t0}]
 	if v7 == nil || cp == nil || other == nil || len(ws) != 3 {
@@ -163,9 +163,9 @@ func TestFoldPerShadowCoverage(t *testing.T) {
 			Champion: &schemas.Outcome{Prediction: schemas.Label(champ)}, Shadows: []schemas.Outcome{{Name: "v7", Prediction: schemas.Label(shadow)}},
 		}
 	}
-	Fold(ws, lab("fraud", "ok"), time.Minute, nil)
-	Fold(ws, lab("fraud", "fraud"), time.Minute, nil)
-	Fold(ws, lab("ok", "fraud"), time.Minute, nil)
+	Fold(ws, lab("fraud", "ok"), time.Minute, nil, Compare{})
+	Fold(ws, lab("fraud", "fraud"), time.Minute, nil, Compare{})
+	Fold(ws, lab("ok", "fraud"), time.Minute, nil, Compare{})
 	if p := v7.Paired; p.N != 3 || p.Decided != 3 || p.ChampionOnly != 1 || p.ShadowOnly != 1 || v7.Total != 2 {
 		t.Fatalf("paired %+v total %d", p, v7.Total)
 	}
@@ -202,9 +202,9 @@ func TestIntegerClassesAgainstNumericLabels(t *testing.T) {
 			Champion: &schemas.Outcome{Prediction: schemas.Label(fmt.Sprint(champ))},
 			Shadows:  []schemas.Outcome{{Name: "v7", Prediction: schemas.Label(fmt.Sprint(shadow))}},
 		}
-		Fold(ws, c, time.Minute, nil)
+		Fold(ws, c, time.Minute, nil, Compare{})
 		c.Label = &schemas.LabelValue{Value: schemas.Number(float64(truth))}
-		Fold(ws, c, time.Minute, nil)
+		Fold(ws, c, time.Minute, nil, Compare{})
 	}
 	w := ws[Key{"e", "v7", t0}]
 	if w.Compared != n || w.Agree != uint64(agree) {

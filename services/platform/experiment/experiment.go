@@ -32,6 +32,21 @@ type Experiment struct {
 	// ChampionURL is the champion's base URL. A shadow pointing at the same server is refused
 	// (it would send shadow traffic to production) unless it sets allow_champion_url.
 	ChampionURL string `yaml:"champion_url"`
+	// Compare says how the aggregator compares numeric predictions (see Compare).
+	Compare Compare `yaml:"compare"`
+}
+
+// Compare sets how numeric predictions are judged. Threshold (default 0.5) reads a score in
+// [0, 1] as a decision: it scores accuracy against 0/1 labels, and two scores agree when they
+// fall on the same side of it. With a tolerance (Absolute and/or Relative, for regression
+// outputs), two numbers agree instead when |shadow − champion| ≤ max(Absolute,
+// Relative × |champion|).
+type Compare struct {
+	Threshold *float64 `yaml:"threshold"`
+	Tolerance struct {
+		Absolute float64 `yaml:"absolute"`
+		Relative float64 `yaml:"relative"`
+	} `yaml:"tolerance"`
 }
 
 // Join says how long the joiner waits for an experiment's inputs. Zero values mean the joiner's
@@ -278,6 +293,12 @@ func Validate(exps []Experiment) error {
 		}
 		if limit := schemas.DefaultLimits().MaxShadows; len(e.Shadows) > limit {
 			errs = append(errs, fmt.Errorf("experiment %q: %d shadows, at most %d (a comparison must fit a Kafka record)", e.Name, len(e.Shadows), limit))
+		}
+		if t := e.Compare.Threshold; t != nil && (!(*t > 0) || !(*t < 1)) {
+			errs = append(errs, fmt.Errorf("experiment %q: compare.threshold must be strictly between 0 and 1, got %g", e.Name, *t))
+		}
+		if tol := e.Compare.Tolerance; !(tol.Absolute >= 0) || !(tol.Relative >= 0) || tol.Relative > 1 {
+			errs = append(errs, fmt.Errorf("experiment %q: compare.tolerance: absolute must be ≥ 0 and relative in [0, 1]", e.Name))
 		}
 		if e.Join.Window < 0 || e.Join.Grace < 0 || e.Join.LabelWindow < 0 {
 			errs = append(errs, fmt.Errorf("experiment %q: join.window, join.grace and join.label_window must not be negative", e.Name))
