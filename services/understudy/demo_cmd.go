@@ -246,6 +246,9 @@ func demoRun(ctx context.Context, c demoConfig, stdout, stderr io.Writer, code *
 	}
 	say("models: champion %s v%s; %s; noise-baseline copy of the champion", champion.Name, champion.Version, describe)
 	rulesFile := filepath.Join(c.DataDir, "alert-rules.yaml")
+	if err := os.MkdirAll(c.DataDir, 0o755); err != nil {
+		return fmt.Errorf("alert rules: %w", err)
+	}
 	if err := os.WriteFile(rulesFile, fmt.Appendf(nil, "# The default rules; the demo may PASS after %s.\ndecision: {min_duration: %s}\n", c.MinDuration, c.MinDuration), 0o644); err != nil {
 		return fmt.Errorf("alert rules: %w", err)
 	}
