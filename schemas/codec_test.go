@@ -207,9 +207,9 @@ func TestFingerprintsMatchTheAvroSpecification(t *testing.T) {
 	le := func(fp uint64) string { return fmt.Sprintf("%x", binary.LittleEndian.AppendUint64(nil, fp)) }
 	want := map[string][2]string{
 		"inference_event": {le(cs.Inference.Fingerprint()), "c999e06c09e76a54"},
-		"shadow_result":   {le(cs.Shadow.Fingerprint()), "6491eca41dc64187"},
+		"shadow_result":   {le(cs.Shadow.Fingerprint()), "c1e8b60e5fea384c"},
 		"label":           {le(cs.Label.Fingerprint()), "3dc6be68f0c9de98"},
-		"comparison":      {le(cs.Comparison.Fingerprint()), "50cf13c1b8568efd"},
+		"comparison":      {le(cs.Comparison.Fingerprint()), "4b036b68b81aca33"},
 	}
 	for name, fp := range want {
 		if fp[0] != fp[1] {

@@ -213,6 +213,7 @@ func readShadowResult(b []byte) (ShadowResult, error) {
 	s.Latency = time.Duration(r.long()) * time.Microsecond
 	s.Error = r.errorValue()
 	s.RunID = r.str()
+	s.Dispatch = r.str()
 	return s, r.end()
 }
 
@@ -233,6 +234,7 @@ func (r *reader) outcome() Outcome {
 	o.Prediction = r.prediction()
 	o.Latency = time.Duration(r.long()) * time.Microsecond
 	o.Error = r.errorValue()
+	o.Dispatch = r.str()
 	return o
 }
 

@@ -118,7 +118,8 @@ func appendShadowResult(b []byte, s ShadowResult) []byte {
 	b = appendResponse(b, s.Response)
 	b = appendLong(b, s.Latency.Microseconds())
 	b = appendError(b, s.Error)
-	return appendString(b, s.RunID)
+	b = appendString(b, s.RunID)
+	return appendString(b, s.Dispatch)
 }
 
 func appendLabelEvent(b []byte, l LabelEvent) []byte {
@@ -137,7 +138,8 @@ func appendOutcome(b []byte, o Outcome) []byte {
 	b = appendLong(b, int64(o.Status))
 	b = appendPrediction(b, o.Prediction)
 	b = appendLong(b, o.Latency.Microseconds())
-	return appendError(b, o.Error)
+	b = appendError(b, o.Error)
+	return appendString(b, o.Dispatch)
 }
 
 func appendComparison(b []byte, c Comparison) []byte {

@@ -17,7 +17,7 @@ func randomShadow(r *rand.Rand) ShadowResult {
 	s := ShadowResult{
 		RequestID: ev.RequestID, Experiment: ev.Experiment, Tenant: ev.Tenant, Shadow: ev.Model.Name, Role: ev.Request.Method,
 		Model: ev.Model, EventTime: ev.EventTime, CalledAt: time.UnixMicro(r.Int64N(4e15)).UTC(),
-		Response: ev.Response, Latency: ev.Latency, Error: ev.Error, RunID: ev.Request.Path,
+		Response: ev.Response, Latency: ev.Latency, Error: ev.Error, RunID: ev.Request.Path, Dispatch: ev.Tenant,
 	}
 	return s
 }
@@ -30,7 +30,7 @@ func randomLabel(r *rand.Rand) LabelEvent {
 func randomComparison(r *rand.Rand) Comparison {
 	outcome := func() Outcome {
 		ev := randomEvent(r)
-		return Outcome{Name: ev.Model.Name, Version: ev.Model.Version, Role: ev.Tenant, Status: ev.Response.Status, Prediction: ev.Response.Prediction, Latency: ev.Latency, Error: ev.Error}
+		return Outcome{Name: ev.Model.Name, Version: ev.Model.Version, Role: ev.Tenant, Status: ev.Response.Status, Prediction: ev.Response.Prediction, Latency: ev.Latency, Error: ev.Error, Dispatch: ev.Request.Path}
 	}
 	ev := randomEvent(r)
 	c := Comparison{RequestID: ev.RequestID, Experiment: ev.Experiment, Tenant: ev.Tenant, EventTime: ev.EventTime, Status: ev.Request.Method, EmittedAt: time.UnixMicro(r.Int64N(4e15)).UTC()}

@@ -246,6 +246,7 @@ func shadowToNative(r ShadowResult) map[string]any {
 		"latency_us": r.Latency.Microseconds(),
 		"error":      errorToNative(r.Error, "ml.understudy.v1.Error"),
 		"run_id":     r.RunID,
+		"dispatch":   r.Dispatch,
 	}
 }
 
@@ -267,6 +268,7 @@ func shadowFromNative(f fields) (ShadowResult, error) {
 		Latency:    time.Duration(f.i64("latency_us")) * time.Microsecond,
 		Error:      errorFromNative(f.union("error")),
 		RunID:      f.str("run_id"),
+		Dispatch:   f.str("dispatch"),
 	}, nil
 }
 
@@ -302,6 +304,7 @@ func outcomeToNative(o Outcome) map[string]any {
 		"prediction": predictionToNative(o.Prediction),
 		"latency_us": o.Latency.Microseconds(),
 		"error":      errorToNative(o.Error, "ml.understudy.v1.Error"),
+		"dispatch":   o.Dispatch,
 	}
 }
 
@@ -315,6 +318,7 @@ func outcomeFromNative(f fields) (Outcome, error) {
 		Prediction: p,
 		Latency:    time.Duration(f.i64("latency_us")) * time.Microsecond,
 		Error:      errorFromNative(f.union("error")),
+		Dispatch:   f.str("dispatch"),
 	}, err
 }
 

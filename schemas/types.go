@@ -121,6 +121,9 @@ type ShadowResult struct {
 	Latency    time.Duration
 	Error      *Error
 	RunID      string // empty for live shadowing
+	// Dispatch is how the call left the invoker: DispatchPaced, DispatchLate, DispatchCatchUp
+	// or DispatchOff; empty from older invokers and replays.
+	Dispatch string
 }
 
 // LabelEvent is the ground truth for one request (topic TopicLabels).
@@ -154,7 +157,16 @@ type Outcome struct {
 	Prediction Prediction
 	Latency    time.Duration
 	Error      *Error
+	Dispatch   string // shadows: the result's Dispatch; empty for the champion
 }
+
+// How a shadow call left the invoker (ShadowResult.Dispatch).
+const (
+	DispatchPaced   = "paced"    // at the request's arrival gap, within 10 ms
+	DispatchLate    = "late"     // later than that, for a request under 1 s old
+	DispatchCatchUp = "catch_up" // a backlog: called at once
+	DispatchOff     = "off"      // pacing disabled
+)
 
 // LabelValue is the label attached to a labeled comparison.
 type LabelValue struct {

@@ -118,6 +118,10 @@ type Stats struct {
 	Labels      Labels            `json:"labels"`
 	// PairedErrors are both sides' failures on the same requests.
 	PairedErrors window.PairedErrors `json:"paired_errors"`
+	// Dispatch counts the shadow's calls by how they left the invoker (paced, late,
+	// catch_up, off); Paced is the paced share of those counted (nil when none are).
+	Dispatch map[string]uint64 `json:"dispatch"`
+	Paced    *float64          `json:"paced"`
 
 	w   *window.Window // the window these statistics were computed from
 	ref *window.Window // the noise baseline's window, when latency is compared like for like
@@ -173,6 +177,12 @@ func Compute(w *window.Window, o Options) Stats {
 	st.Latency.Reference = "champion"
 	st.Champion, st.Shadow = errs(w.Champion), errs(w.Shadow)
 	st.PairedErrors = w.Errors
+	st.Dispatch = w.Dispatch
+	var dispatched uint64
+	for _, n := range w.Dispatch {
+		dispatched += n
+	}
+	st.Paced = ratio(w.Dispatch[schemas.DispatchPaced], dispatched)
 	if pe := w.Errors; pe.N > 0 {
 		st.ErrorDiff = ptr((float64(pe.ShadowOnly) - float64(pe.ChampionOnly)) / float64(pe.N))
 	}

@@ -307,11 +307,15 @@ type Window struct {
 	// noise-baseline shadow (both timed by the invoker: like for like). Empty for the baseline.
 	LatencyVsChampion Moments
 	LatencyVsBaseline Moments
+	// Dispatch counts this shadow's calls by how they left the invoker (schemas.Dispatch*):
+	// paced calls kept the champion's inter-arrival gaps; latency of the others may include
+	// queueing the champion never saw.
+	Dispatch map[string]uint64
 }
 
 // New returns an empty window.
 func New() *Window {
-	return &Window{Statuses: map[string]uint64{}, NotShadowed: map[string]uint64{}, Champion: newSide(), Shadow: newSide(), Diff: sketch.New()}
+	return &Window{Statuses: map[string]uint64{}, NotShadowed: map[string]uint64{}, Dispatch: map[string]uint64{}, Champion: newSide(), Shadow: newSide(), Diff: sketch.New()}
 }
 
 // Status is the join status of one request as seen by one shadow: champion_missing,
@@ -369,6 +373,9 @@ func (w *Window) AddWithBaseline(c schemas.Comparison, shadow, baseline *schemas
 	if shadow != nil && shadow.Error != nil && NotShadowed[shadow.Error.Kind] {
 		w.NotShadowed[shadow.Error.Kind]++
 	}
+	if shadow != nil && shadow.Dispatch != "" {
+		w.Dispatch[shadow.Dispatch]++
+	}
 	w.Champion.add(c.Champion)
 	w.Shadow.add(shadow)
 	if c.Champion == nil || shadow == nil || (shadow.Error != nil && NotShadowed[shadow.Error.Kind]) {
@@ -412,6 +419,9 @@ func (w *Window) Merge(o *Window) error {
 	}
 	for k, v := range o.NotShadowed {
 		w.NotShadowed[k] += v
+	}
+	for k, v := range o.Dispatch {
+		w.Dispatch[k] += v
 	}
 	w.Paired.merge(o.Paired)
 	if err := w.Champion.merge(o.Champion); err != nil {
@@ -487,6 +497,7 @@ type wire struct {
 	Errors      PairedErrors      `json:"paired_errors"`
 	LatVsChamp  Moments           `json:"latency_vs_champion"`
 	LatVsBase   Moments           `json:"latency_vs_baseline"`
+	Dispatch    map[string]uint64 `json:"dispatch,omitempty"`
 }
 
 type wireSide struct {
@@ -528,7 +539,7 @@ func (w *Window) MarshalJSON() ([]byte, error) {
 	}
 	return json.Marshal(wire{
 		Role: w.Role, Total: w.Total, Statuses: w.Statuses, NotShadowed: w.NotShadowed, Paired: w.Paired, Champion: w.Champion.wire(), Shadow: w.Shadow.wire(), Diff: diff, Compared: w.Compared, Agree: w.Agree,
-		Errors: w.Errors, LatVsChamp: w.LatencyVsChampion, LatVsBase: w.LatencyVsBaseline,
+		Errors: w.Errors, LatVsChamp: w.LatencyVsChampion, LatVsBase: w.LatencyVsBaseline, Dispatch: w.Dispatch,
 	})
 }
 
@@ -546,6 +557,9 @@ func (w *Window) UnmarshalJSON(b []byte) error {
 	}
 	for k, n := range v.NotShadowed {
 		out.NotShadowed[k] = n
+	}
+	for k, n := range v.Dispatch {
+		out.Dispatch[k] = n
 	}
 	var err error
 	if out.Champion, err = v.Champion.side(); err != nil {

@@ -214,3 +214,30 @@ func TestIntegerClassesAgainstNumericLabels(t *testing.T) {
 		t.Errorf("correct champion %d (want %d), shadow %d (want %d), decided %d", w.Champion.Labels.Correct, champRight, w.Shadow.Labels.Correct, shadowRight, w.Shadow.Labels.Decided)
 	}
 }
+
+func TestDispatchCountsSurviveMergeAndJSON(t *testing.T) {
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ws := map[Key]*Window{}
+	for i, d := range []string{schemas.DispatchPaced, schemas.DispatchPaced, schemas.DispatchCatchUp, ""} {
+		c := schemas.Comparison{
+			RequestID: fmt.Sprint(i), Experiment: "e", EventTime: at, Champion: &schemas.Outcome{Name: "c"},
+			Shadows: []schemas.Outcome{{Name: "s", Dispatch: d}},
+		}
+		Fold(ws, c, time.Minute, nil, Compare{})
+	}
+	w := ws[Key{Experiment: "e", Shadow: "s", Start: at}]
+	b, err := json.Marshal(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Window
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if err := back.Merge(w); err != nil {
+		t.Fatal(err)
+	}
+	if back.Dispatch[schemas.DispatchPaced] != 4 || back.Dispatch[schemas.DispatchCatchUp] != 2 || len(back.Dispatch) != 2 {
+		t.Fatalf("dispatch after JSON and merge: %v", back.Dispatch)
+	}
+}

@@ -86,6 +86,9 @@ func TestShadowsEveryEventOnceAndDeadLettersGarbage(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if res.Dispatch == "" {
+				t.Fatalf("result %s/%s does not say how its call was dispatched", res.RequestID, res.Shadow)
+			}
 			k := key{res.RequestID, res.Shadow}
 			if _, dup := seen[k]; dup {
 				t.Fatalf("second result for %v", k)

@@ -1,19 +1,23 @@
 package app
 
-import "time"
+import (
+	"time"
 
-// Pacing outcomes of a call, for metrics.
+	"github.com/understudy-ml/understudy/schemas"
+)
+
+// Pacing outcomes of a call, for metrics and ShadowResult.Dispatch.
 const (
 	// PacingPaced: the call left within pacingTolerance of its due time.
-	PacingPaced = "paced"
+	PacingPaced = schemas.DispatchPaced
 	// PacingLate: it left later than that, for a request younger than catchUpAge (one that
 	// arrived while the lane's previous batch finished, or was delayed in transport).
-	PacingLate = "late"
+	PacingLate = schemas.DispatchLate
 	// PacingCatchUp: the request was older than catchUpAge (a backlog); the call left at
 	// once, as fast as the shadow's in-flight budget allows.
-	PacingCatchUp = "catch_up"
+	PacingCatchUp = schemas.DispatchCatchUp
 	// PacingOff: pacing is disabled (--pacing.delay=0).
-	PacingOff = "off"
+	PacingOff = schemas.DispatchOff
 )
 
 const (

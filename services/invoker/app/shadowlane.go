@@ -111,7 +111,7 @@ func (sl *shadowLane) handle(ctx context.Context, fs kgo.Fetches) ([]*kgo.Record
 		}
 		sl.m.dispatched.WithLabelValues(c.Name(), pacing).Inc()
 		wg.Go(func() {
-			rec, eerr := sl.result(ctx, c, ev)
+			rec, eerr := sl.result(ctx, c, ev, pacing)
 			mu.Lock()
 			defer mu.Unlock()
 			if eerr != nil {
@@ -125,9 +125,10 @@ func (sl *shadowLane) handle(ctx context.Context, fs kgo.Fetches) ([]*kgo.Record
 	return out, err
 }
 
-// result calls the shadow and encodes its result.
-func (sl *shadowLane) result(ctx context.Context, c *shadow.Caller, ev schemas.InferenceEvent) (*kgo.Record, error) {
+// result calls the shadow and encodes its result, which says how the call was dispatched.
+func (sl *shadowLane) result(ctx context.Context, c *shadow.Caller, ev schemas.InferenceEvent, pacing string) (*kgo.Record, error) {
 	res := c.Call(context.WithoutCancel(ctx), ev, "")
+	res.Dispatch = pacing
 	value, err := sl.encode(nil, res)
 	if err == nil && len(value) > maxResultBytes {
 		// A prediction too large to forward (a huge vector): the result says so instead of

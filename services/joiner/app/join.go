@@ -272,7 +272,7 @@ func (j *joinState) addShadow(p int32, res schemas.ShadowResult, now time.Time) 
 	}
 	pd.cmp.Shadows = append(pd.cmp.Shadows, schemas.Outcome{
 		Name: res.Shadow, Version: res.Model.Version, Role: res.Role, Status: res.Response.Status,
-		Prediction: res.Response.Prediction, Latency: res.Latency, Error: res.Error,
+		Prediction: res.Response.Prediction, Latency: res.Latency, Error: res.Error, Dispatch: res.Dispatch,
 	})
 	return j.completeIf(p, pd, now)
 }

@@ -89,3 +89,20 @@ func TestForwardDefaults(t *testing.T) {
 		t.Error("json-pointer default: any path but management ones")
 	}
 }
+
+func TestCompareSettingsAreValidated(t *testing.T) {
+	bad, good := 1.5, 0.7
+	exps := []Experiment{{Name: "a", Shadows: []Shadow{{Name: "s", URL: "http://m:1"}}}}
+	exps[0].Shadows[0].Defaults()
+	exps[0].Compare.Threshold = &bad
+	exps[0].Compare.Tolerance.Relative = -1
+	err := Validate(exps)
+	if err == nil || !strings.Contains(err.Error(), "compare.threshold") || !strings.Contains(err.Error(), "compare.tolerance") {
+		t.Fatalf("want both compare problems, got %v", err)
+	}
+	exps[0].Compare.Threshold = &good
+	exps[0].Compare.Tolerance.Relative = 0.05
+	if err := Validate(exps); err != nil {
+		t.Fatal(err)
+	}
+}

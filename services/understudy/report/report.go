@@ -189,6 +189,7 @@ func write(w io.Writer, d Data, markdown bool) error {
 			{"", "champion", rep.Shadow, floorName},
 			{"requests", fmt.Sprint(st.Total), "coverage " + pct(st.Coverage), f(func(x stats.Stats) string { return "coverage " + pct(x.Coverage) })},
 			{"not shadowed", "", notShadowed(st), f(notShadowed)},
+			{"calls paced (arrival gaps kept)", "", paced(st), f(paced)},
 			{"latency p50 / p95 / p99 (ms)", quant(st.Latency.Champion), quant(st.Latency.Shadow), f(func(x stats.Stats) string { return quant(x.Latency.Shadow) })},
 			{"latency ratio p99 (shadow ÷ " + reference(st.Latency) + ")", "", num(st.Latency.Ratio.P99, 3), f(func(x stats.Stats) string { return num(x.Latency.Ratio.P99, 3) })},
 			{"error rate", pct(st.Champion.Rate) + kinds(st.Champion.ByKind), pct(st.Shadow.Rate) + kinds(st.Shadow.ByKind), f(func(x stats.Stats) string { return pct(x.Shadow.Rate) })},
@@ -335,4 +336,13 @@ func fired(h []alert.Transition, shadow string) string {
 		return "none"
 	}
 	return strings.Join(out, ", ")
+}
+
+// paced says which share of the shadow's calls kept the requests' arrival gaps, and how the
+// others left.
+func paced(st stats.Stats) string {
+	if st.Paced == nil {
+		return "–"
+	}
+	return pct(st.Paced) + kinds(st.Dispatch)
 }

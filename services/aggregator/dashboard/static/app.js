@@ -67,7 +67,7 @@ function renderCards(rep) {
   const fl = (path, d) => (f ? "noise floor " + fmt(get(f, path), d) : "no noise baseline");
   const diff = s.labels.difference;
   $("#cards").replaceChildren(
-    card("requests", s.requests, "coverage " + pct(s.coverage)),
+    card("requests", s.requests, "coverage " + pct(s.coverage) + (s.paced == null ? "" : ", calls paced " + pct(s.paced))),
     card("PSI", fmt(s.predictions.psi), fl("predictions.psi")),
     card("KS", fmt(s.predictions.ks), fl("predictions.ks")),
     card("agreement", pct(s.predictions.agreement), f ? "noise floor " + pct(f.predictions.agreement) : ""),
