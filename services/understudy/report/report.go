@@ -149,7 +149,7 @@ func diff(d *stats.Difference, l stats.Labels) string {
 	if d.Low != nil && d.High != nil {
 		lo, hi = *d.Low*scale, *d.High*scale
 	}
-	return fmt.Sprintf("%+.2f%s [%+.2f, %+.2f] (95 %% CI, n=%d)", v, unit, lo, hi, d.N)
+	return fmt.Sprintf("%+.2f%s [%+.2f, %+.2f] (95 %% CI, this look only; n=%d)", v, unit, lo, hi, d.N)
 }
 
 func labelMetric(l stats.Labels, side stats.LabelMetrics) string {

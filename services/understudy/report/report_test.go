@@ -54,7 +54,7 @@ func TestWriteFormats(t *testing.T) {
 	}
 	for _, want := range []string{
 		"candidate vs champion", "noise floor (champion-copy)", "0.2893", "0.0001", "77.12 %", "79.03 %",
-		"+1.92 points [+1.15, +2.69] (95 % CI, n=6000)", "rate_limited=3", "psi_critical (critical, 10:01:00)", "Verdict: candidate: FAIL", "0.0192 [0.0101, 0.0283]", "0.2893 (threshold only)",
+		"+1.92 points [+1.15, +2.69] (95 % CI, this look only; n=6000)", "rate_limited=3", "psi_critical (critical, 10:01:00)", "Verdict: candidate: FAIL", "0.0192 [0.0101, 0.0283]", "0.2893 (threshold only)",
 		"family-wise α = 0.05, observed 2h0m0s", "not compared like for like",
 	} {
 		if !strings.Contains(table.String(), want) {

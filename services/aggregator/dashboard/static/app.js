@@ -74,7 +74,7 @@ function renderCards(rep) {
     card("latency p99 (ms)", fmt(s.latency.shadow_ms.p99, 2) + " / " + fmt(s.latency.champion_ms.p99, 2), "ratio " + fmt(s.latency.ratio.p99, 2)),
     card("error rate", pct(s.shadow_errors.rate, 2), "champion " + pct(s.champion_errors.rate, 2)),
     card(diff ? diff.metric + " Δ (shadow − champion)" : "labels", diff ? fmt(diff.value, 4) : s.labels.n + " labeled",
-      diff ? `95 % CI [${fmt(diff.ci_low, 4)}, ${fmt(diff.ci_high, 4)}], n=${diff.n}` : `shown from ${s.labels.min_labels}`),
+      diff ? `95 % CI at this look only (rules: anytime-valid) [${fmt(diff.ci_low, 4)}, ${fmt(diff.ci_high, 4)}], n=${diff.n}` : `shown from ${s.labels.min_labels}`),
   );
 }
 
