@@ -41,6 +41,7 @@ func TestSlowShadowDoesNotHoldBackAnother(t *testing.T) {
 	cfg := invoker.NewDefaultConfig()
 	cfg.Kafka.Brokers, cfg.Ops.ListenAddr, cfg.ExperimentsFile = broker.Brokers, "127.0.0.1:0", file
 	cfg.InstanceID, cfg.Group = experiment, experiment
+	startLanesAtEnd(ctx, t, cfg.Group, experiment, "slow", "fast")
 	inv, err := invoker.New(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)

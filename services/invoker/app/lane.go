@@ -92,6 +92,13 @@ func (l *lane) run(ctx context.Context) error {
 			return fmt.Errorf("lane %s: %w", l.name, fatal)
 		}
 		if fs.Empty() {
+			if len(fs.Errors()) > 0 {
+				// Errors only (the client retries them): do not spin while it does.
+				select {
+				case <-ctx.Done():
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
 			continue
 		}
 		if err := l.transact(ctx, fs); err != nil {

@@ -19,6 +19,10 @@ import (
 	joiner "github.com/understudy-ml/understudy/services/joiner/app"
 )
 
+// The file name makes this test run last: the demo's services join the default consumer
+// groups as static members, which stay in them until their session times out after the demo
+// exits, and would hold partitions away from the next test using those groups.
+
 // TestDemoVerdictsOnRealKafkaAndPostgres runs `understudy demo` (tap, invoker, joiner and
 // aggregator, champion, candidate and noise-baseline copy, labels) on the shared broker and
 // Postgres:
