@@ -220,6 +220,7 @@ func TestInvokerSIGKILLExactlyOnce(t *testing.T) {
 		return cmd
 	}
 	const n = 20000
+	startLanesAtEnd(ctx, t, experiment, experiment, "a", "b")
 	produceEvents(ctx, t, experiment, "k", n, 0)
 	cmd := start()
 	for i := range 3 {
