@@ -70,6 +70,8 @@ type callerSet struct {
 	byLane map[laneKey]*shadow.Caller
 	// explicit holds the experiments configured by name: the AnyExperiment shadows skip them.
 	explicit map[string]bool
+	// anyExperiment: some shadow serves every experiment (AnyExperiment).
+	anyExperiment bool
 }
 
 // New wires an invoker; it does not touch the network.
@@ -104,6 +106,8 @@ func (inv *Invoker) buildCallers(exps []experiment.Experiment) (*callerSet, erro
 	for _, e := range exps {
 		if e.Name != AnyExperiment {
 			set.explicit[e.Name] = true
+		} else if len(e.Shadows) > 0 {
+			set.anyExperiment = true
 		}
 		for _, s := range e.Shadows {
 			c, err := shadow.New(s, inv.m)
@@ -241,21 +245,11 @@ func (inv *Invoker) screen(ctx context.Context, fs kgo.Fetches) ([]*kgo.Record, 
 			inv.dlq.Count(reason)
 			return
 		}
-		if !set.explicit[ev.Experiment] && !set.hasAny() {
+		if !set.explicit[ev.Experiment] && !set.anyExperiment {
 			inv.m.ignored.WithLabelValues("no_shadow_configured").Inc()
 		}
 	})
 	return out, nil
-}
-
-// hasAny reports whether some shadow serves every experiment.
-func (cs *callerSet) hasAny() bool {
-	for k := range cs.byLane {
-		if k.experiment == AnyExperiment {
-			return true
-		}
-	}
-	return false
 }
 
 // decode decodes and checks an inference event; on failure it returns the dead-letter reason.
