@@ -246,11 +246,23 @@ func TestEngineTransitionsAndNotifications(t *testing.T) {
 		f.Version != alert.PayloadVersion || !strings.HasPrefix(f.Links.Stats, "http://agg:9104/api/v1/experiments/e/stats?from=") {
 		t.Fatalf("firing payload %+v value %v floor %v", f, f.Value, f.NoiseFloor)
 	}
+	// The evidence travels with the alert: the rule's interval lies beyond the threshold (PSI's
+	// order-statistic interval is open above), the status is FAIL, and the reason says why.
+	if f.Interval.Low == nil || *f.Interval.Low < 0.2 || *f.Interval.Low > *f.Value || f.Status != alert.StatusFail || f.Reason == "" {
+		t.Fatalf("firing evidence interval %v..%v status %q reason %q", f.Interval.Low, f.Interval.High, f.Status, f.Reason)
+	}
+	if h := hist[1]; h.To != alert.StateFiring || h.Status != alert.StatusFail || h.Interval.Low == nil || *h.Interval.Low != *f.Interval.Low || h.Reason != f.Reason {
+		t.Fatalf("history row %+v does not keep the firing evidence", h)
+	}
+	if h := hist[2]; h.To != alert.StateResolved || h.Status == alert.StatusFail {
+		t.Fatalf("resolved history row %+v", h)
+	}
 	if want := alert.MessageID("e", "cand", "psi", hist[1].ID, alert.StateFiring); f.ID != want {
 		t.Fatalf("id %s, want %s", f.ID, want)
 	}
 	slack, err := alert.SlackBody(mustJSON(t, payloads[0]))
-	if err != nil || !strings.Contains(string(slack), "FIRING") || !strings.Contains(string(slack), "e/cand") {
+	if err != nil || !strings.Contains(string(slack), "FIRING") || !strings.Contains(string(slack), "e/cand") ||
+		!strings.Contains(string(slack), fmt.Sprintf("[%.4g, ", *f.Interval.Low)) {
 		t.Fatalf("slack body %s %v", slack, err)
 	}
 }

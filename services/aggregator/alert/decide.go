@@ -133,6 +133,9 @@ func judgeRule(r Rule, rep stats.ShadowReport, alpha float64, j Judgement) RuleR
 	case r.breached(est, floor, j, false):
 		res.Status = StatusFail
 		res.Reason = describe(r, est)
+		if est.Method != stats.MethodThreshold {
+			res.Reason += fmt.Sprintf(": the interval lies beyond the threshold %g", r.Threshold)
+		}
 		if floor != nil {
 			res.Reason += fmt.Sprintf(", beyond the noise floor %s by more than %g", FormatNumber(floor.Value), r.Margin)
 		}
@@ -143,6 +146,9 @@ func judgeRule(r Rule, rep stats.ShadowReport, alpha float64, j Judgement) RuleR
 		}
 		res.Status = StatusPass
 		res.Reason = describe(r, est)
+		if est.Method != stats.MethodThreshold {
+			res.Reason += fmt.Sprintf(": the interval lies on the good side of the threshold %g", r.Threshold)
+		}
 	case est.Method == stats.MethodThreshold && r.Holds(est.Value):
 		res.Reason = describe(r, est) + fmt.Sprintf(": FAILs once held for %d consecutive evaluations (its alert fires)", r.For)
 	default:
@@ -212,7 +218,7 @@ func isLatency(m stats.Metric) bool {
 
 func describe(r Rule, e stats.Estimate) string {
 	if e.Method == stats.MethodThreshold {
-		return fmt.Sprintf("%s = %s (threshold only) %s %g", r.Metric, FormatNumber(e.Value), r.Comparator, r.Threshold)
+		return fmt.Sprintf("%s = %s (threshold only; fails when %s %g)", r.Metric, FormatNumber(e.Value), r.Comparator, r.Threshold)
 	}
 	return fmt.Sprintf("%s = %s [%s, %s] (n=%d)", r.Metric, FormatNumber(e.Value), FormatNumber(e.Low), FormatNumber(e.High), e.N)
 }

@@ -232,13 +232,8 @@ func (e *Engine) evaluateExperiment(ctx context.Context, exp string, r Range) er
 			for i, rule := range rules {
 				k := alertKey{rep.Shadow, rule.Name}
 				seen[k] = true
-				res := v.Rules[i]
-				holds, n := res.Status == StatusFail, uint64(0)
-				if res.Estimate != nil {
-					n = res.Estimate.N
-				}
-				value, floor := metricValue(&rep.Stats, rule.Metric), metricValue(rep.NoiseFloor, rule.Metric)
-				if err := e.step(ctx, tx, exp, rep.Shadow, rule, prev[k], holds, value, floor, n, r); err != nil {
+				ev := evidenceOf(v.Rules[i], metricValue(&rep.Stats, rule.Metric), metricValue(rep.NoiseFloor, rule.Metric))
+				if err := e.step(ctx, tx, exp, rep.Shadow, rule, prev[k], ev, r); err != nil {
 					return err
 				}
 			}
@@ -254,7 +249,7 @@ func (e *Engine) evaluateExperiment(ctx context.Context, exp string, r Range) er
 					rule = ru
 				}
 			}
-			if err := e.step(ctx, tx, exp, k.shadow, rule, st, false, nil, nil, 0, r); err != nil {
+			if err := e.step(ctx, tx, exp, k.shadow, rule, st, evidence{Status: StatusContinue, Reason: "shadow or rule no longer in range"}, r); err != nil {
 				return err
 			}
 		}
@@ -300,24 +295,47 @@ func loadStates(ctx context.Context, tx pgx.Tx, exp string) (map[alertKey]status
 	return out, nil
 }
 
+// evidence is what one evaluation of a rule saw: the statistic, the copy's, the rule's
+// interval (nil bounds when open on that side or not computable), its status and why. An alert
+// condition holds exactly when the status is FAIL.
+type evidence struct {
+	Value, Floor *float64
+	Low, High    *float64
+	N            uint64
+	Status       string
+	Reason       string
+}
+
+func evidenceOf(res RuleResult, value, floor *float64) evidence {
+	ev := evidence{Value: value, Floor: floor, Status: res.Status, Reason: res.Reason}
+	if res.Estimate != nil {
+		ev.N, ev.Low, ev.High = res.Estimate.N, stats.Finite(res.Estimate.Low), stats.Finite(res.Estimate.High)
+	}
+	return ev
+}
+
 // step applies one evaluation to one alert: new state, history row and notification.
-func (e *Engine) step(ctx context.Context, tx pgx.Tx, exp, shadow string, rule Rule, prev status, holds bool, value, floor *float64, n uint64, r Range) error {
+func (e *Engine) step(ctx context.Context, tx pgx.Tx, exp, shadow string, rule Rule, prev status, ev evidence, r Range) error {
 	if prev.State == "" {
 		prev.State = StateInactive
 	}
 	if !prev.EvaluatedTo.IsZero() && !prev.EvaluatedTo.Before(r.To) {
 		return nil
 	}
-	next, streak := Next(prev.State, prev.Streak, rule, holds)
+	next, streak := Next(prev.State, prev.Streak, rule, ev.Status == StatusFail)
 	now := e.now()
 	if _, err := tx.Exec(ctx, `
-		INSERT INTO alert_states (experiment, shadow, rule, state, streak, value, noise_floor, samples, since, evaluated_to)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+		INSERT INTO alert_states (experiment, shadow, rule, state, streak, value, noise_floor, samples, since, evaluated_to,
+			interval_low, interval_high, status, reason)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 		ON CONFLICT (experiment, shadow, rule) DO UPDATE SET
 			state = excluded.state, streak = excluded.streak, value = excluded.value, noise_floor = excluded.noise_floor,
 			samples = excluded.samples, evaluated_to = excluded.evaluated_to,
+			interval_low = excluded.interval_low, interval_high = excluded.interval_high,
+			status = excluded.status, reason = excluded.reason,
 			since = CASE WHEN alert_states.state = excluded.state THEN alert_states.since ELSE excluded.since END`,
-		exp, shadow, rule.Name, string(next), streak, value, floor, int64(n), now, r.To); err != nil {
+		exp, shadow, rule.Name, string(next), streak, ev.Value, ev.Floor, int64(ev.N), now, r.To,
+		ev.Low, ev.High, ev.Status, ev.Reason); err != nil {
 		return fmt.Errorf("store alert state: %w", err)
 	}
 	if next == prev.State {
@@ -326,9 +344,11 @@ func (e *Engine) step(ctx context.Context, tx pgx.Tx, exp, shadow string, rule R
 	e.transitions.WithLabelValues(string(next)).Inc()
 	var id int64
 	if err := tx.QueryRow(ctx, `
-		INSERT INTO alert_history (experiment, shadow, rule, severity, from_state, to_state, value, noise_floor, threshold, samples, range_from, range_to, at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id`,
-		exp, shadow, rule.Name, rule.Severity, string(prev.State), string(next), value, floor, rule.Threshold, int64(n), r.From, r.To, now).Scan(&id); err != nil {
+		INSERT INTO alert_history (experiment, shadow, rule, severity, from_state, to_state, value, noise_floor, threshold, samples, range_from, range_to, at,
+			interval_low, interval_high, status, reason)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING id`,
+		exp, shadow, rule.Name, rule.Severity, string(prev.State), string(next), ev.Value, ev.Floor, rule.Threshold, int64(ev.N), r.From, r.To, now,
+		ev.Low, ev.High, ev.Status, ev.Reason).Scan(&id); err != nil {
 		return fmt.Errorf("record alert transition: %w", err)
 	}
 	if !Notifies(prev.State, next) {
@@ -337,7 +357,8 @@ func (e *Engine) step(ctx context.Context, tx pgx.Tx, exp, shadow string, rule R
 	msgID := MessageID(exp, shadow, rule.Name, id, next)
 	p := Payload{Type: "alert." + string(next), Timestamp: now.UTC(), Data: Data{
 		Version: PayloadVersion, ID: msgID, Experiment: exp, Shadow: shadow, Rule: rule, State: next, PreviousState: prev.State,
-		Value: value, NoiseFloor: floor, Samples: n, Window: Range{r.From.UTC(), r.To.UTC()}, Links: e.links(exp, r),
+		Value: ev.Value, NoiseFloor: ev.Floor, Interval: Interval{Low: ev.Low, High: ev.High}, Status: ev.Status, Reason: ev.Reason,
+		Samples: ev.N, Window: Range{r.From.UTC(), r.To.UTC()}, Links: e.links(exp, r),
 	}}
 	b, err := json.Marshal(p)
 	if err != nil {
@@ -373,6 +394,9 @@ type Current struct {
 	State       State     `json:"state"`
 	Value       *float64  `json:"value"`
 	NoiseFloor  *float64  `json:"noise_floor"`
+	Interval    Interval  `json:"interval"`
+	Status      string    `json:"status"` // the rule's status at the last evaluation
+	Reason      string    `json:"reason"`
 	Samples     int64     `json:"samples"`
 	Since       time.Time `json:"since"`
 	EvaluatedTo time.Time `json:"evaluated_to"`
@@ -387,14 +411,14 @@ type Querier interface {
 // only those in state when it is not empty.
 func States(ctx context.Context, db Querier, experiment string, state State) ([]Current, error) {
 	rows, err := db.Query(ctx, `
-		SELECT experiment, shadow, rule, state, value, noise_floor, samples, since, evaluated_to FROM alert_states
+		SELECT experiment, shadow, rule, state, value, noise_floor, interval_low, interval_high, status, reason, samples, since, evaluated_to FROM alert_states
 		WHERE ($1 = '' OR experiment = $1) AND ($2 = '' OR state = $2) ORDER BY experiment, shadow, rule`, experiment, string(state))
 	if err != nil {
 		return nil, fmt.Errorf("load alert states: %w", err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Current, error) {
 		var c Current
-		err := r.Scan(&c.Experiment, &c.Shadow, &c.Rule, &c.State, &c.Value, &c.NoiseFloor, &c.Samples, &c.Since, &c.EvaluatedTo)
+		err := r.Scan(&c.Experiment, &c.Shadow, &c.Rule, &c.State, &c.Value, &c.NoiseFloor, &c.Interval.Low, &c.Interval.High, &c.Status, &c.Reason, &c.Samples, &c.Since, &c.EvaluatedTo)
 		c.Since, c.EvaluatedTo = c.Since.UTC(), c.EvaluatedTo.UTC()
 		return c, err
 	})
@@ -415,6 +439,9 @@ type Transition struct {
 	To         State     `json:"to"`
 	Value      *float64  `json:"value"`
 	NoiseFloor *float64  `json:"noise_floor"`
+	Interval   Interval  `json:"interval"`
+	Status     string    `json:"status"` // the rule's status that caused the transition
+	Reason     string    `json:"reason"`
 	Threshold  float64   `json:"threshold"`
 	Samples    int64     `json:"samples"`
 	Window     Range     `json:"window"`
@@ -425,14 +452,15 @@ type Transition struct {
 // since, oldest first, at most limit.
 func History(ctx context.Context, db Querier, experiment string, since time.Time, limit int) ([]Transition, error) {
 	rows, err := db.Query(ctx, `
-		SELECT id, experiment, shadow, rule, severity, from_state, to_state, value, noise_floor, threshold, samples, range_from, range_to, at
+		SELECT id, experiment, shadow, rule, severity, from_state, to_state, value, noise_floor, interval_low, interval_high, status, reason,
+			threshold, samples, range_from, range_to, at
 		FROM alert_history WHERE ($1 = '' OR experiment = $1) AND at >= $2 ORDER BY id LIMIT $3`, experiment, since, limit)
 	if err != nil {
 		return nil, fmt.Errorf("load alert history: %w", err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Transition, error) {
 		var t Transition
-		err := r.Scan(&t.ID, &t.Experiment, &t.Shadow, &t.Rule, &t.Severity, &t.From, &t.To, &t.Value, &t.NoiseFloor, &t.Threshold, &t.Samples, &t.Window.From, &t.Window.To, &t.At)
+		err := r.Scan(&t.ID, &t.Experiment, &t.Shadow, &t.Rule, &t.Severity, &t.From, &t.To, &t.Value, &t.NoiseFloor, &t.Interval.Low, &t.Interval.High, &t.Status, &t.Reason, &t.Threshold, &t.Samples, &t.Window.From, &t.Window.To, &t.At)
 		t.Window.From, t.Window.To, t.At = t.Window.From.UTC(), t.Window.To.UTC(), t.At.UTC()
 		return t, err
 	})

@@ -85,9 +85,19 @@ type Data struct {
 	PreviousState State    `json:"previous_state"`
 	Value         *float64 `json:"value"`
 	NoiseFloor    *float64 `json:"noise_floor"`
+	Interval      Interval `json:"interval"` // the rule's interval: a FAIL means it lies beyond the threshold
+	Status        string   `json:"status"`   // the rule's status: FAIL while firing
+	Reason        string   `json:"reason"`
 	Samples       uint64   `json:"samples"`
 	Window        Range    `json:"window"`
 	Links         Links    `json:"links"`
+}
+
+// Interval is a rule's interval at one evaluation; a nil bound is open on that side or not
+// computable yet.
+type Interval struct {
+	Low  *float64 `json:"low"`
+	High *float64 `json:"high"`
 }
 
 // SlackText is a one-line human summary of d, for Slack-compatible bodies.
@@ -102,8 +112,8 @@ func SlackText(d Data) string {
 		}
 		return fmt.Sprintf("%.4g", *p)
 	}
-	return fmt.Sprintf("%s [%s] %s %s: %s/%s %s = %s (threshold %s %g, noise floor %s, n=%d) over %s–%s <%s|stats>",
+	return fmt.Sprintf("%s [%s] %s %s: %s/%s %s = %s [%s, %s] (threshold %s %g, noise floor %s, n=%d) over %s–%s <%s|stats>",
 		icon, strings.ToUpper(string(d.State)), d.Rule.Severity, d.Rule.Name, d.Experiment, d.Shadow, d.Rule.Metric,
-		val(d.Value), d.Rule.Comparator, d.Rule.Threshold, val(d.NoiseFloor), d.Samples,
+		val(d.Value), val(d.Interval.Low), val(d.Interval.High), d.Rule.Comparator, d.Rule.Threshold, val(d.NoiseFloor), d.Samples,
 		d.Window.From.Format(time.RFC3339), d.Window.To.Format(time.RFC3339), d.Links.Stats)
 }

@@ -42,7 +42,7 @@ func (e Estimate) MarshalJSON() ([]byte, error) {
 		Alpha  float64  `json:"alpha"`
 		N      uint64   `json:"samples"`
 		Method string   `json:"method"`
-	}{finite(e.Value), finite(e.Low), finite(e.High), e.Alpha, e.N, e.Method})
+	}{Finite(e.Value), Finite(e.Low), Finite(e.High), e.Alpha, e.N, e.Method})
 }
 
 // UnmarshalJSON reads what MarshalJSON wrote (null bounds as ±Inf).
@@ -145,8 +145,8 @@ func (s Stats) Estimate(m Metric, alpha float64) (Estimate, bool) {
 	return Estimate{Value: v, Low: iv.Low, High: iv.High, Alpha: alpha, N: n, Method: MethodMeanCS}, true
 }
 
-// finite maps ±Inf to nil for JSON.
-func finite(x float64) *float64 {
+// Finite is x, or nil when x is ±Inf or NaN (an interval open on that side, for JSON and SQL).
+func Finite(x float64) *float64 {
 	if math.IsInf(x, 0) || math.IsNaN(x) {
 		return nil
 	}

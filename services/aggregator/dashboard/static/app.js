@@ -175,10 +175,17 @@ function renderDistribution(d, candidate) {
     [d.edges || [], d.champion_shares || [], d.shadow_shares || []], { time: false });
 }
 
+// withInterval is a transition's value with the rule's interval when the row has one.
+function withInterval(t) {
+  const iv = t.interval || {};
+  if (iv.low == null && iv.high == null) return fmt(t.value, 4);
+  return est({ value: t.value, low: iv.low, high: iv.high });
+}
+
 function renderAlerts(transitions) {
   const rows = transitions.slice(-50).reverse().map((t) => h("tr", null,
     h("td", null, new Date(t.at).toLocaleString()), h("td", null, t.shadow), h("td", null, t.rule), h("td", null, t.severity),
-    h("td", { className: String(t.to) }, `${t.from} → ${t.to}`), h("td", null, fmt(t.value, 4)), h("td", null, fmt(t.noise_floor, 4)),
+    h("td", { className: String(t.to), title: t.reason || "" }, `${t.from} → ${t.to}`), h("td", null, withInterval(t)), h("td", null, fmt(t.noise_floor, 4)),
     h("td", null, t.threshold), h("td", null, t.samples)));
   if (rows.length === 0) rows.push(h("tr", null, h("td", { colSpan: 9 }, "no transitions yet")));
   $("#alerts tbody").replaceChildren(...rows);
