@@ -29,8 +29,8 @@ import (
 //   - A/A: an exact copy of the champion as candidate, 20,000 requests of which 5 % are
 //     malformed (every model answers 400): no alert fires at any of the aggregator's looks
 //     (every 5 s) and the verdict is not FAIL (exit 0 or 3);
-//   - a worse candidate (2 points less accurate, slower): FAIL on the accuracy and latency
-//     rules, exit 1.
+//   - a worse candidate (2 points less accurate, 30 % slower to compute): FAIL on the accuracy
+//     and latency rules, exit 1.
 func TestDemoVerdictsOnRealKafkaAndPostgres(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -105,10 +105,10 @@ func TestDemoVerdictsOnRealKafkaAndPostgres(t *testing.T) {
 	if !failedRule(out, "accuracy_diff") {
 		t.Errorf("worse candidate: accuracy_diff not reported FAIL")
 	}
-	// Its latency is 1 ms worse; on a loaded 2-core machine the p99 interval may still
-	// straddle the threshold after a minute, but a slower model must never PASS it.
-	if ruleStatus(out, "latency_p99_ratio") == "PASS" {
-		t.Errorf("worse candidate: latency_p99_ratio PASSed")
+	// Its service time is 1.3 × the champion's (median 50 ms), which measures about 1.28 × at
+	// p99 against the copy: the interval clears the 1.1 threshold within the minute.
+	if !failedRule(out, "latency_p99_ratio") {
+		t.Errorf("worse candidate: latency_p99_ratio not reported FAIL (status %q)", ruleStatus(out, "latency_p99_ratio"))
 	}
 	if n := fired(exp); n == 0 {
 		t.Errorf("worse candidate: no alert fired")

@@ -187,14 +187,15 @@ func (r *alertReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	r.seen.Add(1)
 	d := p.Data
-	val := func(v *float64) string {
+	val := func(v *float64, none string) string {
 		if v == nil {
-			return "–"
+			return none
 		}
-		return fmt.Sprintf("%.4g", *v)
+		return alert.FormatNumber(*v)
 	}
-	fmt.Fprintf(r.out, "\n  ⚑ verified webhook %s: %s/%s %s %s = %s (noise floor %s, threshold %s %g)\n",
-		req.Header.Get(webhook.HeaderID), d.Experiment, d.Shadow, strings.ToUpper(string(d.State)), d.Rule.Name, val(d.Value), val(d.NoiseFloor), d.Rule.Comparator, d.Rule.Threshold)
+	fmt.Fprintf(r.out, "\n  ⚑ verified webhook %s: %s/%s %s %s = %s [%s, %s] (noise floor %s, threshold %s %g)\n",
+		req.Header.Get(webhook.HeaderID), d.Experiment, d.Shadow, strings.ToUpper(string(d.State)), d.Rule.Name,
+		val(d.Value, "–"), val(d.Interval.Low, "−∞"), val(d.Interval.High, "+∞"), val(d.NoiseFloor, "–"), d.Rule.Comparator, d.Rule.Threshold)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -227,13 +228,18 @@ func demoRun(ctx context.Context, c demoConfig, stdout, stderr io.Writer, code *
 	}
 
 	champion, candidate, noise := demo.Champion(), demo.Candidate(), demo.NoiseCopy()
-	describe := fmt.Sprintf("candidate v%s (more accurate, slower by %s, drifted where feature 0 > %.0f)", candidate.Version, candidate.Delay, candidate.DriftAbove)
+	describe := fmt.Sprintf("candidate v%s (more accurate, %.0f %% slower, drifted where feature 0 > %.0f)", candidate.Version, 100*(candidate.Slowdown-1), candidate.DriftAbove)
 	switch c.Kind {
 	case "copy":
 		candidate, describe = demo.Copy(), "candidate: an exact copy of the champion (an A/A experiment)"
 	case "worse":
 		candidate = demo.Worse()
-		describe = fmt.Sprintf("candidate v%s (2 points less accurate, slower by %s)", candidate.Version, candidate.Delay)
+		describe = fmt.Sprintf("candidate v%s (2 points less accurate, %.0f %% slower)", candidate.Version, 100*(candidate.Slowdown-1))
+	}
+	// Every model takes the same service time on the same request (median demo.ServiceTime),
+	// so an exact copy is exactly as fast and only a slowdown makes a model slower.
+	for _, m := range []*demo.Model{champion, candidate, noise} {
+		m.Service = demo.ServiceTime
 	}
 	urls := map[string]string{}
 	for name, m := range map[string]*demo.Model{"champion": champion, "candidate": candidate, "copy": noise} {
@@ -301,7 +307,7 @@ func demoRun(ctx context.Context, c demoConfig, stdout, stderr io.Writer, code *
 			sent, n, sum(counts)-counts["labeled"], labels.Load(), counts["labeled"], receiver.seen.Load())
 	}
 	lastPrint := time.Now()
-	res := demo.Traffic(ctx, p.ProxyURL, champion.Name, seed, n, c.Rate, 16, champion, func(r demo.Result) {
+	res := demo.Traffic(ctx, p.ProxyURL, champion.Name, seed, n, c.Rate, max(16, c.Rate/4), champion, func(r demo.Result) {
 		if time.Since(lastPrint) > 500*time.Millisecond {
 			lastPrint = time.Now()
 			progress(r.Sent)

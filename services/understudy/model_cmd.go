@@ -20,6 +20,7 @@ func runModel(ctx context.Context, args []string, _, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	name := fs.String("name", "champion", "demo model to serve: champion, candidate or copy (the noise baseline)")
 	addr := fs.String("listen-addr", ":8000", "listen address")
+	service := fs.Duration("service-time", demo.ServiceTime, "median service time added to every answer (log-normal, the same on every copy for the same request; 0: none)")
 	if err := flagenv.Parse(fs, "model", args, flagenv.LookupEnv); err != nil {
 		return 2
 	}
@@ -29,6 +30,7 @@ func runModel(ctx context.Context, args []string, _, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "understudy model: unknown model %q (champion, candidate or copy)\n", *name)
 		return 2
 	}
+	m.Service = *service
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		fmt.Fprintln(stderr, "understudy model:", err)

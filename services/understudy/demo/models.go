@@ -22,8 +22,12 @@ type Model struct {
 	Version string
 	Weights []float64
 	Bias    float64
-	// Delay is added to every answer (to make a shadow slower than the champion).
-	Delay time.Duration
+	// Service, when set, is the median of a service time added to every answer: log-normal
+	// with σ = 0.25 (p99 about 1.8 × the median), a deterministic function of the request body,
+	// so every copy of a model takes the same time on the same request. Slowdown (0 means 1)
+	// scales it: 1.3 makes a model 30 % slower at every quantile.
+	Service  time.Duration
+	Slowdown float64
 	// DriftAbove shifts the score by DriftShift for inputs whose first feature exceeds it
 	// (a segment on which the candidate behaves differently); zero disables drift.
 	DriftAbove, DriftShift float64
@@ -44,14 +48,19 @@ func Champion() *Model {
 	return &Model{Name: "fraud", Version: "6", Weights: []float64{1.2, -0.5, 0.5, 0.3}, Bias: 0.1}
 }
 
+// ServiceTime is the median service time the demo gives its models (see Model.Service): large
+// next to the few milliseconds a local call adds at p99 on a busy machine, so a model 30 %
+// slower to compute measures close to 30 % slower.
+const ServiceTime = 50 * time.Millisecond
+
 // Candidate returns the demo's candidate: closer to the truth (about 2 points more accurate),
-// a little slower, and drifted on the segment where the first feature exceeds 1 (its scores
+// 50 % slower to compute, and drifted on the segment where the first feature exceeds 1 (its scores
 // there are 0.15 higher, which moves the prediction distribution without changing many
 // decisions).
 func Candidate() *Model {
 	return &Model{
 		Name: "fraud", Version: "7", Weights: []float64{1.55, -1.05, 0.7, 0.4}, Bias: -0.4,
-		Delay: 2 * time.Millisecond, DriftAbove: 1, DriftShift: 0.15,
+		Slowdown: 1.5, DriftAbove: 1, DriftShift: 0.15,
 	}
 }
 
@@ -60,10 +69,10 @@ func Candidate() *Model {
 func Copy() *Model { return Champion() }
 
 // Worse returns a candidate about 2 points less accurate than the champion (74.6 % against
-// 76.8 % on the demo's traffic) and slower: every answer takes Delay longer, which puts its
-// p99 well over 30 % above a copy of the champion's on a local machine.
+// 76.8 % on the demo's traffic) and 30 % slower: its service time (see Model.Service) is 1.3 ×
+// the champion's on every request.
 func Worse() *Model {
-	return &Model{Name: "fraud", Version: "7-worse", Weights: []float64{1.0, -0.32, 0.45, 0.28}, Bias: 0.22, Delay: time.Millisecond}
+	return &Model{Name: "fraud", Version: "7-worse", Weights: []float64{1.0, -0.32, 0.45, 0.28}, Bias: 0.22, Slowdown: 1.3}
 }
 
 // NoiseCopy returns a second copy of the champion whose scores differ by at most 0.002: the
@@ -145,6 +154,25 @@ func (m *Model) Score(x []float64) float64 {
 	return math.Round(p*1e6) / 1e6
 }
 
+// serviceSigma is the log-normal σ of Model.Service.
+const serviceSigma = 0.25
+
+// ServiceTime is the service time m adds to its answer to body (see Model.Service).
+func (m *Model) ServiceTime(body []byte) time.Duration {
+	if m.Service <= 0 {
+		return 0
+	}
+	h := fnv.New64a()
+	_, _ = h.Write(body)
+	u := (float64(h.Sum64()>>11) + 0.5) / (1 << 53) // (0, 1)
+	z := math.Sqrt2 * math.Erfinv(2*u-1)          // standard normal
+	slow := m.Slowdown
+	if slow == 0 {
+		slow = 1
+	}
+	return time.Duration(slow * float64(m.Service) * math.Exp(serviceSigma*z))
+}
+
 // ServeHTTP answers POST /v2/models/{name}/infer.
 func (m *Model) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
@@ -156,8 +184,8 @@ func (m *Model) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "read body", http.StatusBadRequest)
 		return
 	}
-	if m.Delay > 0 {
-		time.Sleep(m.Delay)
+	if d := m.ServiceTime(body); d > 0 {
+		time.Sleep(d)
 	}
 	code, out := m.Respond(body)
 	w.Header().Set("Content-Type", "application/json")
