@@ -193,9 +193,13 @@ func (r *alertReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 		return alert.FormatNumber(*v)
 	}
-	fmt.Fprintf(r.out, "\n  ⚑ verified webhook %s: %s/%s %s %s = %s [%s, %s] (noise floor %s, threshold %s %g)\n",
+	interval := " (threshold only)"
+	if d.Interval.Low != nil || d.Interval.High != nil {
+		interval = fmt.Sprintf(" [%s, %s]", val(d.Interval.Low, "−∞"), val(d.Interval.High, "+∞"))
+	}
+	fmt.Fprintf(r.out, "\n  ⚑ verified webhook %s: %s/%s %s %s = %s%s (noise floor %s, threshold %s %g)\n",
 		req.Header.Get(webhook.HeaderID), d.Experiment, d.Shadow, strings.ToUpper(string(d.State)), d.Rule.Name,
-		val(d.Value, "–"), val(d.Interval.Low, "−∞"), val(d.Interval.High, "+∞"), val(d.NoiseFloor, "–"), d.Rule.Comparator, d.Rule.Threshold)
+		val(d.Value, "–"), interval, val(d.NoiseFloor, "–"), d.Rule.Comparator, d.Rule.Threshold)
 	w.WriteHeader(http.StatusNoContent)
 }
 

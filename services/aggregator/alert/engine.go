@@ -18,6 +18,7 @@ import (
 	"github.com/understudy-ml/understudy/services/aggregator/stats"
 	"github.com/understudy-ml/understudy/services/aggregator/webhook"
 	"github.com/understudy-ml/understudy/services/aggregator/window"
+	"github.com/understudy-ml/understudy/services/platform/logchange"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -56,7 +57,7 @@ type Engine struct {
 	leader      prometheus.Gauge
 	evaluations prometheus.Counter
 	transitions *prometheus.CounterVec
-	lastErr     string
+	warn        logchange.Warner
 }
 
 // NewEngine wires an engine. rules is called at every evaluation (so reloads take effect).
@@ -92,12 +93,7 @@ func (e *Engine) Run(ctx context.Context, also ...func(context.Context) error) e
 	}
 }
 
-func (e *Engine) logErr(what string, err error) {
-	if msg := err.Error(); msg != e.lastErr {
-		e.lastErr = msg
-		e.logger.Warn(what, "err", err)
-	}
-}
+func (e *Engine) logErr(what string, err error) { e.warn.Warn(e.logger, what, err) }
 
 func (e *Engine) lead(ctx context.Context, tick <-chan time.Time, also []func(context.Context) error) error {
 	conn, err := e.db.Acquire(ctx)
@@ -309,7 +305,10 @@ type evidence struct {
 func evidenceOf(res RuleResult, value, floor *float64) evidence {
 	ev := evidence{Value: value, Floor: floor, Status: res.Status, Reason: res.Reason}
 	if res.Estimate != nil {
-		ev.N, ev.Low, ev.High = res.Estimate.N, stats.Finite(res.Estimate.Low), stats.Finite(res.Estimate.High)
+		ev.N = res.Estimate.N
+		if res.Estimate.Method != stats.MethodThreshold { // a threshold-only estimate has no interval
+			ev.Low, ev.High = stats.Finite(res.Estimate.Low), stats.Finite(res.Estimate.High)
+		}
 	}
 	return ev
 }

@@ -27,7 +27,7 @@ type Config struct {
 	ExperimentsFile string // YAML experiments; reloaded on SIGHUP
 	MaxBatch        int    // events per transaction
 	FetchMaxBytes   int32  // compressed bytes fetched ahead of processing; with MaxBatch, bounds memory under lag
-	// PacingDelay: a call leaves this long after its request's event time, so calls keep the
+	// PacingDelay: a call leaves this long after the champion answered, so calls keep the
 	// gaps between requests; older requests leave at once. 0 turns pacing off.
 	PacingDelay time.Duration
 
@@ -74,7 +74,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		c.FetchMaxBytes = int32(n)
 		return err
 	})
-	fs.DurationVar(&c.PacingDelay, "pacing.delay", c.PacingDelay, "a shadow call leaves this long after its request's event time, keeping the gaps between requests (older requests leave at once; more than 1 s old is a backlog, caught up as fast as the budget allows); 0 turns pacing off")
+	fs.DurationVar(&c.PacingDelay, "pacing.delay", c.PacingDelay, "a shadow call leaves this long after the champion answered its request (event time plus latency), keeping the gaps between requests (older requests leave at once; more than 1 s old is a backlog, caught up as fast as the budget allows); 0 turns pacing off")
 	fs.StringVar(&c.Experiment, "experiment", c.Experiment, "single shadow: experiment to shadow (* for all)")
 	fs.StringVar(&c.ShadowName, "shadow.name", c.ShadowName, "single shadow: name used in results and comparisons")
 	fs.StringVar(&c.ShadowRole, "shadow.role", c.ShadowRole, "single shadow: candidate or noise_baseline")

@@ -15,9 +15,9 @@
 // A shadow's slowness or failure only becomes a result with an error kind; a slow shadow
 // holds its in-flight budget, so its lane's lag grows instead of memory.
 //
-// Pacing: calls leave open loop, at their request's event time plus a small transport delay
-// (see pacer), so the shadow sees the champion's inter-arrival gaps instead of one burst per
-// batch; a backlog is caught up at once. Replicas share the groups.
+// Pacing: calls leave open loop, a small transport delay after the champion answered (event
+// time plus its latency; see pacer), so the shadow sees the champion's inter-arrival gaps
+// instead of one burst per batch; a backlog is caught up at once. Replicas share the groups.
 package app
 
 import (

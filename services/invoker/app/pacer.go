@@ -27,17 +27,18 @@ const (
 	catchUpAge = time.Second
 )
 
-// pacer schedules a lane's calls open loop: a call leaves at its request's event time plus a
-// fixed delay (enough for the tap's linger, the broker and the fetch), so the shadow sees the
-// gaps between requests the champion saw instead of a burst per Kafka batch. The delay is
+// pacer schedules a lane's calls open loop: a call leaves a fixed delay (enough for the tap's
+// linger, the broker and the fetch) after the champion answered its request (event time plus
+// the champion's latency, when the tap publishes the event), so the shadow sees the gaps
+// between requests the champion saw instead of a burst per Kafka batch. The delay is
 // fixed on purpose: a delay learned from how old fetched events are would grow with itself,
 // since waiting longer makes the next batch's events older.
 type pacer struct {
 	delay time.Duration // 0: pacing off
 }
 
-// plan says how long to wait, at now, before calling for an event of eventTime, and how the
-// call counts.
+// plan says how long to wait, at now, before calling for an event whose champion answered at
+// eventTime, and how the call counts.
 func (p pacer) plan(now, eventTime time.Time) (wait time.Duration, pacing string) {
 	if p.delay <= 0 {
 		return 0, PacingOff

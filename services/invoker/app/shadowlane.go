@@ -74,6 +74,10 @@ func (sl *shadowLane) stop(timeout time.Duration) error {
 	}
 }
 
+// answered is when the champion answered ev's request: the tap publishes the event then, so
+// it is the earliest moment a call can be paced from, whatever the champion's latency.
+func answered(ev schemas.InferenceEvent) time.Time { return ev.EventTime.Add(ev.Latency) }
+
 // handle calls the shadow for the batch's events of its experiment, each at its paced time.
 func (sl *shadowLane) handle(ctx context.Context, fs kgo.Fetches) ([]*kgo.Record, error) {
 	now := time.Now()
@@ -91,7 +95,7 @@ func (sl *shadowLane) handle(ctx context.Context, fs kgo.Fetches) ([]*kgo.Record
 	if len(evs) == 0 {
 		return nil, nil
 	}
-	slices.SortStableFunc(evs, func(a, b schemas.InferenceEvent) int { return a.EventTime.Compare(b.EventTime) })
+	slices.SortStableFunc(evs, func(a, b schemas.InferenceEvent) int { return answered(a).Compare(answered(b)) })
 	var (
 		mu  sync.Mutex
 		out = make([]*kgo.Record, 0, len(evs))
@@ -101,7 +105,7 @@ func (sl *shadowLane) handle(ctx context.Context, fs kgo.Fetches) ([]*kgo.Record
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for _, ev := range evs {
-		wait, pacing := sl.pacer.plan(time.Now(), ev.EventTime)
+		wait, pacing := sl.pacer.plan(time.Now(), answered(ev))
 		if wait > 0 && ctx.Err() == nil {
 			timer.Reset(wait)
 			select {
