@@ -41,6 +41,7 @@ import (
 	"github.com/understudy-ml/understudy/services/platform/deadletter"
 	"github.com/understudy-ml/understudy/services/platform/kafka"
 	"github.com/understudy-ml/understudy/services/platform/launch"
+	"github.com/understudy-ml/understudy/services/platform/logchange"
 	"github.com/understudy-ml/understudy/services/platform/pgerr"
 	"github.com/understudy-ml/understudy/services/platform/progress"
 	"github.com/understudy-ml/understudy/services/platform/registry"
@@ -199,11 +200,10 @@ func (a *Aggregator) maintain(ctx context.Context) {
 	rollup, retain := time.NewTicker(a.cfg.RollupInterval), time.NewTicker(a.cfg.Retention.Interval)
 	defer rollup.Stop()
 	defer retain.Stop()
-	var lastErr string
+	var warn logchange.Warner
 	report := func(what string, err error) {
-		if err != nil && ctx.Err() == nil && err.Error() != lastErr {
-			lastErr = err.Error()
-			a.logger.Warn(what, "err", err)
+		if ctx.Err() == nil {
+			warn.Warn(a.logger, what, err)
 		}
 	}
 	for {

@@ -16,6 +16,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/understudy-ml/understudy/services/platform/backoff"
+	"github.com/understudy-ml/understudy/services/platform/logchange"
 )
 
 // Enqueue queues a message in the outbox inside the caller's transaction, so that it is
@@ -52,9 +54,9 @@ type Sender struct {
 	logger *slog.Logger
 	now    func() time.Time
 
-	attempts  *prometheus.CounterVec
-	pending   prometheus.Gauge
-	lastError string
+	attempts *prometheus.CounterVec
+	pending  prometheus.Gauge
+	warn     logchange.Warner
 }
 
 // NewSender wires a sender.
@@ -83,10 +85,7 @@ func (s *Sender) Run(ctx context.Context) error {
 	defer t.Stop()
 	for {
 		if err := s.deliverDue(ctx); err != nil && ctx.Err() == nil {
-			if msg := err.Error(); msg != s.lastError {
-				s.lastError = msg
-				s.logger.Warn("webhook outbox", "err", err)
-			}
+			s.warn.Warn(s.logger, "webhook outbox", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -149,7 +148,7 @@ func (s *Sender) deliverDue(ctx context.Context) error {
 			}
 		default:
 			s.attempts.WithLabelValues("retry").Inc()
-			delay := Backoff(m.attempts, s.cfg.BackoffMin, s.cfg.BackoffMax, rand.Float64())
+			delay := backoff.Delay(m.attempts, s.cfg.BackoffMin, s.cfg.BackoffMax, rand.Float64())
 			if _, uerr := s.db.Exec(ctx, `UPDATE webhook_outbox SET attempts = attempts + 1, next_attempt = $2, last_error = $3 WHERE id = $1`,
 				m.id, now.Add(delay), err.Error()); uerr != nil {
 				return fmt.Errorf("reschedule webhook: %w", uerr)
@@ -202,19 +201,6 @@ func Classify(status int) error {
 		return fmt.Errorf("receiver answered %d %s", status, http.StatusText(status))
 	}
 	return &PermanentError{Status: status}
-}
-
-// Backoff is the delay before retry number attempt+1: full jitter (u in [0, 1)) over an
-// exponential ceiling min·2^attempt capped at max, never below min/2.
-func Backoff(attempt int, min, max time.Duration, u float64) time.Duration {
-	ceil := max
-	if attempt < 30 {
-		ceil = min << attempt
-		if ceil > max || ceil <= 0 {
-			ceil = max
-		}
-	}
-	return min/2 + time.Duration(u*float64(ceil-min/2))
 }
 
 func (s *Sender) post(ctx context.Context, m message, now time.Time) error {

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/understudy-ml/understudy/services/aggregator/internal/pgtest"
 	"github.com/understudy-ml/understudy/services/aggregator/webhook"
+	"github.com/understudy-ml/understudy/services/platform/backoff"
 )
 
 // The reference vector published with the Standard Webhooks specification.
@@ -92,7 +93,7 @@ func TestClassifyAndBackoff(t *testing.T) {
 	}
 	for attempt := range 40 {
 		for _, u := range []float64{0, 0.5, 0.999} {
-			d := webhook.Backoff(attempt, time.Second, time.Minute, u)
+			d := backoff.Delay(attempt, time.Second, time.Minute, u)
 			ceil := min(time.Second<<min(attempt, 20), time.Minute)
 			if d < 500*time.Millisecond || d > ceil {
 				t.Fatalf("attempt %d u %v: %s outside [0.5s, %s]", attempt, u, d, ceil)

@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
 	"github.com/understudy-ml/understudy/services/platform/consume"
+	"github.com/understudy-ml/understudy/services/platform/logchange"
 	"github.com/understudy-ml/understudy/services/platform/progress"
 )
 
@@ -72,7 +73,7 @@ func (l *lane) run(ctx context.Context) error {
 		}
 		return fmt.Errorf("lane %s: init transactional producer: %w", l.name, err)
 	}
-	var lastErr string
+	var warn logchange.Warner
 	for {
 		fs := l.sess.PollRecords(ctx, l.maxBatch)
 		if ctx.Err() != nil || fs.IsClientClosed() {
@@ -83,9 +84,8 @@ func (l *lane) run(ctx context.Context) error {
 			if f := consume.Fatal(err); f != nil {
 				fatal = f
 			}
-			if msg := err.Error(); msg != lastErr && !errors.Is(err, context.Canceled) {
-				lastErr = msg
-				l.logger.Warn("fetch error", "topic", topic, "partition", partition, "err", err)
+			if !errors.Is(err, context.Canceled) {
+				warn.Warn(l.logger, "fetch error", err, "topic", topic, "partition", partition)
 			}
 		})
 		if fatal != nil {

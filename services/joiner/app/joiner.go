@@ -42,9 +42,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
 	"github.com/understudy-ml/understudy/services/joiner/labelstore"
+	"github.com/understudy-ml/understudy/services/platform/backoff"
 	"github.com/understudy-ml/understudy/services/platform/consume"
 	"github.com/understudy-ml/understudy/services/platform/deadletter"
 	"github.com/understudy-ml/understudy/services/platform/kafka"
+	"github.com/understudy-ml/understudy/services/platform/logchange"
 	"github.com/understudy-ml/understudy/services/platform/progress"
 	"github.com/understudy-ml/understudy/services/platform/registry"
 	"github.com/understudy-ml/understudy/services/platform/server"
@@ -192,7 +194,8 @@ func (j *Joiner) recover(ctx context.Context, cause error) error {
 	clear(j.assigned)
 	clear(j.revoked)
 	j.mu.Unlock()
-	for backoff := time.Second; ; backoff = min(2*backoff, 30*time.Second) {
+	retry := backoff.Retry{Min: time.Second, Max: 30 * time.Second}
+	for {
 		sess, err := j.newSession()
 		if err == nil {
 			if _, _, err = sess.Client().ProducerID(ctx); err == nil {
@@ -203,11 +206,9 @@ func (j *Joiner) recover(ctx context.Context, cause error) error {
 			}
 			sess.Close()
 		}
-		j.logger.Warn("new kafka session failed; retrying", "err", err, "backoff", backoff.String())
-		select {
-		case <-ctx.Done():
+		j.logger.Warn("new kafka session failed; retrying", "err", err)
+		if !retry.Wait(ctx) {
 			return ctx.Err()
-		case <-time.After(backoff):
 		}
 	}
 }
@@ -292,7 +293,8 @@ func (j *Joiner) Run(ctx context.Context) error {
 // predecessor's transaction. Unreachable Kafka or Postgres is waited for, with backoff; inputs
 // that are missing or not co-partitioned make the joiner refuse to start.
 func (j *Joiner) prepare(ctx context.Context) (int, error) {
-	for backoff := time.Second; ; backoff = min(2*backoff, 30*time.Second) {
+	retry := backoff.Retry{Min: time.Second, Max: 30 * time.Second}
+	for {
 		n, err := j.prepareOnce(ctx)
 		switch {
 		case err == nil:
@@ -302,11 +304,9 @@ func (j *Joiner) prepare(ctx context.Context) (int, error) {
 		case errors.Is(err, topics.ErrPartitionMismatch) || errors.Is(err, topics.ErrMissing) || errors.Is(err, labelstore.ErrBucketMismatch):
 			return 0, fmt.Errorf("joiner refuses to start: %w", err)
 		}
-		j.logger.Warn("joiner not ready to start; retrying", "err", err, "backoff", backoff.String())
-		select {
-		case <-ctx.Done():
+		j.logger.Warn("joiner not ready to start; retrying", "err", err)
+		if !retry.Wait(ctx) {
 			return 0, nil
-		case <-time.After(backoff):
 		}
 	}
 }
@@ -355,7 +355,7 @@ func (j *Joiner) checkTopics(ctx context.Context) (int, error) {
 }
 
 func (j *Joiner) loop(ctx context.Context) error {
-	var lastErr string
+	var warn logchange.Warner
 	for {
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
 		fs := j.sess.PollRecords(pctx, j.cfg.MaxBatch)
@@ -371,10 +371,7 @@ func (j *Joiner) loop(ctx context.Context) error {
 			if f := consume.Fatal(err); f != nil {
 				fatal = f
 			}
-			if msg := err.Error(); msg != lastErr {
-				lastErr = msg
-				j.logger.Warn("fetch error", "topic", topic, "partition", partition, "err", err)
-			}
+			warn.Warn(j.logger, "fetch error", err, "topic", topic, "partition", partition)
 		})
 		if fatal != nil {
 			return fatal

@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
 	"github.com/understudy-ml/understudy/services/joiner/labelstore"
+	"github.com/understudy-ml/understudy/services/platform/backoff"
 	"github.com/understudy-ml/understudy/services/platform/pgerr"
 	"github.com/understudy-ml/understudy/services/platform/progress"
 )
@@ -194,7 +195,8 @@ func (l *labelJoin) apply(ctx context.Context, entries []labelstore.Entry, onErr
 		return nil, nil
 	}
 	start := time.Now()
-	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+	retry := backoff.Retry{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+	for {
 		ready, skipped, err := l.store.Apply(ctx, entries, l.cutoff(time.Now()))
 		if pgerr.IsData(err) {
 			ready, skipped, err = l.applyEach(ctx, entries, onErr)
@@ -208,10 +210,8 @@ func (l *labelJoin) apply(ctx context.Context, entries []labelstore.Entry, onErr
 			return ready, nil
 		}
 		onErr(err)
-		select {
-		case <-ctx.Done():
+		if !retry.Wait(ctx) {
 			return nil, ctx.Err()
-		case <-time.After(backoff):
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/understudy-ml/understudy/services/platform/logchange"
 )
 
 // Handler processes one batch. It must finish its side effects (produce, commit) before it
@@ -23,7 +24,7 @@ type Handler func(ctx context.Context, fs kgo.Fetches) error
 // Fetch errors are logged once per change of error and retried by the client; a closed client
 // ends the loop.
 func Loop(ctx context.Context, cl *kgo.Client, logger *slog.Logger, handle Handler) error {
-	var lastErr string
+	var warn logchange.Warner
 	for {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
@@ -41,10 +42,7 @@ func Loop(ctx context.Context, cl *kgo.Client, logger *slog.Logger, handle Handl
 			if f := Fatal(err); f != nil {
 				fatal = f
 			}
-			if msg := err.Error(); msg != lastErr {
-				lastErr = msg
-				logger.Warn("fetch error", "topic", topic, "partition", partition, "err", err)
-			}
+			warn.Warn(logger, "fetch error", err, "topic", topic, "partition", partition)
 		})
 		if fatal != nil {
 			cl.AllowRebalance()

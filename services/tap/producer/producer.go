@@ -27,6 +27,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
 	"github.com/understudy-ml/understudy/services/platform/kafka"
+	"github.com/understudy-ml/understudy/services/platform/logchange"
 )
 
 // Reasons an event was not captured (label of understudy_events_not_captured_total). The
@@ -230,7 +231,7 @@ func (p *Producer) write(e entry) {
 func (p *Producer) replayLoop(ctx context.Context) {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
-	var lastErr string
+	var warn logchange.Warner
 	for {
 		select {
 		case <-ctx.Done():
@@ -241,13 +242,10 @@ func (p *Producer) replayLoop(ctx context.Context) {
 			continue
 		}
 		if err := p.replayOnce(ctx); err != nil {
-			if msg := err.Error(); msg != lastErr {
-				lastErr = msg
-				p.logger.Warn("spool replay paused", "err", err, "spool_bytes", p.spool.Bytes())
-			}
+			warn.Warn(p.logger, "spool replay paused", err, "spool_bytes", p.spool.Bytes())
 			continue
 		}
-		lastErr = ""
+		warn.Clear()
 	}
 }
 

@@ -165,7 +165,7 @@ func (m *Model) ServiceTime(body []byte) time.Duration {
 	h := fnv.New64a()
 	_, _ = h.Write(body)
 	u := (float64(h.Sum64()>>11) + 0.5) / (1 << 53) // (0, 1)
-	z := math.Sqrt2 * math.Erfinv(2*u-1)          // standard normal
+	z := math.Sqrt2 * math.Erfinv(2*u-1)            // standard normal
 	slow := m.Slowdown
 	if slow == 0 {
 		slow = 1
