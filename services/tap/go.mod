@@ -14,6 +14,7 @@ require (
 	github.com/understudy-ml/understudy/schemas v0.0.0
 	github.com/understudy-ml/understudy/services/platform v0.0.0
 	github.com/valyala/fasthttp v1.79.0
+	go.uber.org/goleak v1.3.0
 	golang.org/x/sync v0.25.0
 	gopkg.in/yaml.v3 v3.0.1
 )

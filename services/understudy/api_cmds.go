@@ -13,7 +13,6 @@ import (
 
 	"github.com/understudy-ml/understudy/services/aggregator/alert"
 	"github.com/understudy-ml/understudy/services/aggregator/api"
-	"github.com/understudy-ml/understudy/services/platform/flagenv"
 	"github.com/understudy-ml/understudy/services/understudy/report"
 )
 
@@ -54,7 +53,7 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.StringVar(&shadow, "shadow", "", "judge only this shadow (default: every candidate)")
 	fs.StringVar(&to, "to", "0s", "end: RFC 3339 time or duration before now")
 	fs.StringVar(&form, "format", "table", "output: "+strings.Join(report.Formats, ", "))
-	if err := flagenv.Parse(fs, "report", args, flagenv.LookupEnv); err != nil {
+	if !parseFlags(fs, "report", args, stderr) {
 		return 2
 	}
 	now := time.Now()
@@ -93,7 +92,7 @@ func runExperiments(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs := flag.NewFlagSet("experiments list", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	a.register(fs)
-	if err := flagenv.Parse(fs, "experiments", args[1:], flagenv.LookupEnv); err != nil {
+	if !parseFlags(fs, "experiments", args[1:], stderr) {
 		return 2
 	}
 	var out struct{ Experiments []api.Experiment }
@@ -128,7 +127,7 @@ func runAlerts(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.StringVar(&experiment, "experiment", "", "only this experiment")
 	fs.StringVar(&state, "state", "", "only alerts in this state (inactive, pending, firing, resolved)")
 	fs.BoolVar(&history, "history", false, "list transitions instead of current states")
-	if err := flagenv.Parse(fs, "alerts", args[1:], flagenv.LookupEnv); err != nil {
+	if !parseFlags(fs, "alerts", args[1:], stderr) {
 		return 2
 	}
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)

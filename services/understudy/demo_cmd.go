@@ -27,7 +27,6 @@ import (
 	aggregator "github.com/understudy-ml/understudy/services/aggregator/app"
 	"github.com/understudy-ml/understudy/services/aggregator/store"
 	"github.com/understudy-ml/understudy/services/aggregator/webhook"
-	"github.com/understudy-ml/understudy/services/platform/flagenv"
 	"github.com/understudy-ml/understudy/services/platform/pgrun"
 	"github.com/understudy-ml/understudy/services/platform/topics"
 	"github.com/understudy-ml/understudy/services/understudy/demo"
@@ -114,7 +113,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.Addr, "addr", c.Addr, "address of the aggregator's API and dashboard (port 0: any free port)")
 	fs.BoolVar(&c.Exit, "exit", c.Exit, "exit after the report instead of serving the dashboard until Ctrl-C")
 	fs.BoolVar(&c.Verbose, "verbose", c.Verbose, "print the services' logs")
-	if err := flagenv.Parse(fs, "demo", args, flagenv.LookupEnv); err != nil {
+	if !parseFlags(fs, "demo", args, stderr) {
 		return 2
 	}
 	if err := c.validate(); err != nil {

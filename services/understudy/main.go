@@ -6,11 +6,15 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/understudy-ml/understudy/services/platform/flagenv"
 )
 
 type command struct {
@@ -65,4 +69,15 @@ func usage(w io.Writer) {
 		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nRun `understudy <command> -h` for a command's flags.")
+}
+
+// parseFlags parses args and the environment (UNDERSTUDY_<CMD>_<FLAG>, UNDERSTUDY_<FLAG>)
+// into fs, whose output is stderr. The flag package prints its own errors; a bad environment
+// value is printed here, naming the variable. It reports whether the command may go on.
+func parseFlags(fs *flag.FlagSet, cmd string, args []string, stderr io.Writer) bool {
+	err := flagenv.Parse(fs, cmd, args, flagenv.LookupEnv)
+	if errors.Is(err, flagenv.ErrEnv) {
+		fmt.Fprintf(stderr, "understudy %s: %v\n", cmd, err)
+	}
+	return err == nil
 }

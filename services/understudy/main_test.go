@@ -58,3 +58,16 @@ func TestDemoRunsEndToEnd(t *testing.T) {
 		}
 	}
 }
+
+// TestBadEnvironmentValueIsPrinted: a bad value in the environment is named on stderr with
+// exit code 2, not swallowed.
+func TestBadEnvironmentValueIsPrinted(t *testing.T) {
+	t.Setenv("UNDERSTUDY_MODEL_SERVICE_TIME", "soon")
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"model"}, &stdout, &stderr); code != 2 {
+		t.Fatalf("exit %d, want 2; stderr %s", code, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "UNDERSTUDY_MODEL_SERVICE_TIME") {
+		t.Fatalf("stderr does not name the variable: %q", stderr.String())
+	}
+}

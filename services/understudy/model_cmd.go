@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/understudy-ml/understudy/services/platform/flagenv"
 	"github.com/understudy-ml/understudy/services/understudy/demo"
 )
 
@@ -21,7 +20,7 @@ func runModel(ctx context.Context, args []string, _, stderr io.Writer) int {
 	name := fs.String("name", "champion", "demo model to serve: champion, candidate or copy (the noise baseline)")
 	addr := fs.String("listen-addr", ":8000", "listen address")
 	service := fs.Duration("service-time", demo.ServiceTime, "median service time added to every answer (log-normal, the same on every copy for the same request; 0: none)")
-	if err := flagenv.Parse(fs, "model", args, flagenv.LookupEnv); err != nil {
+	if !parseFlags(fs, "model", args, stderr) {
 		return 2
 	}
 	models := map[string]*demo.Model{"champion": demo.Champion(), "candidate": demo.Candidate(), "copy": demo.NoiseCopy()}

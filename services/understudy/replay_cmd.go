@@ -11,7 +11,6 @@ import (
 
 	"github.com/understudy-ml/understudy/services/invoker/replay"
 	"github.com/understudy-ml/understudy/services/platform/experiment"
-	"github.com/understudy-ml/understudy/services/platform/flagenv"
 	"github.com/understudy-ml/understudy/services/platform/kafka"
 )
 
@@ -36,7 +35,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.StringVar(&stateFile, "state-file", "", "progress file for resuming (default .understudy-replay-<run-id>.json)")
 	fs.Float64Var(&rateFlag, "rate", 0, "events per second (0: as fast as the shadow's budget allows)")
 	fs.BoolVar(&preserve, "preserve-timing", false, "space calls as the events were spaced when recorded")
-	if err := flagenv.Parse(fs, "replay", args, flagenv.LookupEnv); err != nil {
+	if !parseFlags(fs, "replay", args, stderr) {
 		return 2
 	}
 	opts, err := replayOptions(kc, exp, from, to, shadowName, file, shadowURL, runID, stateFile, rateFlag, preserve)

@@ -8,7 +8,6 @@ import (
 	"io"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/understudy-ml/understudy/services/platform/flagenv"
 	"github.com/understudy-ml/understudy/services/platform/kafka"
 	"github.com/understudy-ml/understudy/services/platform/topics"
 )
@@ -24,7 +23,7 @@ func runTopics(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.SetOutput(stderr)
 	kc.RegisterFlags(fs)
 	tc.RegisterFlags(fs)
-	if err := flagenv.Parse(fs, "cli", args[1:], flagenv.LookupEnv); err != nil {
+	if !parseFlags(fs, "cli", args[1:], stderr) {
 		return 2
 	}
 	if err := errors.Join(kc.Validate(), tc.Validate()); err != nil {

@@ -46,6 +46,7 @@ import (
 	"github.com/understudy-ml/understudy/services/platform/progress"
 	"github.com/understudy-ml/understudy/services/platform/registry"
 	"github.com/understudy-ml/understudy/services/platform/server"
+	"github.com/understudy-ml/understudy/services/platform/svc"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -73,6 +74,7 @@ type Aggregator struct {
 
 	progress *progress.Tracker
 	fences   fenceStreak
+	closing  sync.Once
 }
 
 // New wires an aggregator; it does not touch the network (the pool connects lazily).
@@ -84,14 +86,18 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Aggregator
 	if err != nil {
 		return nil, fmt.Errorf("codecs: %w", err)
 	}
+	// The files first (each read once, here), so a bad one leaves nothing to release.
+	expected, compare, err := cfg.experimentSettings()
+	if err != nil {
+		return nil, svc.FileError("experiments.file", err)
+	}
+	rules, err := alert.Load(cfg.Alerts.RulesFile)
+	if err != nil {
+		return nil, svc.FileError("alerts.rules-file", err)
+	}
 	db, err := pgxpool.New(context.Background(), cfg.DatabaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("postgres pool: %w", err)
-	}
-	expected, compare, err := cfg.experimentSettings()
-	if err != nil {
-		db.Close()
-		return nil, err
 	}
 	a := &Aggregator{cfg: cfg, logger: logger, db: db, codecs: codecs, expected: expected, compare: compare, store: store.New(db, cfg.Group, cfg.levels())}
 	opts := cfg.Kafka.Opts()
@@ -120,12 +126,6 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Aggregator
 		cfg.Ops.Token = cfg.API.Token // an API behind a token keeps its metrics behind it too
 	}
 	a.ops = server.New(cfg.Ops, logger, reg)
-	rules, err := alert.Load(cfg.Alerts.RulesFile)
-	if err != nil {
-		a.client.Close()
-		db.Close()
-		return nil, err
-	}
 	a.rules.Store(rules)
 	a.engine = alert.NewEngine(alert.Config{
 		Interval: cfg.Alerts.Interval, Range: cfg.Alerts.Range, Delay: cfg.Alerts.Delay, Options: cfg.Stats, ExternalURL: cfg.API.ExternalURL,
@@ -141,6 +141,9 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Aggregator
 	a.sender = webhook.NewSender(wc, db, logger, reg, time.Now)
 	api.New(a.store, db, a.rules.Load, cfg.Stats, cfg.API.Token, logger, time.Now).Register(a.ops.Mux())
 	dashboard.Register(a.ops.Mux())
+	if !dashboard.Bundled() {
+		logger.Warn("the dashboard was built without its charting library and will draw no charts; build with `make build` (it runs scripts/dashboard-assets.sh first)")
+	}
 	a.ops.AddCheck("kafka", func(ctx context.Context) error { return kafka.Ping(ctx, a.client) })
 	a.ops.AddCheck("postgres", func(ctx context.Context) error { return db.Ping(ctx) })
 	a.progress = progress.New(cfg.StallTimeout, time.Now)
@@ -157,10 +160,18 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Aggregator
 // Ops returns the operational server.
 func (a *Aggregator) Ops() *server.Server { return a.ops }
 
+// Close releases what New built (the Kafka client, the Postgres pool) for an aggregator whose
+// Run never ran or has returned; Run closes them too when it returns. It is idempotent.
+func (a *Aggregator) Close() {
+	a.closing.Do(func() {
+		a.client.Close()
+		a.db.Close()
+	})
+}
+
 // Run applies migrations, then aggregates until ctx ends; it finishes the batch in progress.
 func (a *Aggregator) Run(ctx context.Context) error {
-	defer a.db.Close()
-	defer a.client.Close()
+	defer a.Close()
 	if err := registry.Configure(ctx, a.cfg.Registry, a.codecs); err != nil {
 		return err
 	}
@@ -174,7 +185,7 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	a.logger.Info("aggregator starting", "group", a.cfg.Group, "window", a.cfg.Window.String(), "migrations_applied", len(applied))
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.ops.Run(gctx) })
-	g.Go(func() error { return consume.Loop(gctx, a.client, a.logger, a.handle) })
+	g.Go(func() error { return consume.Loop(gctx, a.client, a.logger, a.cfg.ShutdownTimeout, a.handle) })
 	g.Go(func() error { return a.engine.Run(gctx, a.sender.Run) })
 	g.Go(func() error { a.maintain(gctx); return nil })
 	if a.cfg.Alerts.RulesFile != "" {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/understudy-ml/understudy/services/aggregator/alert"
 	"github.com/understudy-ml/understudy/services/aggregator/stats"
 	"github.com/understudy-ml/understudy/services/aggregator/store"
 	"github.com/understudy-ml/understudy/services/aggregator/webhook"
@@ -203,9 +202,6 @@ func (c *Config) Validate() error {
 	}
 	if c.Alerts.Delay < 0 {
 		errs = append(errs, errors.New("alerts.delay: must not be negative"))
-	}
-	if _, err := alert.Load(c.Alerts.RulesFile); err != nil {
-		errs = append(errs, fmt.Errorf("alerts.rules-file: %w", err))
 	}
 	if c.Webhook.URL != "" {
 		if u, err := url.Parse(c.Webhook.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

@@ -181,15 +181,25 @@ func RedactURL(raw string) string {
 	return out
 }
 
-// PermanentError is a delivery failure that retrying cannot fix (a 4xx answer other than 429).
-type PermanentError struct{ Status int }
+// PermanentError is a delivery failure that retrying cannot fix: a 4xx answer other than 429
+// (Status), or a message that cannot be sent at all (Err, Status 0).
+type PermanentError struct {
+	Status int
+	Err    error
+}
 
 func (e *PermanentError) Error() string {
+	if e.Err != nil {
+		return "cannot deliver: " + e.Err.Error()
+	}
 	if e.Status >= 300 && e.Status < 400 {
 		return fmt.Sprintf("receiver answered %d %s (redirects are not followed)", e.Status, http.StatusText(e.Status))
 	}
 	return fmt.Sprintf("receiver answered %d %s", e.Status, http.StatusText(e.Status))
 }
+
+// Unwrap returns the cause of a message that cannot be sent, nil for a refusing receiver.
+func (e *PermanentError) Unwrap() error { return e.Err }
 
 // Classify maps a receiver's answer to nil (delivered), a *PermanentError, or a retryable
 // error: 2xx delivered; 429 and 5xx retryable; other statuses permanent.
@@ -208,13 +218,14 @@ func (s *Sender) post(ctx context.Context, m message, now time.Time) error {
 	if s.cfg.Format != nil {
 		b, err := s.cfg.Format(m.payload)
 		if err != nil {
-			return &PermanentError{Status: 0}
+			return &PermanentError{Err: fmt.Errorf("format the payload: %w", err)}
 		}
 		body = b
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.URL, bytes.NewReader(body))
 	if err != nil {
-		return &PermanentError{}
+		// The parse error quotes the URL, which may hold the secret: name only its host.
+		return &PermanentError{Err: fmt.Errorf("build a request for %s: invalid URL", RedactURL(s.cfg.URL))}
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "understudy-aggregator")

@@ -262,3 +262,16 @@ func TestSecretURLsAndRedirects(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestPermanentErrorWrapsItsCause: a message that cannot be sent keeps its cause for errors.Is
+// and names it; a refusing receiver's error names the status.
+func TestPermanentErrorWrapsItsCause(t *testing.T) {
+	cause := errors.New("payload is not JSON")
+	err := error(&webhook.PermanentError{Err: cause})
+	if !errors.Is(err, cause) || !strings.Contains(err.Error(), "payload is not JSON") {
+		t.Fatalf("%v does not wrap its cause", err)
+	}
+	if err := webhook.Classify(404); !strings.Contains(err.Error(), "404") || errors.Unwrap(err) != nil {
+		t.Fatalf("404: %v", err)
+	}
+}

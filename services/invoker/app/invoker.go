@@ -39,11 +39,9 @@ import (
 	"github.com/understudy-ml/understudy/services/platform/launch"
 	"github.com/understudy-ml/understudy/services/platform/registry"
 	"github.com/understudy-ml/understudy/services/platform/server"
+	"github.com/understudy-ml/understudy/services/platform/svc"
 	"golang.org/x/sync/errgroup"
 )
-
-// laneStopTimeout bounds how long a removed lane may take to finish its batch.
-const laneStopTimeout = 30 * time.Second
 
 // Invoker calls shadows for captured requests. Create it with New, start it with Run.
 type Invoker struct {
@@ -84,7 +82,10 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Invoker, e
 		return nil, fmt.Errorf("codecs: %w", err)
 	}
 	inv := &Invoker{cfg: cfg, logger: logger, codecs: codecs, m: newMetrics(reg), reloaded: make(chan struct{}, 1), lanes: map[laneKey]*shadowLane{}}
-	exps, _ := cfg.Experiments()
+	exps, err := cfg.Experiments()
+	if err != nil {
+		return nil, svc.FileError("experiments.file", err)
+	}
 	set, err := inv.buildCallers(exps)
 	if err != nil {
 		return nil, err
@@ -160,10 +161,14 @@ func (inv *Invoker) Reload() error {
 	return nil
 }
 
+// Close releases what New built (the intake lane's Kafka client) for an invoker whose Run
+// never ran or has returned; Run closes it too when it returns. It is idempotent.
+func (inv *Invoker) Close() { inv.intake.close() }
+
 // Run consumes until ctx ends; every lane finishes and commits its batch in progress and
 // leaves its group.
 func (inv *Invoker) Run(ctx context.Context) error {
-	defer inv.intake.close()
+	defer inv.Close()
 	if err := registry.Configure(ctx, inv.cfg.Registry, inv.codecs); err != nil {
 		return err
 	}
@@ -214,7 +219,8 @@ func (inv *Invoker) supervise(ctx context.Context) error {
 	}
 }
 
-// stopLanes stops the running lanes that match, each within laneStopTimeout.
+// stopLanes stops the running lanes that match, each within the shutdown timeout (and a
+// second more for the lane to return after its batch is cut off).
 func (inv *Invoker) stopLanes(match func(laneKey) bool) {
 	inv.mu.Lock()
 	var stopping []*shadowLane
@@ -226,7 +232,7 @@ func (inv *Invoker) stopLanes(match func(laneKey) bool) {
 	}
 	inv.mu.Unlock()
 	for _, sl := range stopping {
-		if err := sl.stop(laneStopTimeout); err != nil {
+		if err := sl.stop(inv.cfg.ShutdownTimeout + time.Second); err != nil {
 			inv.logger.Warn("lane did not stop cleanly", "lane", sl.name, "err", err)
 		}
 	}

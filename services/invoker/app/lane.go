@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -32,11 +33,13 @@ type batchHandler func(ctx context.Context, fs kgo.Fetches) ([]*kgo.Record, erro
 type lane struct {
 	name     string // "intake" or "<experiment>/<shadow>"
 	maxBatch int
+	drain    time.Duration // how long the batch in progress at shutdown may take
 	sess     *kgo.GroupTransactSession
 	handle   batchHandler
 	progress *progress.Tracker
 	logger   *slog.Logger
 	m        *metrics
+	closing  sync.Once
 }
 
 // newLane builds a lane's client; it does not touch the network.
@@ -58,7 +61,7 @@ func (inv *Invoker) newLane(name, group, txnID string, handle batchHandler) (*la
 		return nil, fmt.Errorf("lane %s: kafka client: %w", name, err)
 	}
 	return &lane{
-		name: name, maxBatch: inv.cfg.MaxBatch, sess: sess, handle: handle, progress: progress.New(inv.cfg.StallTimeout, time.Now),
+		name: name, maxBatch: inv.cfg.MaxBatch, drain: inv.cfg.ShutdownTimeout, sess: sess, handle: handle, progress: progress.New(inv.cfg.StallTimeout, time.Now),
 		logger: inv.logger.With("lane", name), m: inv.m,
 	}, nil
 }
@@ -116,7 +119,8 @@ func (l *lane) transact(ctx context.Context, fs kgo.Fetches) error {
 	}
 	out, err := l.handle(ctx, fs)
 	commit := kgo.TryCommit
-	bg := context.WithoutCancel(ctx)
+	bg, cancel := consume.DrainContext(ctx, l.drain)
+	defer cancel()
 	if err == nil {
 		if err = l.sess.ProduceSync(bg, out...).FirstErr(); err != nil {
 			l.logger.Warn("producing results failed; aborting the batch", "err", err)
@@ -145,4 +149,4 @@ func (l *lane) transact(ctx context.Context, fs kgo.Fetches) error {
 }
 
 // close leaves the group and closes the client; it is safe to call more than once.
-func (l *lane) close() { l.sess.Close() }
+func (l *lane) close() { l.closing.Do(l.sess.Close) }

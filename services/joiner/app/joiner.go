@@ -50,6 +50,7 @@ import (
 	"github.com/understudy-ml/understudy/services/platform/progress"
 	"github.com/understudy-ml/understudy/services/platform/registry"
 	"github.com/understudy-ml/understudy/services/platform/server"
+	"github.com/understudy-ml/understudy/services/platform/svc"
 	"github.com/understudy-ml/understudy/services/platform/topics"
 	"golang.org/x/sync/errgroup"
 )
@@ -77,6 +78,7 @@ type Joiner struct {
 	started atomic.Bool
 
 	mu       sync.Mutex
+	closing  sync.Once
 	assigned map[int32]bool // partitions to restore before the next batch
 	revoked  map[int32]bool // partitions to drop
 
@@ -102,7 +104,7 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Joiner, er
 	}
 	pol, err := cfg.policy()
 	if err != nil {
-		return nil, fmt.Errorf("experiments: %w", err)
+		return nil, svc.FileError("experiments.file", err)
 	}
 	j := &Joiner{
 		cfg: cfg, logger: logger, now: time.Now, codecs: codecs,
@@ -120,6 +122,7 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Joiner, er
 		j.labels = newLabelJoin(labelstore.New(j.db, cfg.Group, cfg.LabelBucket), pol, cfg.LabelBucket, reg)
 	}
 	if j.sess, err = j.newSession(); err != nil {
+		j.Close() // what New built so far (the Postgres pool)
 		return nil, fmt.Errorf("kafka client: %w", err)
 	}
 	f := promauto.With(reg)
@@ -241,12 +244,25 @@ func (j *Joiner) note(parts map[string][]int32, assigned bool) {
 // Ops returns the operational server.
 func (j *Joiner) Ops() *server.Server { return j.ops }
 
+// Close releases what New built (the Kafka session, the Postgres pool) for a joiner whose Run
+// never ran or has returned; Run closes them too when it returns. It is idempotent.
+func (j *Joiner) Close() {
+	j.closing.Do(func() {
+		j.mu.Lock()
+		sess := j.sess
+		j.mu.Unlock()
+		if sess != nil {
+			sess.Close()
+		}
+		if j.db != nil {
+			j.db.Close()
+		}
+	})
+}
+
 // Run checks co-partitioning, then joins until ctx ends; it commits the batch in progress.
 func (j *Joiner) Run(ctx context.Context) error {
-	defer func() { j.sess.Close() }()
-	if j.db != nil {
-		defer j.db.Close()
-	}
+	defer j.Close()
 	if err := registry.Configure(ctx, j.cfg.Registry, j.codecs); err != nil {
 		return err
 	}
@@ -258,8 +274,12 @@ func (j *Joiner) Run(ctx context.Context) error {
 			return err
 		}
 		j.started.Store(true)
+		expected := j.cfg.ExpectedShadows
+		if j.cfg.ExperimentsFile != "" {
+			expected += " (only for experiments not in " + j.cfg.ExperimentsFile + ")"
+		}
 		j.logger.Info("joiner starting", "group", j.cfg.Group, "instance_id", j.cfg.InstanceID, "partitions", n,
-			"expected_shadows", j.cfg.ExpectedShadows, "window", j.cfg.Window.String(), "grace", j.cfg.Grace.String(),
+			"expected_shadows", expected, "window", j.cfg.Window.String(), "grace", j.cfg.Grace.String(),
 			"experiments", len(j.state.policy.exps), "labels", j.labels != nil)
 		if j.labels != nil {
 			g.Go(func() error {
@@ -376,7 +396,6 @@ func (j *Joiner) loop(ctx context.Context) error {
 		if fatal != nil {
 			return fatal
 		}
-		bctx := context.WithoutCancel(ctx)
 		if err := j.applyAssignment(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -390,7 +409,10 @@ func (j *Joiner) loop(ctx context.Context) error {
 			j.backpressure() // a paused input may have to resume although nothing arrived
 			continue
 		}
+		// The batch finishes at shutdown, within the shutdown timeout.
+		bctx, cancelBatch := consume.DrainContext(ctx, j.cfg.ShutdownTimeout)
 		entries, err := j.transact(bctx, fs)
+		cancelBatch()
 		if err != nil {
 			return err
 		}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -17,13 +18,13 @@ import (
 
 // Handler processes one batch. It must finish its side effects (produce, commit) before it
 // returns; an error stops Loop. ctx is not cancelled when Loop's ctx is, so a batch in
-// progress at shutdown completes.
+// progress at shutdown completes, but it is cancelled Loop's drain after that.
 type Handler func(ctx context.Context, fs kgo.Fetches) error
 
 // Loop polls cl until ctx ends or handle fails, handing every non-empty batch to handle.
 // Fetch errors are logged once per change of error and retried by the client; a closed client
-// ends the loop.
-func Loop(ctx context.Context, cl *kgo.Client, logger *slog.Logger, handle Handler) error {
+// ends the loop. A batch in progress when ctx ends may take drain longer (see DrainContext).
+func Loop(ctx context.Context, cl *kgo.Client, logger *slog.Logger, drain time.Duration, handle Handler) error {
 	var warn logchange.Warner
 	for {
 		fs := cl.PollFetches(ctx)
@@ -49,13 +50,29 @@ func Loop(ctx context.Context, cl *kgo.Client, logger *slog.Logger, handle Handl
 			return fatal
 		}
 		if !fs.Empty() {
-			if err := handle(context.WithoutCancel(ctx), fs); err != nil {
+			hctx, cancel := DrainContext(ctx, drain)
+			err := handle(hctx, fs)
+			cancel()
+			if err != nil {
 				cl.AllowRebalance()
 				return fmt.Errorf("handle batch: %w", err)
 			}
 		}
 		cl.AllowRebalance()
 	}
+}
+
+// DrainContext returns a context for work that must outlive ctx a little: it is not cancelled
+// when ctx is, but drain after ctx ends, so the batch in progress at shutdown finishes or
+// fails within a deadline instead of holding shutdown forever. Call cancel when the work is
+// done.
+func DrainContext(ctx context.Context, drain time.Duration) (context.Context, context.CancelFunc) {
+	dctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(drain, cancel)
+		context.AfterFunc(dctx, func() { t.Stop() })
+	})
+	return dctx, func() { stop(); cancel() }
 }
 
 // ErrInstanceFenced: another member of the group joined with this member's static instance

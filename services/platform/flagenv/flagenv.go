@@ -11,6 +11,10 @@ import (
 	"strings"
 )
 
+// ErrEnv classifies Parse's errors about environment values; command-line errors are the
+// flag package's own (already printed by a FlagSet with an output).
+var ErrEnv = errors.New("bad environment value")
+
 // EnvNames returns the environment variables that set flag name for service, most specific first.
 func EnvNames(service, name string) []string {
 	key := strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(name))
@@ -33,7 +37,7 @@ func Parse(fs *flag.FlagSet, service string, args []string, lookup func(string) 
 		for _, env := range EnvNames(service, f.Name) {
 			if v, ok := lookup(env); ok {
 				if err := fs.Set(f.Name, v); err != nil {
-					errs = append(errs, fmt.Errorf("%s: %w", env, err))
+					errs = append(errs, fmt.Errorf("%w %s: %w", ErrEnv, env, err))
 				}
 				return
 			}

@@ -1,6 +1,7 @@
 package flagenv
 
 import (
+	"errors"
 	"flag"
 	"strings"
 	"testing"
@@ -20,7 +21,7 @@ func TestPrecedence(t *testing.T) {
 	id := fs.String("client-id", "d", "")
 	fs.Float64("sample-rate", 1, "")
 	err := Parse(fs, "tap", []string{"-client-id=cli"}, lookup)
-	if err == nil || !strings.Contains(err.Error(), "UNDERSTUDY_SAMPLE_RATE") {
+	if err == nil || !strings.Contains(err.Error(), "UNDERSTUDY_SAMPLE_RATE") || !errors.Is(err, ErrEnv) {
 		t.Fatalf("want error naming UNDERSTUDY_SAMPLE_RATE, got %v", err)
 	}
 	if *brokers != "specific:9092" || *addr != ":9000" || *id != "cli" {

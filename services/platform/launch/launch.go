@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/understudy-ml/understudy/services/platform/flagenv"
+	"github.com/understudy-ml/understudy/services/platform/svc"
 )
 
 // Configurable is a service Config.
@@ -31,7 +32,8 @@ type Runner interface {
 
 // Main parses args into cfg, builds the service with build and runs it until SIGINT or
 // SIGTERM. It returns the process exit code: 0 after a clean stop, 1 on a runtime error,
-// 2 on bad flags or configuration.
+// 2 on bad flags or configuration (Validate's errors, and build's errors that are
+// svc.ErrConfigFile: a configuration file build loaded).
 func Main(service string, cfg Configurable, args []string, build func(*slog.Logger, *prometheus.Registry) (Runner, error)) int {
 	fs := flag.NewFlagSet(service, flag.ContinueOnError)
 	cfg.RegisterFlags(fs)
@@ -50,6 +52,10 @@ func Main(service string, cfg Configurable, args []string, build func(*slog.Logg
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	r, err := build(logger, reg)
+	if errors.Is(err, svc.ErrConfigFile) {
+		fmt.Fprintf(os.Stderr, "%s: invalid configuration:\n%v\n", service, err)
+		return 2
+	}
 	if err != nil {
 		logger.Error("start failed", "err", err)
 		return 1

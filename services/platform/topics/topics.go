@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/understudy-ml/understudy/schemas"
@@ -105,7 +106,7 @@ func Ensure(ctx context.Context, cl *kgo.Client, c Config, specs []Spec) ([]Resu
 		if err == nil {
 			err = resp.Err
 		}
-		if err != nil && !isAlreadyExists(err) {
+		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
 			return results, fmt.Errorf("create topic %s: %w", s.Name, err)
 		}
 		results = append(results, Result{Name: s.Name, Created: err == nil, Partitions: c.Partitions})
@@ -136,10 +137,6 @@ func waitVisible(ctx context.Context, cl *kgo.Client, names []string) (map[strin
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-}
-
-func isAlreadyExists(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "TOPIC_ALREADY_EXISTS")
 }
 
 // CheckCoPartitioned returns ErrMissing or ErrPartitionMismatch (wrapped, with every count in

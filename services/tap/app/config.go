@@ -20,13 +20,12 @@ type Config struct {
 	svc.Common
 	Producer producer.Config
 
-	ListenAddr      string        // address of the proxy
-	Engine          string        // fast (fasthttp) or std (net/http, streams requests, h2c)
-	MaxBodyBytes    int           // fast engine: largest request or response body forwarded
-	RoutesFile      string        // YAML routes; reloaded on SIGHUP
-	RedactionKey    string        // key of redaction hashes (prefer the env variable)
-	RequireKafka    bool          // /readyz fails while Kafka is unreachable
-	ShutdownTimeout time.Duration // time to drain the proxy and flush buffered events
+	ListenAddr   string // address of the proxy
+	Engine       string // fast (fasthttp) or std (net/http, streams requests, h2c)
+	MaxBodyBytes int    // fast engine: largest request or response body forwarded
+	RoutesFile   string // YAML routes; reloaded on SIGHUP
+	RedactionKey string // key of redaction hashes (prefer the env variable)
+	RequireKafka bool   // /readyz fails while Kafka is unreachable
 
 	ReadTimeout         time.Duration // a caller's whole request (headers and body) must arrive within this
 	IdleTimeout         time.Duration // a caller's idle keep-alive connection is closed after this
@@ -49,12 +48,11 @@ type Config struct {
 func NewDefaultConfig() Config {
 	pc := producer.NewDefaultConfig()
 	return Config{
-		Common:          svc.NewCommon("tap", ":9101"),
-		Producer:        pc,
-		ListenAddr:      ":8080",
-		Engine:          EngineFast,
-		MaxBodyBytes:    64 << 20,
-		ShutdownTimeout: 15 * time.Second,
+		Common:       svc.NewCommon("tap", ":9101"),
+		Producer:     pc,
+		ListenAddr:   ":8080",
+		Engine:       EngineFast,
+		MaxBodyBytes: 64 << 20,
 
 		ReadTimeout:         30 * time.Second,
 		IdleTimeout:         90 * time.Second,
@@ -77,7 +75,6 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.RoutesFile, "routes.file", c.RoutesFile, "YAML routes file (reloaded on SIGHUP); without it the champion.* flags define one catch-all route")
 	fs.StringVar(&c.RedactionKey, "redaction.key", c.RedactionKey, "HMAC key of redaction hashes (set UNDERSTUDY_TAP_REDACTION_KEY rather than the flag)")
 	fs.BoolVar(&c.RequireKafka, "ready.require-kafka", c.RequireKafka, "make /readyz fail while Kafka is unreachable (the proxy keeps serving either way)")
-	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "time to drain the proxy and flush buffered events at shutdown")
 	fs.DurationVar(&c.ReadTimeout, "proxy.read-timeout", c.ReadTimeout, "a caller's whole request (headers and body) must arrive within this, or the connection is closed (slow clients)")
 	fs.DurationVar(&c.IdleTimeout, "proxy.idle-timeout", c.IdleTimeout, "idle keep-alive connections of callers are closed after this")
 	fs.DurationVar(&c.UpstreamIdleTimeout, "proxy.upstream-idle-timeout", c.UpstreamIdleTimeout, "idle connections to champions are closed after this; keep it below the champion's keep-alive timeout (uvicorn 5s, gunicorn 2s)")
@@ -93,7 +90,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.SampleKey, "sampling.key", c.SampleKey, "single route: request_id or header:<Name>")
 }
 
-// Routes returns the routes the config describes.
+// Routes returns the routes the config describes: the routes file when one is set (read
+// now), else the single route of the flags.
 func (c *Config) Routes() ([]route.Route, error) {
 	if c.RoutesFile != "" {
 		return route.Load(c.RoutesFile)
@@ -114,9 +112,6 @@ func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
 		errs = append(errs, fmt.Errorf("proxy.listen-addr: %w", err))
 	}
-	if c.ShutdownTimeout <= 0 {
-		errs = append(errs, errors.New("shutdown-timeout: must be positive"))
-	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
@@ -131,14 +126,29 @@ func (c *Config) Validate() error {
 	if c.MaxBodyBytes < 1<<20 {
 		errs = append(errs, errors.New("proxy.max-body-bytes: must be at least 1 MiB"))
 	}
-	routes, err := c.Routes()
-	if err != nil {
-		errs = append(errs, err)
+	if c.RoutesFile == "" { // a routes file is read by New and Reload (Validate reads no file)
+		routes, err := c.Routes()
+		errs = append(errs, err, c.checkRoutes(routes))
 	}
+	return errors.Join(errs...)
+}
+
+// checkRoutes reports what routes need that the rest of the configuration does not give.
+func (c *Config) checkRoutes(routes []route.Route) error {
+	var errs []error
 	for _, r := range routes {
 		if r.Champion.H2C && c.Engine == EngineFast {
 			errs = append(errs, fmt.Errorf("route %q: h2c upstreams need --proxy.engine=std", r.Name))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// loadRoutes returns the routes the config describes, checked against the rest of it.
+func (c *Config) loadRoutes() ([]route.Route, error) {
+	routes, err := c.Routes()
+	if err == nil {
+		err = c.checkRoutes(routes)
+	}
+	return routes, err
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/understudy-ml/understudy/services/platform/launch"
 	"github.com/understudy-ml/understudy/services/platform/registry"
 	"github.com/understudy-ml/understudy/services/platform/server"
+	"github.com/understudy-ml/understudy/services/platform/svc"
 	"github.com/understudy-ml/understudy/services/tap/producer"
 	"golang.org/x/sync/errgroup"
 )
@@ -49,6 +50,8 @@ type Tap struct {
 
 	mu sync.Mutex
 	ln net.Listener
+
+	closing sync.Once
 }
 
 // New wires a tap; it does not touch the network.
@@ -59,6 +62,10 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Tap, error
 	codecs, err := schemas.NewCodecs()
 	if err != nil {
 		return nil, fmt.Errorf("codecs: %w", err)
+	}
+	routes, err := cfg.loadRoutes() // before anything that needs releasing
+	if err != nil {
+		return nil, svc.FileError("routes.file", err)
 	}
 	pc := cfg.Producer
 	pc.Kafka = cfg.Kafka
@@ -71,13 +78,10 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Tap, error
 		ops: server.New(cfg.Ops, logger, reg), m: newMetrics(reg), buffers: newBufferPool(),
 		queue: newHandoff(cfg.Producer.BufferRecords, publishGather),
 	}
-	routes, err := cfg.Routes()
-	if err != nil {
-		return nil, err
-	}
 	g, err := t.buildRouting(routes)
 	if err != nil {
-		return nil, err
+		_ = prod.Close(context.Background()) // nothing was published: only the client and spool to release
+		return nil, svc.FileError("routes.file", err)
 	}
 	t.routing.Store(g)
 	t.ops.AddCheck("proxy", func(context.Context) error {
@@ -125,7 +129,7 @@ func (t *Tap) Reload() error {
 	if t.cfg.RoutesFile == "" {
 		return errors.New("reload: no routes file configured")
 	}
-	routes, err := t.cfg.Routes()
+	routes, err := t.cfg.loadRoutes()
 	if err != nil {
 		t.m.reloads.WithLabelValues("rejected").Inc()
 		return fmt.Errorf("reload rejected, keeping the current routes: %w", err)
@@ -170,13 +174,30 @@ func (t *Tap) Run(ctx context.Context) error {
 	// The proxy has drained: no handler can enqueue any more.
 	t.queue.close()
 	publisher.Wait()
-	fctx, cancel := context.WithTimeout(context.Background(), t.cfg.ShutdownTimeout)
-	defer cancel()
-	if cerr := t.producer.Close(fctx); cerr != nil {
+	if cerr := t.Close(); cerr != nil {
 		t.logger.Warn("events still buffered at shutdown went to the spool or were counted as lost", "err", cerr)
 	}
-	t.routing.Load().close()
 	t.logger.Info("tap stopped")
+	return err
+}
+
+// Close releases what New built: it flushes buffered events within the shutdown timeout
+// (to the spool or counted as lost beyond it), closes the Kafka client, the spool, the proxy
+// listener if bound and the upstream connections. Run calls it once the proxy has drained; it
+// is idempotent and safe before Run, and returns the flush error the first time.
+func (t *Tap) Close() error {
+	var err error
+	t.closing.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), t.cfg.ShutdownTimeout)
+		defer cancel()
+		err = t.producer.Close(ctx)
+		t.mu.Lock()
+		if t.ln != nil {
+			_ = t.ln.Close() // already closed when Run served it
+		}
+		t.mu.Unlock()
+		t.routing.Load().close()
+	})
 	return err
 }
 

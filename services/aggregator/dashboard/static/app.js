@@ -121,6 +121,10 @@ function makeChart(id, series, data, opts = {}) {
     el.append(h("div", { className: "empty" }, "no data in this range yet"));
     return;
   }
+  if (typeof uPlot === "undefined") {
+    el.append(h("div", { className: "empty" }, "charts unavailable: this binary was built without the charting library (build with `make build`)"));
+    return;
+  }
   const palette = ["#1f6feb", "#d1242f", "#8250df", "#1a7f37", "#bf8700", "#57606a"];
   const width = Math.max(320, el.clientWidth || 560);
   charts[id] = new uPlot({

@@ -32,7 +32,7 @@ type Rules struct {
 // Compile returns rules for JSON pointers to remove and to hash with key. Hashing needs a key.
 func Compile(remove, hash []string, key []byte) (Rules, error) {
 	if len(hash) > 0 && len(key) == 0 {
-		return Rules{}, errors.New("redaction.hash needs a hash key (--redaction.key-file or UNDERSTUDY_TAP_REDACTION_KEY)")
+		return Rules{}, errors.New("redaction.hash needs a hash key (set UNDERSTUDY_TAP_REDACTION_KEY, or --redaction.key)")
 	}
 	r := Rules{key: key}
 	for _, p := range remove {
