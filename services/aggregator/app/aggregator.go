@@ -166,6 +166,7 @@ func (a *Aggregator) Close() {
 	a.closing.Do(func() {
 		a.client.Close()
 		a.db.Close()
+		a.ops.Close()
 	})
 }
 

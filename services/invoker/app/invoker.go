@@ -161,9 +161,12 @@ func (inv *Invoker) Reload() error {
 	return nil
 }
 
-// Close releases what New built (the intake lane's Kafka client) for an invoker whose Run
+// Close releases what New built (the intake lane's Kafka client, the ops listener) for an invoker whose Run
 // never ran or has returned; Run closes it too when it returns. It is idempotent.
-func (inv *Invoker) Close() { inv.intake.close() }
+func (inv *Invoker) Close() {
+	inv.intake.close()
+	inv.ops.Close()
+}
 
 // Run consumes until ctx ends; every lane finishes and commits its batch in progress and
 // leaves its group.

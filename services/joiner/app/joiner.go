@@ -257,6 +257,9 @@ func (j *Joiner) Close() {
 		if j.db != nil {
 			j.db.Close()
 		}
+		if j.ops != nil {
+			j.ops.Close()
+		}
 	})
 }
 

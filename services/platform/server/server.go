@@ -190,6 +190,16 @@ func (s *Server) Listen() (net.Addr, error) {
 	return ln.Addr(), nil
 }
 
+// Close releases the listener bound by Listen for a server whose Run never ran (Run closes it
+// itself when it returns). It is idempotent.
+func (s *Server) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln != nil {
+		_ = s.ln.Close() // already closed after Run
+	}
+}
+
 // Run serves until ctx ends, then shuts down within the configured timeout.
 func (s *Server) Run(ctx context.Context) error {
 	if _, err := s.Listen(); err != nil {

@@ -197,6 +197,7 @@ func (t *Tap) Close() error {
 		}
 		t.mu.Unlock()
 		t.routing.Load().close()
+		t.ops.Close()
 	})
 	return err
 }

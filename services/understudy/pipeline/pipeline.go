@@ -97,6 +97,14 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 		p.Registries[name] = prometheus.NewRegistry()
 	}
 	const local = "127.0.0.1:0"
+	// What is built so far, released in reverse if a later step fails.
+	var release []func()
+	started := false
+	defer func() {
+		for i := len(release) - 1; i >= 0 && !started; i-- {
+			release[i]()
+		}
+	}()
 
 	tc := tap.NewDefaultConfig()
 	tc.Kafka.Brokers, tc.Ops.ListenAddr, tc.ListenAddr = o.Brokers, local, local
@@ -105,6 +113,7 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tap: %w", err)
 	}
+	release = append(release, func() { _ = t.Close() })
 	addr, err := t.Listen()
 	if err != nil {
 		return nil, fmt.Errorf("tap: %w", err)
@@ -118,6 +127,7 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 			return nil, err
 		}
 		p.tmp = dir
+		release = append(release, func() { _ = os.RemoveAll(dir) })
 		if expFile, err = experimentsFile(dir, o); err != nil {
 			return nil, fmt.Errorf("experiments file: %w", err)
 		}
@@ -131,6 +141,7 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 	if err != nil {
 		return nil, fmt.Errorf("invoker: %w", err)
 	}
+	release = append(release, inv.Close)
 
 	jc := joiner.NewDefaultConfig()
 	jc.Kafka.Brokers, jc.Ops.ListenAddr, jc.ExpectedShadows, jc.DatabaseURL = o.Brokers, local, o.ShadowName, o.DatabaseURL
@@ -145,6 +156,7 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 	if err != nil {
 		return nil, fmt.Errorf("joiner: %w", err)
 	}
+	release = append(release, j.Close)
 
 	ac := aggregator.NewDefaultConfig()
 	ac.Kafka.Brokers, ac.Ops.ListenAddr, ac.DatabaseURL = o.Brokers, local, o.DatabaseURL
@@ -159,6 +171,7 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
+	release = append(release, a.Close)
 
 	ops := map[string]interface{ Listen() (net.Addr, error) }{
 		"tap": t.Ops(), "invoker": inv.Ops(), "joiner": j.Ops(), "aggregator": a.Ops(),
@@ -171,6 +184,7 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 		p.OpsURLs[name] = "http://" + addr.String()
 	}
 
+	started = true // from here on each service's Run releases what it holds
 	ctx, p.cancel = context.WithCancel(ctx)
 	p.group, ctx = errgroup.WithContext(ctx)
 	for name, r := range map[string]runner{"tap": t, "invoker": inv, "joiner": j, "aggregator": a} {
