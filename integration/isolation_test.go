@@ -4,19 +4,20 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/understudy-ml/understudy/integration/harness"
 	"github.com/understudy-ml/understudy/schemas"
-	invoker "github.com/understudy-ml/understudy/services/invoker/app"
 )
 
 // TestSlowShadowDoesNotHoldBackAnother runs two shadows of one experiment on the real broker:
@@ -38,21 +39,29 @@ func TestSlowShadowDoesNotHoldBackAnother(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "experiments.yaml")
 	writeFile(t, file, fmt.Sprintf("experiments:\n  - name: %s\n    shadows:\n      - {name: slow, url: %s, timeout: 3s, max_in_flight: 256}\n      - {name: fast, url: %s}\n",
 		experiment, answer(1500*time.Millisecond), answer(0)))
-	cfg := invoker.NewDefaultConfig()
-	cfg.Kafka.Brokers, cfg.Ops.ListenAddr, cfg.ExperimentsFile = broker.Brokers, "127.0.0.1:0", file
-	cfg.InstanceID, cfg.Group = experiment, experiment
-	startLanesAtEnd(ctx, t, cfg.Group, experiment, "slow", "fast")
-	inv, err := invoker.New(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	// The invoker runs as its own binary (built like production, without the race detector
+	// that instruments this test process), so the visibility measured is the service's.
+	dir := t.TempDir()
+	bin, err := harness.BuildService(ctx, "invoker", dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- inv.Run(rctx) }()
+	startLanesAtEnd(ctx, t, experiment, experiment, "slow", "fast")
+	cmd := exec.Command(bin, "--kafka.brokers="+broker.Brokers, "--http.listen-addr=127.0.0.1:0", "--experiments.file="+file,
+		"--instance-id="+experiment, "--kafka.group="+experiment)
+	logf, err := os.Create(filepath.Join(dir, "invoker.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
 	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("invoker: %v", err)
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); err != nil {
+			log, _ := os.ReadFile(filepath.Join(dir, "invoker.log"))
+			t.Errorf("invoker: %v\n%s", err, tail(string(log), 2000))
 		}
 	}()
 
