@@ -62,7 +62,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var stdout, stderr syncBuffer
 	done := make(chan int, 1)
-	args := []string{"--duration=40s", "--rate=100", "--label-delay=5s", "--window=2s", "--addr=" + addr, "--data-dir=" + t.TempDir()}
+	// Short service times: this test runs the whole demo in-process under the race detector.
+	args := []string{"--duration=40s", "--rate=100", "--service-time=1ms", "--label-delay=5s", "--window=2s", "--addr=" + addr, "--data-dir=" + t.TempDir()}
 	// Names are data: hostile ones must show as text and run nothing (not for the screenshot).
 	hostile := os.Getenv("UNDERSTUDY_SCREENSHOT") == ""
 	const hostileExperiment = `fraud<img src=x onerror="window.__pwned=1">`

@@ -48,7 +48,8 @@ type demoConfig struct {
 	Verbose     bool
 	Exit        bool
 	LabelDelay  time.Duration
-	Malformed   float64 // share of requests sent malformed
+	ServiceTime time.Duration // median service time of every demo model
+	Malformed   float64       // share of requests sent malformed
 	Window      time.Duration
 	Addr        string
 }
@@ -81,6 +82,9 @@ func (c *demoConfig) validate() error {
 	if c.Malformed < 0 || c.Malformed > 0.5 {
 		errs = append(errs, errors.New("malformed: must be between 0 and 0.5"))
 	}
+	if c.ServiceTime < 0 {
+		errs = append(errs, fmt.Errorf("service-time: must not be negative, got %s", c.ServiceTime))
+	}
 	if c.LabelDelay < 0 {
 		errs = append(errs, errors.New("label-delay: must not be negative"))
 	}
@@ -93,7 +97,7 @@ func (c *demoConfig) validate() error {
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	c := demoConfig{
 		Duration: time.Minute, Rate: 100, DataDir: ".demo", Partitions: 4, Experiment: "fraud-v7", Candidate: "candidate",
-		Kind: "improved", MinDuration: time.Minute, LabelDelay: 10 * time.Second, Window: 5 * time.Second, Addr: "127.0.0.1:9104",
+		Kind: "improved", MinDuration: time.Minute, LabelDelay: 10 * time.Second, ServiceTime: demo.ServiceTime, Window: 5 * time.Second, Addr: "127.0.0.1:9104",
 	}
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -108,6 +112,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.Kind, "candidate", c.Kind, "the candidate model: improved (more accurate, slower, drifted), copy (an exact copy of the champion: an A/A experiment) or worse (2 points less accurate, slower)")
 	fs.DurationVar(&c.MinDuration, "min-duration", c.MinDuration, "observation time before the verdict may PASS (the decision's min_duration)")
 	fs.DurationVar(&c.LabelDelay, "label-delay", c.LabelDelay, "labels arrive up to this long after their request (uniformly spread)")
+	fs.DurationVar(&c.ServiceTime, "service-time", c.ServiceTime, "median service time of every demo model (log-normal, the same on every copy for the same request; the candidates' slowdowns scale it)")
 	fs.Float64Var(&c.Malformed, "malformed", c.Malformed, "share of requests sent malformed (one feature missing): every model answers them 400, which is not the candidate's fault")
 	fs.DurationVar(&c.Window, "window", c.Window, "the aggregator's window width (alerts are evaluated every window)")
 	fs.StringVar(&c.Addr, "addr", c.Addr, "address of the aggregator's API and dashboard (port 0: any free port)")
@@ -239,10 +244,10 @@ func demoRun(ctx context.Context, c demoConfig, stdout, stderr io.Writer, code *
 		candidate = demo.Worse()
 		describe = fmt.Sprintf("candidate v%s (2 points less accurate, %.0f %% slower)", candidate.Version, 100*(candidate.Slowdown-1))
 	}
-	// Every model takes the same service time on the same request (median demo.ServiceTime),
+	// Every model takes the same service time on the same request (median --service-time),
 	// so an exact copy is exactly as fast and only a slowdown makes a model slower.
 	for _, m := range []*demo.Model{champion, candidate, noise} {
-		m.Service = demo.ServiceTime
+		m.Service = c.ServiceTime
 	}
 	urls := map[string]string{}
 	for name, m := range map[string]*demo.Model{"champion": champion, "candidate": candidate, "copy": noise} {

@@ -3,18 +3,15 @@ package app
 import (
 	"errors"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/understudy-ml/understudy/services/platform/servicetest"
 	"github.com/understudy-ml/understudy/services/platform/svc"
-	"go.uber.org/goleak"
 )
 
-// TestMain fails the package's tests when any goroutine outlives them.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { servicetest.VerifyNoLeaks(m) }
 
 // TestCloseBeforeRun: an aggregator built and closed without running leaves no goroutine (its
 // Kafka client and Postgres pool are released), and Close may be called again.
@@ -30,13 +27,8 @@ func TestCloseBeforeRun(t *testing.T) {
 // TestBadFilesAreConfigErrors: Validate reads no file; New reports a bad alert rules file or
 // experiments file as svc.ErrConfigFile naming its flag, before it builds anything.
 func TestBadFilesAreConfigErrors(t *testing.T) {
-	dir := t.TempDir()
-	rules, exps := filepath.Join(dir, "rules.yaml"), filepath.Join(dir, "experiments.yaml")
-	for file, content := range map[string]string{rules: "rules: [{name: a, metric: nope}]\n", exps: "experiments: [{name: e, nope: 1}]\n"} {
-		if err := os.WriteFile(file, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	rules := servicetest.File(t, "rules.yaml", "rules: [{name: a, metric: nope}]\n")
+	exps := servicetest.File(t, "experiments.yaml", "experiments: [{name: e, nope: 1}]\n")
 	for flag, set := range map[string]func(*Config){
 		"alerts.rules-file": func(c *Config) { c.Alerts.RulesFile = rules },
 		"experiments.file":  func(c *Config) { c.ExperimentsFile = exps },
