@@ -87,7 +87,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		select {
 		case code := <-done:
 			done <- code
-			t.Fatalf("demo exited %d early\n%s", code, stderr.String())
+			t.Fatalf("demo exited %d early\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
