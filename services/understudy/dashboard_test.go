@@ -63,8 +63,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	var stdout, stderr syncBuffer
 	done := make(chan int, 1)
 	// The whole demo runs in-process under the race detector, which serves about 30 requests/s
-	// on 2 cores: beyond that every queue grows and joins time out, so the rate stays below it.
-	args := []string{"--duration=60s", "--rate=25", "--service-time=1ms", "--label-delay=5s", "--window=2s", "--addr=" + addr, "--data-dir=" + t.TempDir()}
+	// on 2 cores: beyond that every queue grows and joins time out, so the rate stays below it,
+	// and the run is long enough for the drift alerts (1,000 samples, held 3 evaluations) to fire.
+	args := []string{"--duration=100s", "--rate=25", "--service-time=1ms", "--label-delay=5s", "--window=2s", "--addr=" + addr, "--data-dir=" + t.TempDir()}
 	// Names are data: hostile ones must show as text and run nothing (not for the screenshot).
 	hostile := os.Getenv("UNDERSTUDY_SCREENSHOT") == ""
 	const hostileExperiment = `fraud<img src=x onerror="window.__pwned=1">`
