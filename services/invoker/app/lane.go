@@ -12,7 +12,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
 	"github.com/understudy-ml/understudy/services/platform/consume"
-	"github.com/understudy-ml/understudy/services/platform/logchange"
 	"github.com/understudy-ml/understudy/services/platform/progress"
 )
 
@@ -76,69 +75,33 @@ func (l *lane) run(ctx context.Context) error {
 		}
 		return fmt.Errorf("lane %s: init transactional producer: %w", l.name, err)
 	}
-	var warn logchange.Warner
-	for {
-		fs := l.sess.PollRecords(ctx, l.maxBatch)
-		if ctx.Err() != nil || fs.IsClientClosed() {
-			return nil
-		}
-		var fatal error
-		fs.EachError(func(topic string, partition int32, err error) {
-			if f := consume.Fatal(err); f != nil {
-				fatal = f
-			}
-			if !errors.Is(err, context.Canceled) {
-				warn.Warn(l.logger, "fetch error", err, "topic", topic, "partition", partition)
-			}
-		})
-		if fatal != nil {
-			return fmt.Errorf("lane %s: %w", l.name, fatal)
-		}
-		if fs.Empty() {
-			if len(fs.Errors()) > 0 {
-				// Errors only (the client retries them): do not spin while it does.
-				select {
-				case <-ctx.Done():
-				case <-time.After(100 * time.Millisecond):
-				}
-			}
-			continue
-		}
-		if err := l.transact(ctx, fs); err != nil {
-			return fmt.Errorf("lane %s: %w", l.name, err)
-		}
+	opts := consume.Options{MaxRecords: l.maxBatch, Drain: l.drain}
+	// The handlers see ctx, not the batch's drain context, so that they stop pacing and
+	// finish quickly at shutdown; producing and committing get the drain.
+	err := consume.Loop(ctx, l.sess, l.logger, opts, func(bctx context.Context, fs kgo.Fetches) error {
+		return l.transact(ctx, bctx, fs)
+	})
+	if err != nil {
+		return fmt.Errorf("lane %s: %w", l.name, err)
 	}
+	return nil
 }
 
-// transact handles one batch in one transaction. ctx ending does not interrupt it: handlers
-// see it to stop pacing and finish quickly.
-func (l *lane) transact(ctx context.Context, fs kgo.Fetches) error {
+// transact handles one batch in one transaction: the handler runs under ctx, the produce and
+// the commit under bctx.
+func (l *lane) transact(ctx, bctx context.Context, fs kgo.Fetches) error {
 	l.progress.Begin()
-	if err := l.sess.Begin(); err != nil {
-		return fmt.Errorf("begin transaction: %w", err)
-	}
-	out, err := l.handle(ctx, fs)
-	commit := kgo.TryCommit
-	bg, cancel := consume.DrainContext(ctx, l.drain)
-	defer cancel()
-	if err == nil {
-		if err = l.sess.ProduceSync(bg, out...).FirstErr(); err != nil {
-			l.logger.Warn("producing results failed; aborting the batch", "err", err)
-		}
-	}
-	if err != nil {
-		commit = kgo.TryAbort
-	}
-	committed, endErr := l.sess.End(bg, commit)
-	if endErr != nil {
-		return fmt.Errorf("end transaction: %w", endErr)
-	}
-	if committed {
+	err := consume.Transact(bctx, l.sess, func() ([]*kgo.Record, error) { return l.handle(ctx, fs) })
+	switch {
+	case err == nil:
 		l.progress.Done()
 		l.m.transactions.WithLabelValues("committed").Inc()
-	} else {
+	case errors.Is(err, consume.ErrAborted):
+		l.logger.Warn("batch aborted; it will be consumed again", "err", err)
 		l.progress.Failed(err)
 		l.m.transactions.WithLabelValues("aborted").Inc()
+	default:
+		return err
 	}
 	fs.EachPartition(func(p kgo.FetchTopicPartition) {
 		if n := len(p.Records); n > 0 {

@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"sync"
 	"time"
@@ -15,13 +14,6 @@ import (
 	"github.com/understudy-ml/understudy/services/platform/backoff"
 	"github.com/understudy-ml/understudy/services/platform/pgerr"
 	"github.com/understudy-ml/understudy/services/platform/progress"
-)
-
-// Label-state changelog headers: the entry kind and the event time (big-endian Unix micros).
-const (
-	headerLabelKind  = "understudy.label-state.kind"
-	headerEventTime  = "understudy.label-state.event-time"
-	headerExperiment = "understudy.label-state.experiment"
 )
 
 // Label outcomes counted by understudy_joiner_labels_total.
@@ -80,43 +72,6 @@ func newLabelJoin(store *labelstore.Store, p *policy, bucket time.Duration, reg 
 		applyDur:  f.NewHistogram(prometheus.HistogramOpts{Name: "understudy_joiner_label_apply_seconds", Help: "Time to apply one transaction's label-state changes to Postgres.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 	}
 	return l
-}
-
-// stateRecord returns a label-state changelog record; keyed by the request id, it lands on the
-// partition of the request's inputs.
-func stateRecord(topic string, kind labelstore.Kind, id string, eventTime time.Time, value []byte, experiment string) *kgo.Record {
-	var ts [8]byte
-	binary.BigEndian.PutUint64(ts[:], uint64(eventTime.UnixMicro()))
-	r := &kgo.Record{
-		Topic: topic, Key: []byte(id), Value: value,
-		Headers: []kgo.RecordHeader{{Key: headerLabelKind, Value: []byte(kind.String())}, {Key: headerEventTime, Value: ts[:]}},
-	}
-	if experiment != "" {
-		r.Headers = append(r.Headers, kgo.RecordHeader{Key: headerExperiment, Value: []byte(experiment)})
-	}
-	return r
-}
-
-// entryOf reads a label-state changelog record back.
-func entryOf(r *kgo.Record) (labelstore.Entry, error) {
-	e := labelstore.Entry{Partition: r.Partition, Offset: r.Offset, RequestID: string(r.Key), Value: r.Value}
-	var kindOK, timeOK bool
-	for _, h := range r.Headers {
-		switch h.Key {
-		case headerLabelKind:
-			e.Kind, kindOK = labelstore.ParseKind(string(h.Value))
-		case headerEventTime:
-			if len(h.Value) == 8 {
-				e.EventTime, timeOK = time.UnixMicro(int64(binary.BigEndian.Uint64(h.Value))).UTC(), true
-			}
-		case headerExperiment:
-			e.Experiment = string(h.Value)
-		}
-	}
-	if !kindOK || !timeOK {
-		return e, fmt.Errorf("label-state record %d/%d lacks its kind or event time headers", r.Partition, r.Offset)
-	}
-	return e, nil
 }
 
 // cutoff is the retention horizon at now: buckets that end before it are dropped.

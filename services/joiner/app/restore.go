@@ -5,6 +5,8 @@ package app
 
 import (
 	"context"
+	"fmt"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -66,13 +68,10 @@ func (j *Joiner) restore(ctx context.Context, parts map[int32]bool) (int, error)
 	}
 	n := 0
 	err := readLog(ctx, j.cfg.Kafka.Opts(), j.stateTopic, from, func(r *kgo.Record) error {
-		var c *schemas.Comparison
-		if r.Value != nil {
-			v, err := j.codecs.Comparison.Decode(ctx, r.Value)
-			if err != nil {
-				return nil // a corrupt entry loses one join's state, never the process
-			}
-			c = &v
+		c, err := stateOf(ctx, j.codecs, r)
+		if err != nil {
+			j.logger.Warn("skipping a join-state record", "err", err) // one join's state lost, never the process
+			return nil
 		}
 		j.state.restore(r.Partition, string(r.Key), c)
 		n++
@@ -137,5 +136,81 @@ func readLog(ctx context.Context, opts []kgo.Opt, topic string, from map[int32]i
 			return ferr
 		}
 	}
+	return nil
+}
+
+// applyAssignment drops revoked partitions and restores newly assigned ones from the changelog.
+func (j *Joiner) applyAssignment(ctx context.Context) error {
+	j.mu.Lock()
+	revoked, assigned := j.revoked, j.assigned
+	j.revoked, j.assigned = map[int32]bool{}, map[int32]bool{}
+	j.mu.Unlock()
+	for p := range revoked {
+		j.state.drop(p)
+		delete(j.owned, p)
+		if j.labels != nil {
+			j.labels.drop(p)
+		}
+	}
+	if len(assigned) == 0 {
+		return nil
+	}
+	start := time.Now()
+	n, err := j.restore(ctx, assigned)
+	if err != nil {
+		return fmt.Errorf("restore join state: %w", err)
+	}
+	for p := range assigned {
+		j.owned[p] = true
+	}
+	if err := j.measureBacklog(ctx, assigned); err != nil {
+		j.logger.Warn("measuring the input backlog failed; inputs are not aligned until fetched", "err", err)
+	}
+	j.restored.Add(float64(n))
+	j.logger.Info("join state restored", "partitions", len(assigned), "entries", n, "pending", j.state.size(), "took", time.Since(start).String())
+	if j.labels != nil {
+		start = time.Now()
+		j.labels.drain(ctx) // what this member committed is applied before catching up
+		applied, ready, err := j.catchUpLabels(ctx, assigned)
+		if err != nil {
+			return fmt.Errorf("catch up label state: %w", err)
+		}
+		j.logger.Info("label state caught up", "partitions", len(assigned), "applied", applied, "ready", ready, "took", time.Since(start).String())
+	}
+	return nil
+}
+
+func (j *Joiner) owns(p int32) bool { return j.owned[p] }
+
+// measureBacklog records each assigned join input partition's backlog (end offset minus the
+// group's committed offset, or the log start) so that inputs are aligned from the first fetch.
+func (j *Joiner) measureBacklog(ctx context.Context, parts map[int32]bool) error {
+	adm := kadm.NewClient(j.sess.Client())
+	join := []string{schemas.TopicInference, schemas.TopicShadow}
+	ends, err := adm.ListEndOffsets(ctx, join...)
+	if err != nil {
+		return err
+	}
+	starts, err := adm.ListStartOffsets(ctx, join...)
+	if err != nil {
+		return err
+	}
+	committed, err := adm.FetchOffsetsForTopics(ctx, j.cfg.Group, join...)
+	if err != nil {
+		return err
+	}
+	ends.Each(func(o kadm.ListedOffset) {
+		if !parts[o.Partition] || o.Err != nil {
+			return
+		}
+		from := int64(0)
+		if s, ok := starts.Lookup(o.Topic, o.Partition); ok && s.Err == nil {
+			from = s.Offset
+		}
+		if c, ok := committed.Lookup(o.Topic, o.Partition); ok && c.Err == nil && c.At > from {
+			from = c.At
+		}
+		j.flow.setLag(o.Topic, o.Partition, o.Offset-from, j.now())
+	})
 	return nil
 }

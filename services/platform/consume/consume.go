@@ -1,7 +1,9 @@
-// Package consume runs the poll loop shared by Understudy's consumers: poll, report fetch
-// errors, hand the batch to the service, allow rebalancing only between batches. Clients used
-// with it must be built with kgo.BlockRebalanceOnPoll, so partitions are never revoked while a
-// batch is being handled.
+// Package consume runs the poll loop and the transaction tail shared by Understudy's
+// consumers: poll, report fetch errors, hand the batch to the service, allow rebalancing only
+// between batches; and, for consume-transform-produce services, produce a batch's output and
+// commit it together with its input offsets. Plain clients used with Loop must be built with
+// kgo.BlockRebalanceOnPoll, so partitions are never revoked while a batch is being handled;
+// a kgo.GroupTransactSession guards its own batches.
 package consume
 
 import (
@@ -16,49 +18,81 @@ import (
 	"github.com/understudy-ml/understudy/services/platform/logchange"
 )
 
+// Poller is what Loop consumes from: a *kgo.Client or a *kgo.GroupTransactSession.
+type Poller interface {
+	PollRecords(ctx context.Context, maxPollRecords int) kgo.Fetches
+	AllowRebalance()
+}
+
 // Handler processes one batch. It must finish its side effects (produce, commit) before it
 // returns; an error stops Loop. ctx is not cancelled when Loop's ctx is, so a batch in
-// progress at shutdown completes, but it is cancelled Loop's drain after that.
+// progress at shutdown completes, but it is cancelled Options.Drain after that.
 type Handler func(ctx context.Context, fs kgo.Fetches) error
 
-// Loop polls cl until ctx ends or handle fails, handing every non-empty batch to handle.
-// Fetch errors are logged once per change of error and retried by the client; a closed client
-// ends the loop. A batch in progress when ctx ends may take drain longer (see DrainContext).
-func Loop(ctx context.Context, cl *kgo.Client, logger *slog.Logger, drain time.Duration, handle Handler) error {
+// Options tune Loop. The zero value polls without a record limit and hands over only
+// non-empty batches.
+type Options struct {
+	// MaxRecords bounds a batch; 0 means whatever one poll returns.
+	MaxRecords int
+	// Tick, when positive, bounds every poll and hands every poll's result to the handler,
+	// empty or not, so that work driven by time (timeouts, flow control, rebalances applied
+	// between batches) runs at least that often while nothing arrives.
+	Tick time.Duration
+	// Drain is how long the batch in progress when ctx ends may take (see DrainContext).
+	Drain time.Duration
+}
+
+// idlePause is how long Loop waits after a poll that returned only (retriable) errors, so it
+// does not spin while the client retries them.
+const idlePause = 100 * time.Millisecond
+
+// Loop polls p until ctx ends or handle fails. Fetch errors are logged once per change of
+// error and retried by the client; an error that means this member can never consume again
+// (see Fatal) ends the loop with that error; a closed client ends it with nil.
+func Loop(ctx context.Context, p Poller, logger *slog.Logger, opts Options, handle Handler) error {
 	var warn logchange.Warner
 	for {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			cl.AllowRebalance()
-			return nil
+		pctx, cancel := ctx, context.CancelFunc(func() {})
+		if opts.Tick > 0 {
+			pctx, cancel = context.WithTimeout(ctx, opts.Tick)
 		}
-		if fs.IsClientClosed() {
+		fs := p.PollRecords(pctx, opts.MaxRecords)
+		cancel()
+		if ctx.Err() != nil || fs.IsClientClosed() {
+			p.AllowRebalance()
 			return nil
 		}
 		var fatal error
+		errs := 0
 		fs.EachError(func(topic string, partition int32, err error) {
-			if errors.Is(err, context.Canceled) {
-				return
+			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+				return // the end of a tick or of the loop, not a fetch problem
 			}
+			errs++
 			if f := Fatal(err); f != nil {
 				fatal = f
 			}
 			warn.Warn(logger, "fetch error", err, "topic", topic, "partition", partition)
 		})
 		if fatal != nil {
-			cl.AllowRebalance()
+			p.AllowRebalance()
 			return fatal
 		}
-		if !fs.Empty() {
-			hctx, cancel := DrainContext(ctx, drain)
+		if !fs.Empty() || opts.Tick > 0 {
+			hctx, cancel := DrainContext(ctx, opts.Drain)
 			err := handle(hctx, fs)
 			cancel()
 			if err != nil {
-				cl.AllowRebalance()
+				p.AllowRebalance()
 				return fmt.Errorf("handle batch: %w", err)
 			}
+		} else if errs > 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(idlePause):
+			}
 		}
-		cl.AllowRebalance()
+		p.AllowRebalance()
 	}
 }
 
