@@ -186,7 +186,9 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	a.logger.Info("aggregator starting", "group", a.cfg.Group, "window", a.cfg.Window.String(), "migrations_applied", len(applied))
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.ops.Run(gctx) })
-	g.Go(func() error { return consume.Loop(gctx, a.client, a.logger, consume.Options{Drain: a.cfg.ShutdownTimeout}, a.handle) })
+	g.Go(func() error {
+		return consume.Loop(gctx, a.client, a.logger, consume.Options{Drain: a.cfg.ShutdownTimeout}, a.handle)
+	})
 	g.Go(func() error { return a.engine.Run(gctx, a.sender.Run) })
 	g.Go(func() error { a.maintain(gctx); return nil })
 	if a.cfg.Alerts.RulesFile != "" {
