@@ -33,18 +33,6 @@ type Source interface {
 	FirstWindow(ctx context.Context, experiment string) (start time.Time, ok bool, err error)
 }
 
-// Config configures evaluation.
-type Config struct {
-	Interval time.Duration // evaluation step; ranges end on multiples of it
-	// Range is what each evaluation's statistics cover, ending at the step; 0 (the default)
-	// is everything since the experiment's first window, which is what the confidence
-	// sequences are valid over: a finite range restarts them every Range.
-	Range       time.Duration
-	Delay       time.Duration // how far behind the clock a range ends, for late comparisons
-	Options     stats.Options
-	ExternalURL string // base of the read API for links in notifications
-}
-
 // Engine evaluates rules while it holds the leader lock. Create it with NewEngine.
 type Engine struct {
 	cfg    Config

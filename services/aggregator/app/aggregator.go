@@ -127,18 +127,17 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Aggregator
 	}
 	a.ops = server.New(cfg.Ops, logger, reg)
 	a.rules.Store(rules)
-	a.engine = alert.NewEngine(alert.Config{
-		Interval: cfg.Alerts.Interval, Range: cfg.Alerts.Range, Delay: cfg.Alerts.Delay, Options: cfg.Stats, ExternalURL: cfg.API.ExternalURL,
-	}, db, a.store, a.rules.Load, logger, reg, time.Now)
-	secrets, _ := cfg.secrets() // validated
-	wc := webhook.Config{
-		URL: cfg.Webhook.URL, Secrets: secrets, Timeout: cfg.Webhook.Timeout, BackoffMin: cfg.Webhook.BackoffMin,
-		BackoffMax: cfg.Webhook.BackoffMax, MaxAge: cfg.Webhook.MaxAge, Poll: cfg.Webhook.Poll,
+	ac := cfg.Alerts
+	ac.Options, ac.ExternalURL = cfg.Stats, cfg.API.ExternalURL
+	a.engine = alert.NewEngine(ac, db, a.store, a.rules.Load, logger, reg, time.Now)
+	var body webhook.Formatter
+	if cfg.Webhook.Format == webhook.FormatSlack {
+		body = alert.SlackBody
 	}
-	if cfg.Webhook.Format == "slack" {
-		wc.Format = alert.SlackBody
+	if a.sender, err = webhook.NewSender(cfg.Webhook, body, db, logger, reg, time.Now); err != nil {
+		a.Close()
+		return nil, fmt.Errorf("webhook sender: %w", err)
 	}
-	a.sender = webhook.NewSender(wc, db, logger, reg, time.Now)
 	api.New(a.store, db, a.rules.Load, cfg.Stats, cfg.API.Token, logger, time.Now).Register(a.ops.Mux())
 	dashboard.Register(a.ops.Mux())
 	if !dashboard.Bundled() {

@@ -4,10 +4,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net/url"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/understudy-ml/understudy/services/aggregator/alert"
 	"github.com/understudy-ml/understudy/services/aggregator/stats"
 	"github.com/understudy-ml/understudy/services/aggregator/store"
 	"github.com/understudy-ml/understudy/services/aggregator/webhook"
@@ -33,30 +33,9 @@ type Config struct {
 		Interval        time.Duration
 	}
 	Stats   stats.Options
-	Alerts  AlertsConfig
-	Webhook WebhookConfig
+	Alerts  alert.Config   // alerts.* flags; New sets its Options and ExternalURL from Stats and API
+	Webhook webhook.Config // webhook.* flags
 	API     APIConfig
-}
-
-// AlertsConfig configures alert evaluation.
-type AlertsConfig struct {
-	RulesFile string        // YAML rules; empty means alert.DefaultRules; reloaded on SIGHUP
-	Interval  time.Duration // evaluation step
-	Range     time.Duration // statistics range of each evaluation
-	Delay     time.Duration // how far behind the clock each range ends
-}
-
-// WebhookConfig configures alert notifications.
-type WebhookConfig struct {
-	URL            string
-	Secret         string // whsec_…; signs every request
-	SecretPrevious string // also signs during a rotation
-	Format         string // standard or slack
-	Timeout        time.Duration
-	BackoffMin     time.Duration
-	BackoffMax     time.Duration
-	MaxAge         time.Duration
-	Poll           time.Duration
 }
 
 // APIConfig configures the read API (served on the ops address).
@@ -79,29 +58,10 @@ func NewDefaultConfig() Config {
 	c.Retention.Base, c.Retention.Hour, c.Retention.Day = 7*24*time.Hour, 90*24*time.Hour, 730*24*time.Hour
 	c.Retention.Interval = 10 * time.Minute
 	c.Stats = stats.DefaultOptions()
-	c.Alerts = AlertsConfig{Interval: time.Minute, Range: 0, Delay: time.Minute}
-	c.Webhook = WebhookConfig{Format: "standard", Timeout: 5 * time.Second, BackoffMin: time.Second, BackoffMax: 5 * time.Minute, MaxAge: 24 * time.Hour, Poll: time.Second}
+	c.Alerts = alert.DefaultConfig()
+	c.Webhook = webhook.DefaultConfig()
 	c.API.ExternalURL = "http://localhost:9104"
 	return c
-}
-
-// secrets decodes the webhook signing secrets, current first.
-func (c *Config) secrets() ([][]byte, error) {
-	if c.Webhook.SecretPrevious != "" && c.Webhook.Secret == "" {
-		return nil, errors.New("webhook.secret-previous: needs webhook.secret")
-	}
-	var out [][]byte
-	for _, s := range []struct{ flag, value string }{{"webhook.secret", c.Webhook.Secret}, {"webhook.secret-previous", c.Webhook.SecretPrevious}} {
-		if s.value == "" {
-			continue
-		}
-		k, err := webhook.ParseSecret(s.value)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", s.flag, err)
-		}
-		out = append(out, k)
-	}
-	return out, nil
 }
 
 // levels returns the stored window widths: the base window, 1 hour and 1 day.
@@ -148,19 +108,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Retention.Interval, "retention.interval", c.Retention.Interval, "how often expired windows are deleted")
 	fs.IntVar(&c.Stats.Bins, "stats.psi-bins", c.Stats.Bins, "PSI bins, with edges at the champion's quantiles")
 	fs.Uint64Var(&c.Stats.MinLabels, "stats.min-labels", c.Stats.MinLabels, "labeled requests needed before label metrics and their difference are shown")
-	fs.StringVar(&c.Alerts.RulesFile, "alerts.rules-file", c.Alerts.RulesFile, "alert rules YAML (reloaded on SIGHUP); empty uses the default rules")
-	fs.DurationVar(&c.Alerts.Interval, "alerts.interval", c.Alerts.Interval, "alert evaluation step; a rule's for: counts these steps")
-	fs.DurationVar(&c.Alerts.Range, "alerts.range", c.Alerts.Range, "time range of the statistics each evaluation checks; 0: everything since the experiment's first window, which the confidence sequences are valid over")
-	fs.DurationVar(&c.Alerts.Delay, "alerts.delay", c.Alerts.Delay, "how far behind the clock evaluated ranges end, so late comparisons (the joiner's window and grace) are in")
-	fs.StringVar(&c.Webhook.URL, "webhook.url", c.Webhook.URL, "alert webhook receiver; empty keeps notifications queued in the outbox")
-	fs.StringVar(&c.Webhook.Secret, "webhook.secret", c.Webhook.Secret, "Standard Webhooks signing secret (whsec_<base64>)")
-	fs.StringVar(&c.Webhook.SecretPrevious, "webhook.secret-previous", c.Webhook.SecretPrevious, "previous signing secret, also signed with during a rotation")
-	fs.StringVar(&c.Webhook.Format, "webhook.format", c.Webhook.Format, "body format: standard (versioned JSON) or slack (Slack-compatible text)")
-	fs.DurationVar(&c.Webhook.Timeout, "webhook.timeout", c.Webhook.Timeout, "timeout of one delivery attempt")
-	fs.DurationVar(&c.Webhook.BackoffMin, "webhook.backoff-min", c.Webhook.BackoffMin, "first retry delay (exponential with full jitter)")
-	fs.DurationVar(&c.Webhook.BackoffMax, "webhook.backoff-max", c.Webhook.BackoffMax, "longest retry delay")
-	fs.DurationVar(&c.Webhook.MaxAge, "webhook.max-age", c.Webhook.MaxAge, "a notification undelivered this long after it was queued fails")
-	fs.DurationVar(&c.Webhook.Poll, "webhook.poll", c.Webhook.Poll, "how often the outbox is checked")
+	c.Alerts.RegisterFlags(fs)
+	c.Webhook.RegisterFlags(fs)
 	fs.StringVar(&c.API.ExternalURL, "api.external-url", c.API.ExternalURL, "base URL of the read API as notification receivers reach it (for links)")
 	fs.StringVar(&c.API.Token, "api.token", c.API.Token, "bearer token required by the read API; empty leaves it open")
 }
@@ -194,28 +143,6 @@ func (c *Config) Validate() error {
 	if c.Stats.Bins < 2 || c.Stats.Bins > 100 {
 		errs = append(errs, errors.New("stats.psi-bins: must be 2..100"))
 	}
-	if c.Alerts.Interval < time.Second {
-		errs = append(errs, errors.New("alerts.interval: must be at least 1s"))
-	}
-	if c.Alerts.Range != 0 && c.Alerts.Range < c.Alerts.Interval {
-		errs = append(errs, errors.New("alerts.range: must be 0 (since the experiment began) or at least alerts.interval"))
-	}
-	if c.Alerts.Delay < 0 {
-		errs = append(errs, errors.New("alerts.delay: must not be negative"))
-	}
-	if c.Webhook.URL != "" {
-		if u, err := url.Parse(c.Webhook.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			errs = append(errs, errors.New("webhook.url: must be an http or https URL"))
-		}
-	}
-	if _, err := c.secrets(); err != nil {
-		errs = append(errs, err)
-	}
-	if c.Webhook.Format != "standard" && c.Webhook.Format != "slack" {
-		errs = append(errs, errors.New("webhook.format: must be standard or slack"))
-	}
-	if c.Webhook.Timeout <= 0 || c.Webhook.BackoffMin <= 0 || c.Webhook.BackoffMax < c.Webhook.BackoffMin || c.Webhook.MaxAge <= 0 || c.Webhook.Poll <= 0 {
-		errs = append(errs, errors.New("webhook: timeout, backoff-min, max-age and poll must be positive and backoff-max at least backoff-min"))
-	}
+	errs = append(errs, c.Alerts.Validate(), c.Webhook.Validate())
 	return errors.Join(errs...)
 }

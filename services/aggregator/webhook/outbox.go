@@ -31,24 +31,12 @@ func Enqueue(ctx context.Context, tx pgx.Tx, id string, payload []byte, at time.
 	return nil
 }
 
-// Config configures delivery.
-type Config struct {
-	URL        string        // receiver; empty disables delivery (messages stay queued)
-	Secrets    [][]byte      // signing keys, current first; none sends unsigned
-	Timeout    time.Duration // per attempt
-	BackoffMin time.Duration // first retry delay
-	BackoffMax time.Duration // retry delay cap
-	MaxAge     time.Duration // a message still undelivered this long after queueing fails
-	Poll       time.Duration // how often the outbox is checked
-	// Format turns a queued payload into the request body (nil sends it as is), for example
-	// a Slack-compatible body.
-	Format func(payload []byte) ([]byte, error)
-}
-
 // Sender delivers the outbox. Run it on one replica at a time (the aggregator runs it on the
 // alert leader): two senders would each deliver every message (receivers deduplicate by id).
 type Sender struct {
-	cfg    Config
+	cfg     Config
+	secrets [][]byte  // signing keys, current first; none sends unsigned
+	body    Formatter // nil sends payloads as is
 	db     *pgxpool.Pool
 	client *http.Client
 	logger *slog.Logger
@@ -59,11 +47,19 @@ type Sender struct {
 	warn     logchange.Warner
 }
 
-// NewSender wires a sender.
-func NewSender(cfg Config, db *pgxpool.Pool, logger *slog.Logger, reg prometheus.Registerer, now func() time.Time) *Sender {
+// Formatter turns a queued payload into a request body, for example a Slack-compatible one.
+type Formatter func(payload []byte) ([]byte, error)
+
+// NewSender wires a sender; body formats each payload (nil sends it as is). cfg must be
+// valid.
+func NewSender(cfg Config, body Formatter, db *pgxpool.Pool, logger *slog.Logger, reg prometheus.Registerer, now func() time.Time) (*Sender, error) {
+	secrets, err := cfg.Secrets()
+	if err != nil {
+		return nil, err
+	}
 	f := promauto.With(reg)
 	return &Sender{
-		cfg: cfg, db: db, logger: logger, now: now,
+		cfg: cfg, secrets: secrets, body: body, db: db, logger: logger, now: now,
 		client: &http.Client{
 			Timeout: cfg.Timeout,
 			// A redirect is a failed delivery, never followed: following it would re-post the
@@ -72,7 +68,7 @@ func NewSender(cfg Config, db *pgxpool.Pool, logger *slog.Logger, reg prometheus
 		},
 		attempts: f.NewCounterVec(prometheus.CounterOpts{Name: "understudy_aggregator_webhook_attempts_total", Help: "Webhook delivery attempts by outcome (delivered, retry, failed, expired)."}, []string{"outcome"}),
 		pending:  f.NewGauge(prometheus.GaugeOpts{Name: "understudy_aggregator_webhook_outbox_pending", Help: "Webhook messages queued and not yet delivered or failed."}),
-	}
+	}, nil
 }
 
 // Run delivers until ctx ends.
@@ -215,8 +211,8 @@ func Classify(status int) error {
 
 func (s *Sender) post(ctx context.Context, m message, now time.Time) error {
 	body := m.payload
-	if s.cfg.Format != nil {
-		b, err := s.cfg.Format(m.payload)
+	if s.body != nil {
+		b, err := s.body(m.payload)
 		if err != nil {
 			return &PermanentError{Err: fmt.Errorf("format the payload: %w", err)}
 		}
@@ -231,8 +227,8 @@ func (s *Sender) post(ctx context.Context, m message, now time.Time) error {
 	req.Header.Set("User-Agent", "understudy-aggregator")
 	req.Header.Set(HeaderID, m.id)
 	req.Header.Set(HeaderTimestamp, fmt.Sprint(now.Unix()))
-	if len(s.cfg.Secrets) > 0 {
-		req.Header.Set(HeaderSignature, Sign(m.id, now, body, s.cfg.Secrets))
+	if len(s.secrets) > 0 {
+		req.Header.Set(HeaderSignature, Sign(m.id, now, body, s.secrets))
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {

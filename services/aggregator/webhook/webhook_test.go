@@ -137,10 +137,13 @@ func TestSenderRetriesInOrderAndStopsOn4xx(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s := webhook.NewSender(webhook.Config{
-		URL: srv.URL, Secrets: [][]byte{k}, Timeout: time.Second, BackoffMin: 10 * time.Millisecond,
+	s, err := webhook.NewSender(webhook.Config{
+		URL: srv.URL, Secret: vectorSecret, Format: webhook.FormatStandard, Timeout: time.Second, BackoffMin: 10 * time.Millisecond,
 		BackoffMax: 40 * time.Millisecond, MaxAge: time.Hour, Poll: 5 * time.Millisecond,
-	}, db, slog.New(slog.DiscardHandler), prometheus.NewRegistry(), time.Now)
+	}, nil, db, slog.New(slog.DiscardHandler), prometheus.NewRegistry(), time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error)
 	go func() { done <- s.Run(rctx) }()
@@ -220,10 +223,13 @@ func TestSecretURLsAndRedirects(t *testing.T) {
 			var logs bytes.Buffer
 			var mu sync.Mutex
 			logger := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return logs.Write(p) }), nil))
-			s := webhook.NewSender(webhook.Config{
-				URL: tc.url, Timeout: 50 * time.Millisecond, BackoffMin: 10 * time.Millisecond,
+			s, err := webhook.NewSender(webhook.Config{
+				URL: tc.url, Format: webhook.FormatStandard, Timeout: 50 * time.Millisecond, BackoffMin: 10 * time.Millisecond,
 				BackoffMax: 20 * time.Millisecond, MaxAge: time.Hour, Poll: 5 * time.Millisecond,
-			}, db, logger, prometheus.NewRegistry(), time.Now)
+			}, nil, db, logger, prometheus.NewRegistry(), time.Now)
+			if err != nil {
+				t.Fatal(err)
+			}
 			rctx, cancel := context.WithCancel(ctx)
 			done := make(chan error)
 			go func() { done <- s.Run(rctx) }()

@@ -40,6 +40,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
 	"github.com/understudy-ml/understudy/services/joiner/labelstore"
+	"github.com/understudy-ml/understudy/services/platform/backoff"
 	"github.com/understudy-ml/understudy/services/platform/consume"
 	"github.com/understudy-ml/understudy/services/platform/deadletter"
 	"github.com/understudy-ml/understudy/services/platform/kafka"
@@ -194,7 +195,12 @@ func (j *Joiner) Run(ctx context.Context) error {
 				return nil
 			})
 		}
+		// A session that fails again soon after it started (Postgres or the broker still
+		// down) is replaced after a growing delay, not at once: each new session rejoins the
+		// group.
+		again := backoff.Retry{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 		for {
+			began := time.Now()
 			err := j.loop(gctx)
 			if gctx.Err() != nil {
 				return nil
@@ -203,6 +209,12 @@ func (j *Joiner) Run(ctx context.Context) error {
 				return err // a new session would fence the other member in turn
 			}
 			j.progress.Failed(err)
+			if time.Since(began) > time.Minute {
+				again.Reset()
+			}
+			if !again.Wait(gctx) {
+				return nil
+			}
 			if err := j.recover(gctx, err); err != nil {
 				return nil
 			}

@@ -303,19 +303,6 @@ func listen(t *testing.T) net.Listener {
 	return ln
 }
 
-func TestConfigValidateListsEveryProblem(t *testing.T) {
-	c := NewDefaultConfig()
-	c.Kafka.Brokers = ""
-	c.ListenAddr = "nope"
-	c.SampleRate = 3
-	err := c.Validate()
-	for _, want := range []string{"kafka.brokers", "proxy.listen-addr", "experiment is required", "champion.url", "sampling.rate"} {
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("Validate() = %v; missing %q", err, want)
-		}
-	}
-}
-
 // bothEngines runs a proxy test against the fast and the standard engine.
 func bothEngines(t *testing.T, test func(t *testing.T, engine string)) {
 	for _, engine := range []string{EngineFast, EngineStd} {
