@@ -23,7 +23,9 @@ func TestValidate(t *testing.T) {
 		}, Want: []string{"webhook.url", "webhook.secret", "webhook.format", "webhook: timeout"}, NotWant: []string{"T0KEN", "pw@", "not*base64"}},
 		{Name: "a previous secret needs a current one", Change: func(c *Config) { c.Webhook.SecretPrevious = secret }, Want: []string{"webhook.secret-previous"}, NotWant: []string{secret}},
 		{Name: "a secret too short", Change: func(c *Config) { c.Webhook.Secret = "whsec_c2hvcnQ=" }, Want: []string{"webhook.secret", "shorter than 16 bytes"}},
-		{Name: "a rotation", Change: func(c *Config) { c.Webhook.URL, c.Webhook.Secret, c.Webhook.SecretPrevious = "https://hooks.example/x", secret, secret }},
+		{Name: "a rotation", Change: func(c *Config) {
+			c.Webhook.URL, c.Webhook.Secret, c.Webhook.SecretPrevious = "https://hooks.example/x", secret, secret
+		}},
 		{Name: "shared service settings", Change: func(c *Config) { c.Kafka.Brokers, c.StallTimeout = "", 0 }, Want: []string{"kafka.brokers", "ready.stall-timeout"}},
 		{Name: "the files are not read", Change: func(c *Config) {
 			c.ExperimentsFile, c.Alerts.RulesFile = "/nonexistent/experiments.yaml", "/nonexistent/rules.yaml"

@@ -37,10 +37,10 @@ type Sender struct {
 	cfg     Config
 	secrets [][]byte  // signing keys, current first; none sends unsigned
 	body    Formatter // nil sends payloads as is
-	db     *pgxpool.Pool
-	client *http.Client
-	logger *slog.Logger
-	now    func() time.Time
+	db      *pgxpool.Pool
+	client  *http.Client
+	logger  *slog.Logger
+	now     func() time.Time
 
 	attempts *prometheus.CounterVec
 	pending  prometheus.Gauge
