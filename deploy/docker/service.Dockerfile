@@ -4,7 +4,7 @@
 # The dashboard's charting library comes from npm and is embedded at build time.
 FROM node:20-bookworm-slim AS assets
 WORKDIR /src
-COPY services/aggregator/dashboard/package.json services/aggregator/dashboard/package-lock.json services/aggregator/dashboard/
+COPY services/aggregator/internal/dashboard/package.json services/aggregator/internal/dashboard/package-lock.json services/aggregator/internal/dashboard/
 COPY scripts/dashboard-assets.sh scripts/
 RUN scripts/dashboard-assets.sh
 
@@ -12,7 +12,7 @@ FROM golang:1.26-bookworm AS build
 ARG SERVICE
 WORKDIR /src
 COPY . .
-COPY --from=assets /src/services/aggregator/dashboard/static/vendor services/aggregator/dashboard/static/vendor
+COPY --from=assets /src/services/aggregator/internal/dashboard/static/vendor services/aggregator/internal/dashboard/static/vendor
 RUN cd services/${SERVICE} && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/app .
 
 FROM gcr.io/distroless/static-debian12:nonroot

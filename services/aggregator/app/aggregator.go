@@ -33,7 +33,7 @@ import (
 	"github.com/understudy-ml/understudy/schemas"
 	"github.com/understudy-ml/understudy/services/aggregator/alert"
 	"github.com/understudy-ml/understudy/services/aggregator/api"
-	"github.com/understudy-ml/understudy/services/aggregator/dashboard"
+	"github.com/understudy-ml/understudy/services/aggregator/internal/dashboard"
 	"github.com/understudy-ml/understudy/services/aggregator/store"
 	"github.com/understudy-ml/understudy/services/aggregator/webhook"
 	"github.com/understudy-ml/understudy/services/aggregator/window"

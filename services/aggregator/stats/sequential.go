@@ -3,7 +3,7 @@ package stats
 import (
 	"math"
 
-	"github.com/understudy-ml/understudy/services/aggregator/sketch"
+	"github.com/understudy-ml/understudy/services/aggregator/internal/sketch"
 	"github.com/understudy-ml/understudy/services/aggregator/window"
 )
 

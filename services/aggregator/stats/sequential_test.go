@@ -5,7 +5,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/understudy-ml/understudy/services/aggregator/sketch"
+	"github.com/understudy-ml/understudy/services/aggregator/internal/sketch"
 	"github.com/understudy-ml/understudy/services/aggregator/stats"
 	"github.com/understudy-ml/understudy/services/aggregator/window"
 )

@@ -12,7 +12,7 @@ import (
 	"sort"
 
 	"github.com/understudy-ml/understudy/schemas"
-	"github.com/understudy-ml/understudy/services/aggregator/sketch"
+	"github.com/understudy-ml/understudy/services/aggregator/internal/sketch"
 	"github.com/understudy-ml/understudy/services/aggregator/window"
 )
 

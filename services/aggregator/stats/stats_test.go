@@ -10,7 +10,7 @@ import (
 
 	"github.com/understudy-ml/understudy/schemas"
 	"github.com/understudy-ml/understudy/services/aggregator/internal/exact"
-	"github.com/understudy-ml/understudy/services/aggregator/sketch"
+	"github.com/understudy-ml/understudy/services/aggregator/internal/sketch"
 	"github.com/understudy-ml/understudy/services/aggregator/window"
 )
 

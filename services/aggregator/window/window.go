@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/understudy-ml/understudy/schemas"
-	"github.com/understudy-ml/understudy/services/aggregator/sketch"
+	"github.com/understudy-ml/understudy/services/aggregator/internal/sketch"
 )
 
 // Key names a window.

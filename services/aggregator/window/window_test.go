@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/understudy-ml/understudy/schemas"
-	"github.com/understudy-ml/understudy/services/aggregator/sketch"
+	"github.com/understudy-ml/understudy/services/aggregator/internal/sketch"
 )
 
 var t0 = time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)

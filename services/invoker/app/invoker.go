@@ -32,7 +32,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
-	"github.com/understudy-ml/understudy/services/invoker/shadow"
+	"github.com/understudy-ml/understudy/services/invoker/internal/shadow"
 	"github.com/understudy-ml/understudy/services/platform/deadletter"
 	"github.com/understudy-ml/understudy/services/platform/experiment"
 	"github.com/understudy-ml/understudy/services/platform/kafka"

@@ -11,7 +11,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
-	"github.com/understudy-ml/understudy/services/invoker/shadow"
+	"github.com/understudy-ml/understudy/services/invoker/internal/shadow"
 )
 
 // maxResultBytes bounds an encoded ShadowResult, below Kafka's default 1 MiB record limit.

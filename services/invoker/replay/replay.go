@@ -22,7 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
-	"github.com/understudy-ml/understudy/services/invoker/shadow"
+	"github.com/understudy-ml/understudy/services/invoker/internal/shadow"
 	"github.com/understudy-ml/understudy/services/platform/experiment"
 	"github.com/understudy-ml/understudy/services/platform/kafka"
 	"golang.org/x/time/rate"

@@ -39,7 +39,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
-	"github.com/understudy-ml/understudy/services/joiner/labelstore"
+	"github.com/understudy-ml/understudy/services/joiner/internal/labelstore"
 	"github.com/understudy-ml/understudy/services/platform/backoff"
 	"github.com/understudy-ml/understudy/services/platform/consume"
 	"github.com/understudy-ml/understudy/services/platform/deadletter"

@@ -10,7 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
-	"github.com/understudy-ml/understudy/services/joiner/labelstore"
+	"github.com/understudy-ml/understudy/services/joiner/internal/labelstore"
 	"github.com/understudy-ml/understudy/services/platform/backoff"
 	"github.com/understudy-ml/understudy/services/platform/pgerr"
 	"github.com/understudy-ml/understudy/services/platform/progress"

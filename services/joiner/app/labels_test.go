@@ -9,7 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/understudy-ml/understudy/services/joiner/labelstore"
+	"github.com/understudy-ml/understudy/services/joiner/internal/labelstore"
 	"github.com/understudy-ml/understudy/services/platform/pgrun"
 )
 

@@ -11,7 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
-	"github.com/understudy-ml/understudy/services/joiner/labelstore"
+	"github.com/understudy-ml/understudy/services/joiner/internal/labelstore"
 )
 
 // catchUpLabels applies the label-state changelog of parts from the offsets stored in

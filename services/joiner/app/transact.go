@@ -11,7 +11,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
-	"github.com/understudy-ml/understudy/services/joiner/labelstore"
+	"github.com/understudy-ml/understudy/services/joiner/internal/labelstore"
 	"github.com/understudy-ml/understudy/services/platform/consume"
 	"github.com/understudy-ml/understudy/services/platform/deadletter"
 )
