@@ -19,9 +19,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
+	"github.com/understudy-ml/understudy/schemas/apiv1"
 	"github.com/understudy-ml/understudy/services/aggregator/alert"
 	"github.com/understudy-ml/understudy/services/aggregator/store"
-	"github.com/understudy-ml/understudy/services/aggregator/webhook"
 )
 
 // comparisonFor returns a final comparison of experiment with a candidate and a noise-baseline
@@ -267,7 +267,7 @@ func receiverProcess(t *testing.T, secret, out string, failFor time.Duration) (u
 type delivery struct {
 	ID        string        `json:"id"`
 	Duplicate bool          `json:"duplicate"`
-	Payload   alert.Payload `json:"payload"`
+	Payload   apiv1.Payload `json:"payload"`
 }
 
 func readDeliveries(t *testing.T, path, experiment string) []delivery {
@@ -420,12 +420,12 @@ func TestAggregatorWebhooksThroughOutage(t *testing.T) {
 
 	// A delivery signed with another secret is rejected and not recorded.
 	body := []byte(`{"type":"alert.firing","data":{"experiment":"agg-hooks"}}`)
-	other, _ := webhook.ParseSecret("whsec_" + "b3RoZXItc2VjcmV0LW5vdC10aGUtcmVjZWl2ZXJzIQ==")
+	other, _ := apiv1.ParseSecret("whsec_" + "b3RoZXItc2VjcmV0LW5vdC10aGUtcmVjZWl2ZXJzIQ==")
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, receiver, strings.NewReader(string(body)))
 	now := time.Now()
-	req.Header.Set(webhook.HeaderID, "msg_forged")
-	req.Header.Set(webhook.HeaderTimestamp, fmt.Sprint(now.Unix()))
-	req.Header.Set(webhook.HeaderSignature, webhook.Sign("msg_forged", now, body, [][]byte{other}))
+	req.Header.Set(apiv1.HeaderID, "msg_forged")
+	req.Header.Set(apiv1.HeaderTimestamp, fmt.Sprint(now.Unix()))
+	req.Header.Set(apiv1.HeaderSignature, apiv1.Sign("msg_forged", now, body, [][]byte{other}))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

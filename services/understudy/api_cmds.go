@@ -11,8 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/understudy-ml/understudy/services/aggregator/alert"
-	"github.com/understudy-ml/understudy/services/aggregator/api"
+	"github.com/understudy-ml/understudy/schemas/apiv1"
 	"github.com/understudy-ml/understudy/services/understudy/report"
 )
 
@@ -95,7 +94,7 @@ func runExperiments(ctx context.Context, args []string, stdout, stderr io.Writer
 	if !parseFlags(fs, "experiments", args[1:], stderr) {
 		return 2
 	}
-	var out struct{ Experiments []api.Experiment }
+	var out apiv1.ExperimentsResponse
 	if err := a.client().Get(ctx, "/api/v1/experiments", nil, &out); err != nil {
 		fmt.Fprintln(stderr, "understudy experiments:", err)
 		return 1
@@ -143,7 +142,7 @@ func runAlerts(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return fmt.Sprintf("%.4g", *p)
 	}
 	if history {
-		var out struct{ Transitions []alert.Transition }
+		var out apiv1.HistoryResponse
 		if err := a.client().Get(ctx, "/api/v1/alerts/history", q, &out); err != nil {
 			fmt.Fprintln(stderr, "understudy alerts:", err)
 			return 1
@@ -157,7 +156,7 @@ func runAlerts(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if state != "" {
 		q.Set("state", state)
 	}
-	var out struct{ Alerts []alert.Current }
+	var out apiv1.AlertsResponse
 	if err := a.client().Get(ctx, "/api/v1/alerts", q, &out); err != nil {
 		fmt.Fprintln(stderr, "understudy alerts:", err)
 		return 1

@@ -11,9 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/understudy-ml/understudy/services/aggregator/alert"
-	"github.com/understudy-ml/understudy/services/aggregator/api"
-	"github.com/understudy-ml/understudy/services/aggregator/store"
+	"github.com/understudy-ml/understudy/schemas/apiv1"
 )
 
 // fakeAPI answers the read API's endpoints with fixed bodies, requiring a bearer token.
@@ -22,13 +20,13 @@ func fakeAPI(t *testing.T) *httptest.Server {
 	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
 	v := 0.31
 	bodies := map[string]any{
-		"/api/v1/experiments": map[string]any{"experiments": []api.Experiment{{Name: "fraud-v7", Shadows: []store.Shadow{{Name: "candidate", Role: "candidate", First: t0, Last: t0, Total: 6000}}}}},
-		"/api/v1/alerts":      map[string]any{"alerts": []alert.Current{{Experiment: "fraud-v7", Shadow: "candidate", Rule: "psi_critical", State: alert.StateFiring, Value: &v, Since: t0}}},
-		"/api/v1/alerts/history": map[string]any{"transitions": []alert.Transition{{
+		"/api/v1/experiments": apiv1.ExperimentsResponse{Experiments: []apiv1.Experiment{{Name: "fraud-v7", Shadows: []apiv1.Shadow{{Name: "candidate", Role: "candidate", First: t0, Last: t0, Total: 6000}}}}},
+		"/api/v1/alerts":      apiv1.AlertsResponse{Alerts: []apiv1.Current{{Experiment: "fraud-v7", Shadow: "candidate", Rule: "psi_critical", State: apiv1.StateFiring, Value: &v, Since: t0}}},
+		"/api/v1/alerts/history": apiv1.HistoryResponse{Transitions: []apiv1.Transition{{
 			ID: 1, Experiment: "fraud-v7", Shadow: "candidate", Rule: "psi_critical",
-			Severity: "critical", From: alert.StatePending, To: alert.StateFiring, Value: &v, At: t0,
+			Severity: "critical", From: apiv1.StatePending, To: apiv1.StateFiring, Value: &v, At: t0,
 		}}},
-		"/api/v1/experiments/fraud-v7/stats": api.StatsResponse{Experiment: "fraud-v7", From: t0, To: t0.Add(time.Hour)},
+		"/api/v1/experiments/fraud-v7/stats": apiv1.StatsResponse{Experiment: "fraud-v7", From: t0, To: t0.Add(time.Hour)},
 	}
 	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer tok" {

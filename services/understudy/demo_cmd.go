@@ -19,14 +19,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/understudy-ml/understudy/schemas"
-	"github.com/understudy-ml/understudy/services/aggregator/alert"
+	"github.com/understudy-ml/understudy/schemas/apiv1"
 	aggregator "github.com/understudy-ml/understudy/services/aggregator/app"
-	"github.com/understudy-ml/understudy/services/aggregator/store"
-	"github.com/understudy-ml/understudy/services/aggregator/webhook"
 	"github.com/understudy-ml/understudy/services/platform/pgrun"
 	"github.com/understudy-ml/understudy/services/platform/topics"
 	"github.com/understudy-ml/understudy/services/understudy/demo"
@@ -180,11 +177,11 @@ type alertReceiver struct {
 
 func (r *alertReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	body, _ := io.ReadAll(io.LimitReader(req.Body, 1<<20))
-	if err := webhook.Verify(req.Header, body, r.secret, 5*time.Minute, time.Now()); err != nil {
+	if err := apiv1.Verify(req.Header, body, r.secret, 5*time.Minute, time.Now()); err != nil {
 		http.Error(w, err.Error(), http.StatusUnauthorized)
 		return
 	}
-	var p alert.Payload
+	var p apiv1.Payload
 	if err := json.Unmarshal(body, &p); err != nil {
 		http.Error(w, "bad payload", http.StatusBadRequest)
 		return
@@ -195,14 +192,14 @@ func (r *alertReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		if v == nil {
 			return none
 		}
-		return alert.FormatNumber(*v)
+		return apiv1.FormatNumber(*v)
 	}
 	interval := " (threshold only)"
 	if d.Interval.Low != nil || d.Interval.High != nil {
 		interval = fmt.Sprintf(" [%s, %s]", val(d.Interval.Low, "−∞"), val(d.Interval.High, "+∞"))
 	}
 	fmt.Fprintf(r.out, "\n  ⚑ verified webhook %s: %s/%s %s %s = %s%s (noise floor %s, threshold %s %g)\n",
-		req.Header.Get(webhook.HeaderID), d.Experiment, d.Shadow, strings.ToUpper(string(d.State)), d.Rule.Name,
+		req.Header.Get(apiv1.HeaderID), d.Experiment, d.Shadow, strings.ToUpper(string(d.State)), d.Rule.Name,
 		val(d.Value, "–"), interval, val(d.NoiseFloor, "–"), d.Rule.Comparator, d.Rule.Threshold)
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -297,11 +294,7 @@ func demoRun(ctx context.Context, c demoConfig, stdout, stderr io.Writer, code *
 	defer func() { _ = p.Stop() }()
 	say("tap at %s; dashboard and API at %s/dashboard/; webhook receiver at %s", p.ProxyURL, apiURL, receiverURL)
 
-	db, err := pgxpool.New(ctx, c.DatabaseURL)
-	if err != nil {
-		return fmt.Errorf("postgres: %w", err)
-	}
-	defer db.Close()
+	api := report.Client{Base: apiURL}
 	seed := uint64(time.Now().Unix())
 	n := int(c.Duration.Seconds() * float64(c.Rate))
 	say("sending %d requests at %d/s through the tap; their labels follow within %s", n, c.Rate, c.LabelDelay)
@@ -310,7 +303,7 @@ func demoRun(ctx context.Context, c demoConfig, stdout, stderr io.Writer, code *
 	labelsDone := make(chan error, 1)
 	go func() { labelsDone <- sendLabels(ctx, admin, c, seed, n, start, &labels) }()
 	progress := func(sent int64) {
-		counts, _ := store.Counts(ctx, db, c.Experiment)
+		counts, _ := comparisons(ctx, api, c.Experiment)
 		fmt.Fprintf(stderr, "\r  requests %6d/%d  comparisons %6d  labels sent %6d  labeled comparisons %6d  alerts %d ",
 			sent, n, sum(counts)-counts["labeled"], labels.Load(), counts["labeled"], receiver.seen.Load())
 	}
@@ -330,7 +323,7 @@ func demoRun(ctx context.Context, c demoConfig, stdout, stderr io.Writer, code *
 	// Wait for every comparison and labeled comparison to reach Postgres.
 	deadline := time.Now().Add(90 * time.Second)
 	for ctx.Err() == nil && time.Now().Before(deadline) {
-		counts, err := store.Counts(ctx, db, c.Experiment)
+		counts, err := comparisons(ctx, api, c.Experiment)
 		if err == nil && sum(counts)-counts["labeled"] >= res.Sent && counts["labeled"] >= labels.Load() {
 			break
 		}
@@ -339,7 +332,7 @@ func demoRun(ctx context.Context, c demoConfig, stdout, stderr io.Writer, code *
 	}
 	progress(res.Sent)
 	fmt.Fprintln(stderr)
-	counts, err := store.Counts(ctx, db, c.Experiment)
+	counts, err := comparisons(ctx, api, c.Experiment)
 	if err != nil {
 		return err
 	}
@@ -349,7 +342,7 @@ func demoRun(ctx context.Context, c demoConfig, stdout, stderr io.Writer, code *
 	fmt.Fprintf(stdout, "  comparisons in Postgres          %d  %s\n", sum(counts)-counts["labeled"], statusList(counts))
 	fmt.Fprintf(stdout, "  labeled comparisons              %d of %d labels sent\n", counts["labeled"], labels.Load())
 	fmt.Fprintf(stdout, "  verified alert webhooks          %d\n\n", receiver.seen.Load())
-	d, err := report.Fetch(ctx, report.Client{Base: apiURL}, c.Experiment, start.Add(-time.Minute), time.Now().Add(time.Minute))
+	d, err := report.Fetch(ctx, api, c.Experiment, start.Add(-time.Minute), time.Now().Add(time.Minute))
 	if err != nil {
 		return err
 	}
@@ -451,4 +444,19 @@ func sum(m map[string]int64) int64 {
 		n += v
 	}
 	return n
+}
+
+// comparisons returns experiment's comparisons stored, by status, as the read API reports
+// them (none before its first window).
+func comparisons(ctx context.Context, api report.Client, experiment string) (map[string]int64, error) {
+	var out apiv1.ExperimentsResponse
+	if err := api.Get(ctx, "/api/v1/experiments", nil, &out); err != nil {
+		return nil, err
+	}
+	for _, e := range out.Experiments {
+		if e.Name == experiment {
+			return e.Comparisons, nil
+		}
+	}
+	return map[string]int64{}, nil
 }

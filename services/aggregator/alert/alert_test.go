@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/understudy-ml/understudy/schemas"
+	"github.com/understudy-ml/understudy/schemas/apiv1"
 	"github.com/understudy-ml/understudy/services/aggregator/alert"
 	"github.com/understudy-ml/understudy/services/aggregator/internal/pgtest"
 	"github.com/understudy-ml/understudy/services/aggregator/stats"
@@ -243,7 +244,7 @@ func TestEngineTransitionsAndNotifications(t *testing.T) {
 	}
 	f := payloads[0].Data
 	if f.Value == nil || *f.Value < 0.2 || f.NoiseFloor == nil || *f.NoiseFloor > 0.05 || f.Samples != 1000 || f.Shadow != "cand" ||
-		f.Version != alert.PayloadVersion || !strings.HasPrefix(f.Links.Stats, "http://agg:9104/api/v1/experiments/e/stats?from=") {
+		f.Version != apiv1.PayloadVersion || !strings.HasPrefix(f.Links.Stats, "http://agg:9104/api/v1/experiments/e/stats?from=") {
 		t.Fatalf("firing payload %+v value %v floor %v", f, f.Value, f.NoiseFloor)
 	}
 	// The evidence travels with the alert: PSI is judged on its estimate alone (threshold

@@ -6,49 +6,24 @@ import (
 	"strings"
 	"time"
 
+	"github.com/understudy-ml/understudy/schemas/apiv1"
+
 	"github.com/understudy-ml/understudy/services/aggregator/stats"
 )
 
-// Statuses of a rule and of a verdict.
+// Statuses of a rule and of a verdict (apiv1's).
 const (
-	// StatusPass: the interval lies entirely on the good side of the threshold, after the
-	// minimum samples and the minimum observation time.
-	StatusPass = "PASS"
-	// StatusFail: the interval lies entirely beyond the threshold and beyond the noise
-	// baseline by the rule's margin.
-	StatusFail = "FAIL"
-	// StatusContinue: not decidable yet; Reason says what is missing.
-	StatusContinue = "CONTINUE"
-	// StatusInstrumentError: the noise baseline (a copy of the champion) itself breaches the
-	// rule, so the measurement, not the candidate, is at fault.
-	StatusInstrumentError = "INSTRUMENT_ERROR"
+	StatusPass            = apiv1.StatusPass
+	StatusFail            = apiv1.StatusFail
+	StatusContinue        = apiv1.StatusContinue
+	StatusInstrumentError = apiv1.StatusInstrumentError
 )
 
-// RuleResult is one rule's judgement of one shadow.
-type RuleResult struct {
-	Rule       string          `json:"rule"`
-	Metric     stats.Metric    `json:"metric"`
-	Comparator string          `json:"comparator"`
-	Threshold  float64         `json:"threshold"`
-	Margin     float64         `json:"margin"`
-	Status     string          `json:"status"`
-	Estimate   *stats.Estimate `json:"estimate"`    // nil when not computable yet
-	NoiseFloor *stats.Estimate `json:"noise_floor"` // the noise baseline's, nil without one
-	MinSamples uint64          `json:"min_samples"`
-	Reason     string          `json:"reason"`
-}
-
-// Verdict is the judgement of one shadow over a range: the worst rule status (FAIL, then
-// INSTRUMENT_ERROR, then CONTINUE; PASS only when every rule passes).
-type Verdict struct {
-	Shadow      string        `json:"shadow"`
-	Status      string        `json:"status"`
-	Alpha       float64       `json:"alpha"`       // family-wise, over Rules
-	Observed    time.Duration `json:"observed_ns"` // time since the first window in range
-	MinDuration time.Duration `json:"min_duration_ns"`
-	Rules       []RuleResult  `json:"rules"`
-	Summary     string        `json:"summary"`
-}
+// RuleResult and Verdict are judgements as the read API reports them.
+type (
+	RuleResult = apiv1.RuleResult
+	Verdict    = apiv1.Verdict
+)
 
 // Judgement is what Judge needs besides the rules.
 type Judgement struct {
@@ -137,7 +112,7 @@ func judgeRule(r Rule, rep stats.ShadowReport, alpha float64, j Judgement) RuleR
 			res.Reason += fmt.Sprintf(": the interval lies beyond the threshold %g", r.Threshold)
 		}
 		if floor != nil {
-			res.Reason += fmt.Sprintf(", beyond the noise floor %s by more than %g", FormatNumber(floor.Value), r.Margin)
+			res.Reason += fmt.Sprintf(", beyond the noise floor %s by more than %g", apiv1.FormatNumber(floor.Value), r.Margin)
 		}
 	case r.cleared(est):
 		if j.Observed < j.Decision.MinDuration {
@@ -218,18 +193,7 @@ func isLatency(m stats.Metric) bool {
 
 func describe(r Rule, e stats.Estimate) string {
 	if e.Method == stats.MethodThreshold {
-		return fmt.Sprintf("%s = %s (threshold only; fails when %s %g)", r.Metric, FormatNumber(e.Value), r.Comparator, r.Threshold)
+		return fmt.Sprintf("%s = %s (threshold only; fails when %s %g)", r.Metric, apiv1.FormatNumber(e.Value), r.Comparator, r.Threshold)
 	}
-	return fmt.Sprintf("%s = %s [%s, %s] (n=%d)", r.Metric, FormatNumber(e.Value), FormatNumber(e.Low), FormatNumber(e.High), e.N)
-}
-
-// FormatNumber prints an estimate or bound with 4 significant digits, ±∞ as symbols.
-func FormatNumber(x float64) string {
-	switch {
-	case math.IsInf(x, 1):
-		return "+∞"
-	case math.IsInf(x, -1):
-		return "−∞"
-	}
-	return fmt.Sprintf("%.4g", x)
+	return fmt.Sprintf("%s = %s [%s, %s] (n=%d)", r.Metric, apiv1.FormatNumber(e.Value), apiv1.FormatNumber(e.Low), apiv1.FormatNumber(e.High), e.N)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/understudy-ml/understudy/schemas"
+	"github.com/understudy-ml/understudy/schemas/apiv1"
 	"github.com/understudy-ml/understudy/services/aggregator/stats"
 	"github.com/understudy-ml/understudy/services/aggregator/webhook"
 	"github.com/understudy-ml/understudy/services/aggregator/window"
@@ -176,7 +177,7 @@ func (e *Engine) Evaluate(ctx context.Context, end time.Time) error {
 	sort.Strings(names)
 	var errs []error
 	for _, exp := range names {
-		if err := e.evaluateExperiment(ctx, exp, Range{from, end}); err != nil {
+		if err := e.evaluateExperiment(ctx, exp, Range{From: from, To: end}); err != nil {
 			errs = append(errs, fmt.Errorf("experiment %s: %w", exp, err))
 		}
 	}
@@ -295,7 +296,7 @@ func evidenceOf(res RuleResult, value, floor *float64) evidence {
 	if res.Estimate != nil {
 		ev.N = res.Estimate.N
 		if res.Estimate.Method != stats.MethodThreshold { // a threshold-only estimate has no interval
-			ev.Low, ev.High = stats.Finite(res.Estimate.Low), stats.Finite(res.Estimate.High)
+			ev.Low, ev.High = apiv1.Finite(res.Estimate.Low), apiv1.Finite(res.Estimate.High)
 		}
 	}
 	return ev
@@ -343,9 +344,9 @@ func (e *Engine) step(ctx context.Context, tx pgx.Tx, exp, shadow string, rule R
 	}
 	msgID := MessageID(exp, shadow, rule.Name, id, next)
 	p := Payload{Type: "alert." + string(next), Timestamp: now.UTC(), Data: Data{
-		Version: PayloadVersion, ID: msgID, Experiment: exp, Shadow: shadow, Rule: rule, State: next, PreviousState: prev.State,
+		Version: apiv1.PayloadVersion, ID: msgID, Experiment: exp, Shadow: shadow, Rule: apiv1.Rule(rule), State: next, PreviousState: prev.State,
 		Value: ev.Value, NoiseFloor: ev.Floor, Interval: Interval{Low: ev.Low, High: ev.High}, Status: ev.Status, Reason: ev.Reason,
-		Samples: ev.N, Window: Range{r.From.UTC(), r.To.UTC()}, Links: e.links(exp, r),
+		Samples: ev.N, Window: Range{From: r.From.UTC(), To: r.To.UTC()}, Links: e.links(exp, r),
 	}}
 	b, err := json.Marshal(p)
 	if err != nil {
@@ -373,22 +374,6 @@ func SlackBody(payload []byte) ([]byte, error) {
 	return json.Marshal(map[string]string{"text": SlackText(p.Data)})
 }
 
-// Current is an alert's stored state.
-type Current struct {
-	Experiment  string    `json:"experiment"`
-	Shadow      string    `json:"shadow"`
-	Rule        string    `json:"rule"`
-	State       State     `json:"state"`
-	Value       *float64  `json:"value"`
-	NoiseFloor  *float64  `json:"noise_floor"`
-	Interval    Interval  `json:"interval"`
-	Status      string    `json:"status"` // the rule's status at the last evaluation
-	Reason      string    `json:"reason"`
-	Samples     int64     `json:"samples"`
-	Since       time.Time `json:"since"`
-	EvaluatedTo time.Time `json:"evaluated_to"`
-}
-
 // Querier is the part of pgx that the read functions need.
 type Querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
@@ -413,26 +398,6 @@ func States(ctx context.Context, db Querier, experiment string, state State) ([]
 		return nil, fmt.Errorf("load alert states: %w", err)
 	}
 	return out, nil
-}
-
-// Transition is one recorded state change.
-type Transition struct {
-	ID         int64     `json:"id"`
-	Experiment string    `json:"experiment"`
-	Shadow     string    `json:"shadow"`
-	Rule       string    `json:"rule"`
-	Severity   string    `json:"severity"`
-	From       State     `json:"from"`
-	To         State     `json:"to"`
-	Value      *float64  `json:"value"`
-	NoiseFloor *float64  `json:"noise_floor"`
-	Interval   Interval  `json:"interval"`
-	Status     string    `json:"status"` // the rule's status that caused the transition
-	Reason     string    `json:"reason"`
-	Threshold  float64   `json:"threshold"`
-	Samples    int64     `json:"samples"`
-	Window     Range     `json:"window"`
-	At         time.Time `json:"at"`
 }
 
 // History returns the transitions of experiment (every experiment when empty) at or after

@@ -6,17 +6,19 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/understudy-ml/understudy/schemas/apiv1"
 )
 
-// State is an alert's state for one experiment, shadow and rule.
-type State string
+// State is an alert's state for one experiment, shadow and rule (apiv1.State).
+type State = apiv1.State
 
 // States. Resolved behaves as inactive, but remembers that the alert fired.
 const (
-	StateInactive State = "inactive"
-	StatePending  State = "pending"
-	StateFiring   State = "firing"
-	StateResolved State = "resolved"
+	StateInactive = apiv1.StateInactive
+	StatePending  = apiv1.StatePending
+	StateFiring   = apiv1.StateFiring
+	StateResolved = apiv1.StateResolved
 )
 
 // Next returns the state after one evaluation in which the rule's condition held or not, and
@@ -51,54 +53,16 @@ func MessageID(experiment, shadow, rule string, historyID int64, to State) strin
 	return "msg_" + hex.EncodeToString(h[:12])
 }
 
-// Range is the time range a statistic was computed over.
-type Range struct {
-	From time.Time `json:"from"`
-	To   time.Time `json:"to"`
-}
-
-// Links point to the read API for the alert's numbers.
-type Links struct {
-	Stats   string `json:"stats"`
-	Alerts  string `json:"alerts"`
-	History string `json:"history"`
-}
-
-// PayloadVersion is the version of Payload; a change that breaks receivers increments it.
-const PayloadVersion = 1
-
-// Payload is the JSON body of an alert webhook (Standard Webhooks: type, timestamp, data).
-type Payload struct {
-	Type      string    `json:"type"` // alert.firing or alert.resolved
-	Timestamp time.Time `json:"timestamp"`
-	Data      Data      `json:"data"`
-}
-
-// Data is what an alert webhook says.
-type Data struct {
-	Version       int      `json:"version"`
-	ID            string   `json:"id"` // the webhook-id
-	Experiment    string   `json:"experiment"`
-	Shadow        string   `json:"shadow"`
-	Rule          Rule     `json:"rule"`
-	State         State    `json:"state"`
-	PreviousState State    `json:"previous_state"`
-	Value         *float64 `json:"value"`
-	NoiseFloor    *float64 `json:"noise_floor"`
-	Interval      Interval `json:"interval"` // the rule's interval: a FAIL means it lies beyond the threshold
-	Status        string   `json:"status"`   // the rule's status: FAIL while firing
-	Reason        string   `json:"reason"`
-	Samples       uint64   `json:"samples"`
-	Window        Range    `json:"window"`
-	Links         Links    `json:"links"`
-}
-
-// Interval is a rule's interval at one evaluation; a nil bound is open on that side or not
-// computable yet.
-type Interval struct {
-	Low  *float64 `json:"low"`
-	High *float64 `json:"high"`
-}
+// The webhook and read-API types alerts are reported in.
+type (
+	Range      = apiv1.Range
+	Links      = apiv1.Links
+	Payload    = apiv1.Payload
+	Data       = apiv1.Data
+	Interval   = apiv1.Interval
+	Current    = apiv1.Current
+	Transition = apiv1.Transition
+)
 
 // SlackText is a one-line human summary of d, for Slack-compatible bodies.
 func SlackText(d Data) string {

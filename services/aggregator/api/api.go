@@ -1,18 +1,8 @@
 // Package api serves the aggregator's read API (JSON over HTTP, under /api/v1/): experiments,
 // statistics over any time range with the noise floor, per-window series for plots, alert
-// states and their history. It only reads; every answer is computed from the windows and
-// alert tables in Postgres, so any replica answers the same.
-//
-//	GET /api/v1/experiments
-//	GET /api/v1/experiments/{experiment}/stats?from=&to=
-//	GET /api/v1/experiments/{experiment}/windows?from=&to=&shadow=&width=&min_labels=
-//	GET /api/v1/experiments/{experiment}/distribution?from=&to=&shadow=&bins=
-//	GET /api/v1/alerts?experiment=&state=
-//	GET /api/v1/alerts/history?experiment=&from=&limit=
-//
-// from and to are RFC 3339 times or durations before now ("1h" is an hour ago); to defaults to
-// now and from to an hour before to. Errors are {"error": "..."} with status 400 for bad
-// parameters and 500 for failures, whose details are logged, not returned.
+// states and their history. Its endpoints, parameters and answers are the contract in
+// schemas/apiv1. It only reads; every answer is computed from the windows and alert tables in
+// Postgres, so any replica answers the same. Failures' details are logged, not returned.
 package api
 
 import (
@@ -28,6 +18,7 @@ import (
 	"time"
 
 	"github.com/understudy-ml/understudy/schemas"
+	"github.com/understudy-ml/understudy/schemas/apiv1"
 	"github.com/understudy-ml/understudy/services/aggregator/alert"
 	"github.com/understudy-ml/understudy/services/aggregator/stats"
 	"github.com/understudy-ml/understudy/services/aggregator/store"
@@ -79,7 +70,7 @@ func (a *API) auth(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="understudy"`)
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or wrong bearer token"})
+			writeJSON(w, http.StatusUnauthorized, apiv1.ErrorResponse{Error: "missing or wrong bearer token"})
 			return
 		}
 		h(w, r)
@@ -91,11 +82,11 @@ var errBadRequest = errors.New("bad request")
 
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, errBadRequest) {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		writeJSON(w, http.StatusBadRequest, apiv1.ErrorResponse{Error: err.Error()})
 		return
 	}
 	a.logger.Error("api", "path", r.URL.Path, "err", err)
-	writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "internal error"})
+	writeJSON(w, http.StatusInternalServerError, apiv1.ErrorResponse{Error: "internal error"})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -138,33 +129,22 @@ func (a *API) timeRange(r *http.Request) (from, to time.Time, err error) {
 	return from.UTC(), to.UTC(), err
 }
 
-// Experiment is an entry of GET /api/v1/experiments.
-type Experiment struct {
-	Name    string         `json:"name"`
-	Shadows []store.Shadow `json:"shadows"`
-}
-
 func (a *API) experiments(w http.ResponseWriter, r *http.Request) {
 	m, err := a.store.Experiments(r.Context())
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	out := []Experiment{}
+	out := apiv1.ExperimentsResponse{Experiments: []apiv1.Experiment{}}
 	for _, n := range store.ExperimentNames(m) {
-		out = append(out, Experiment{Name: n, Shadows: m[n]})
+		counts, err := store.Counts(r.Context(), a.db, n)
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		out.Experiments = append(out.Experiments, apiv1.Experiment{Name: n, Shadows: m[n], Comparisons: counts})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"experiments": out})
-}
-
-// StatsResponse is GET /api/v1/experiments/{experiment}/stats.
-type StatsResponse struct {
-	Experiment string               `json:"experiment"`
-	From       time.Time            `json:"from"`
-	To         time.Time            `json:"to"`
-	Shadows    []stats.ShadowReport `json:"shadows"`
-	Verdicts   []alert.Verdict      `json:"verdicts"`
-	Alerts     []alert.Current      `json:"alerts"`
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (a *API) stats(w http.ResponseWriter, r *http.Request) {
@@ -185,9 +165,6 @@ func (a *API) stats(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rep := stats.Report(ws, a.opts)
-	if rep == nil {
-		rep = []stats.ShadowReport{}
-	}
 	if states == nil {
 		states = []alert.Current{}
 	}
@@ -220,24 +197,11 @@ func (a *API) stats(w http.ResponseWriter, r *http.Request) {
 			verdicts = append(verdicts, alert.Judge(rs.For(exp), r, j))
 		}
 	}
-	writeJSON(w, http.StatusOK, StatsResponse{Experiment: exp, From: from, To: to, Shadows: rep, Verdicts: verdicts, Alerts: states})
-}
-
-// Point is one window of a series with its statistics.
-type Point struct {
-	Shadow string      `json:"shadow"`
-	Role   string      `json:"role"`
-	Start  time.Time   `json:"start"`
-	Stats  stats.Stats `json:"stats"`
-}
-
-// SeriesResponse is GET /api/v1/experiments/{experiment}/windows.
-type SeriesResponse struct {
-	Experiment string    `json:"experiment"`
-	From       time.Time `json:"from"`
-	To         time.Time `json:"to"`
-	Width      string    `json:"width"`
-	Points     []Point   `json:"points"`
+	out := apiv1.StatsResponse{Experiment: exp, From: from, To: to, Shadows: make([]apiv1.ShadowReport, 0, len(rep)), Verdicts: verdicts, Alerts: states}
+	for _, r := range rep {
+		out.Shadows = append(out.Shadows, r.API())
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // maxPoints bounds a series when no width is given: the finest stored width that keeps the
@@ -278,26 +242,11 @@ func (a *API) windows(w http.ResponseWriter, r *http.Request) {
 		}
 		opts.MinLabels = n
 	}
-	out := SeriesResponse{Experiment: exp, From: from, To: to, Width: width.String(), Points: make([]Point, 0, len(ws))}
+	out := apiv1.SeriesResponse{Experiment: exp, From: from, To: to, Width: width.String(), Points: make([]apiv1.Point, 0, len(ws))}
 	for _, x := range ws {
-		out.Points = append(out.Points, Point{Shadow: x.Shadow, Role: x.Data.Role, Start: x.Start, Stats: stats.Compute(x.Data, opts)})
+		out.Points = append(out.Points, apiv1.Point{Shadow: x.Shadow, Role: x.Data.Role, Start: x.Start, Stats: stats.Compute(x.Data, opts).Stats})
 	}
 	writeJSON(w, http.StatusOK, out)
-}
-
-// Distribution is GET /api/v1/experiments/{experiment}/distribution: the champion's and one
-// shadow's prediction distributions over the range, rebuilt from the sketches. For numbers,
-// Edges are bins+1 equally spaced edges over both distributions' 0.1–99.9 % quantiles and
-// Champion, Shadow the share of predictions in each bin (a final repeated value closes the
-// step); for classes, Classes are the class names and the values their shares.
-type Distribution struct {
-	Experiment string    `json:"experiment"`
-	Shadow     string    `json:"shadow"`
-	Kind       string    `json:"kind"` // number, class or "" (no predictions)
-	Edges      []float64 `json:"edges,omitempty"`
-	Classes    []string  `json:"classes,omitempty"`
-	Champion   []float64 `json:"champion_shares"`
-	ShadowData []float64 `json:"shadow_shares"`
 }
 
 func (a *API) distribution(w http.ResponseWriter, r *http.Request) {
@@ -319,14 +268,15 @@ func (a *API) distribution(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	out := Distribution{Experiment: exp, Shadow: shadow, Champion: []float64{}, ShadowData: []float64{}}
+	out := apiv1.Distribution{Experiment: exp, Shadow: shadow, Champion: []float64{}, ShadowData: []float64{}}
 	if win := ws[shadow]; win != nil {
-		out.fill(win, bins)
+		fillDistribution(&out, win, bins)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (d *Distribution) fill(w *window.Window, bins int) {
+// fillDistribution fills d with w's distributions in bins bins.
+func fillDistribution(d *apiv1.Distribution, w *window.Window, bins int) {
 	c, s := w.Champion, w.Shadow
 	switch {
 	case c.Predictions.Count() > 0 && s.Predictions.Count() > 0:
@@ -383,7 +333,7 @@ func (a *API) alerts(w http.ResponseWriter, r *http.Request) {
 	if states == nil {
 		states = []alert.Current{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"alerts": states})
+	writeJSON(w, http.StatusOK, apiv1.AlertsResponse{Alerts: states})
 }
 
 func (a *API) history(w http.ResponseWriter, r *http.Request) {
@@ -414,5 +364,5 @@ func (a *API) history(w http.ResponseWriter, r *http.Request) {
 	if ts == nil {
 		ts = []alert.Transition{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"transitions": ts})
+	writeJSON(w, http.StatusOK, apiv1.HistoryResponse{Transitions: ts})
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/understudy-ml/understudy/schemas"
+	"github.com/understudy-ml/understudy/schemas/apiv1"
 	"github.com/understudy-ml/understudy/services/aggregator/alert"
 	"github.com/understudy-ml/understudy/services/aggregator/api"
 	"github.com/understudy-ml/understudy/services/aggregator/internal/pgtest"
@@ -36,7 +37,10 @@ func get(t *testing.T, srv *httptest.Server, path, token string, into any) int {
 	}
 	defer func() { _ = resp.Body.Close() }()
 	if into != nil && resp.StatusCode == http.StatusOK {
-		if err := json.NewDecoder(resp.Body).Decode(into); err != nil {
+		// Strictly: every field the API writes must be a field of the contract (schemas/apiv1).
+		dec := json.NewDecoder(resp.Body)
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(into); err != nil {
 			t.Fatalf("%s: %v", path, err)
 		}
 	}
@@ -52,7 +56,7 @@ func TestReadAPI(t *testing.T) {
 	st := store.New(db, "g", store.DefaultLevels(time.Minute))
 	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 	r := rand.New(rand.NewPCG(3, 3))
-	b := store.Batch{Windows: map[window.Key]*window.Window{}, Offsets: []store.Offset{{Topic: "t", Partition: 0, First: 0, Next: 1}}}
+	b := store.Batch{Windows: map[window.Key]*window.Window{}, Counts: map[store.CountKey]int64{}, Offsets: []store.Offset{{Topic: "t", Partition: 0, First: 0, Next: 1}}}
 	for i := range 3000 {
 		at := now.Add(-30 * time.Minute).Add(time.Duration(i) * 600 * time.Millisecond)
 		cp := r.NormFloat64()
@@ -65,6 +69,7 @@ func TestReadAPI(t *testing.T) {
 			},
 		}
 		window.Fold(b.Windows, c, time.Minute, nil, window.Compare{})
+		b.Counts[store.CountKey{Experiment: c.Experiment, Start: at.Truncate(time.Minute), Status: c.Status}]++
 	}
 	if _, err := st.Apply(ctx, b); err != nil {
 		t.Fatal(err)
@@ -78,11 +83,11 @@ func TestReadAPI(t *testing.T) {
 	if code := get(t, srv, "/api/v1/experiments", "", nil); code != http.StatusUnauthorized {
 		t.Fatalf("no token: %d", code)
 	}
-	var exps struct{ Experiments []api.Experiment }
-	if code := get(t, srv, "/api/v1/experiments", "s3cret", &exps); code != 200 || len(exps.Experiments) != 1 || len(exps.Experiments[0].Shadows) != 2 {
+	var exps apiv1.ExperimentsResponse
+	if code := get(t, srv, "/api/v1/experiments", "s3cret", &exps); code != 200 || len(exps.Experiments) != 1 || len(exps.Experiments[0].Shadows) != 2 || exps.Experiments[0].Comparisons[schemas.StatusComplete] != 3000 {
 		t.Fatalf("experiments %d %+v", code, exps)
 	}
-	var sr api.StatsResponse
+	var sr apiv1.StatsResponse
 	if code := get(t, srv, "/api/v1/experiments/fraud/stats?from=1h", "s3cret", &sr); code != 200 || len(sr.Shadows) != 2 {
 		t.Fatalf("stats %d %+v", code, sr)
 	}
@@ -99,7 +104,7 @@ func TestReadAPI(t *testing.T) {
 	if r := v7.Stats.Latency.Ratio.P50; r == nil || *r < 1.9 || *r > 2.1 {
 		t.Fatalf("p50 latency ratio %v", r)
 	}
-	var series api.SeriesResponse
+	var series apiv1.SeriesResponse
 	if code := get(t, srv, "/api/v1/experiments/fraud/windows?from=1h&shadow=v7", "s3cret", &series); code != 200 || series.Width != "1m0s" || len(series.Points) != 30 {
 		t.Fatalf("series %d width %s points %d", code, series.Width, len(series.Points))
 	}
@@ -110,7 +115,7 @@ func TestReadAPI(t *testing.T) {
 	if total != 3000 {
 		t.Fatalf("series counts %d comparisons", total)
 	}
-	var dist api.Distribution
+	var dist apiv1.Distribution
 	if code := get(t, srv, "/api/v1/experiments/fraud/distribution?from=1h&shadow=v7&bins=20", "s3cret", &dist); code != 200 ||
 		dist.Kind != "number" || len(dist.Edges) != 21 || len(dist.Champion) != 21 {
 		t.Fatalf("distribution %d %+v", code, dist)
@@ -126,7 +131,7 @@ func TestReadAPI(t *testing.T) {
 	if sc < 0.99 || sc > 1.001 || ss < 0.99 || ss > 1.001 || meanS-meanC < 0.6 || meanS-meanC > 1.0 {
 		t.Fatalf("shares %.3f %.3f, means %.3f %.3f", sc, ss, meanC, meanS)
 	}
-	var alerts struct{ Alerts []any }
+	var alerts apiv1.AlertsResponse
 	if code := get(t, srv, "/api/v1/alerts?experiment=fraud", "s3cret", &alerts); code != 200 || alerts.Alerts == nil {
 		t.Fatalf("alerts %d %+v", code, alerts)
 	}

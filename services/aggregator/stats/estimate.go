@@ -1,73 +1,21 @@
 package stats
 
 import (
-	"encoding/json"
-	"math"
+	"github.com/understudy-ml/understudy/schemas/apiv1"
 
 	"github.com/understudy-ml/understudy/schemas"
 	"github.com/understudy-ml/understudy/services/aggregator/window"
 )
 
-// Methods say how an Estimate's interval was made.
+// Methods say how an Estimate's interval was made (apiv1's).
 const (
-	// MethodMeanCS: asymptotic confidence sequence on a mean of per-request values
-	// (paired differences or proportions); valid at every look.
-	MethodMeanCS = "confidence_sequence"
-	// MethodQuantileCS: order-statistic confidence sequences on both quantiles, combined into
-	// an interval on their ratio; valid at every look.
-	MethodQuantileCS = "quantile_confidence_sequence"
-	// MethodThreshold: no interval valid under continuous looking is known for this metric
-	// (PSI, KS, a p-value); its rules decide on the point estimate held for `for:`
-	// consecutive evaluations and beyond the noise floor.
-	MethodThreshold = "threshold_only"
+	MethodMeanCS     = apiv1.MethodMeanCS
+	MethodQuantileCS = apiv1.MethodQuantileCS
+	MethodThreshold  = apiv1.MethodThreshold
 )
 
-// Estimate is a metric's value with an interval that holds at every look (level 1 − Alpha),
-// the samples it rests on and the method.
-type Estimate struct {
-	Value  float64
-	Low    float64
-	High   float64
-	Alpha  float64
-	N      uint64
-	Method string
-}
-
-// MarshalJSON writes infinite bounds (an interval open on one side) as null.
-func (e Estimate) MarshalJSON() ([]byte, error) {
-	return json.Marshal(struct {
-		Value  *float64 `json:"value"`
-		Low    *float64 `json:"low"`
-		High   *float64 `json:"high"`
-		Alpha  float64  `json:"alpha"`
-		N      uint64   `json:"samples"`
-		Method string   `json:"method"`
-	}{Finite(e.Value), Finite(e.Low), Finite(e.High), e.Alpha, e.N, e.Method})
-}
-
-// UnmarshalJSON reads what MarshalJSON wrote (null bounds as ±Inf).
-func (e *Estimate) UnmarshalJSON(b []byte) error {
-	var v struct {
-		Value, Low, High *float64
-		Alpha            float64
-		N                uint64 `json:"samples"`
-		Method           string
-	}
-	if err := json.Unmarshal(b, &v); err != nil {
-		return err
-	}
-	*e = Estimate{Low: math.Inf(-1), High: math.Inf(1), Alpha: v.Alpha, N: v.N, Method: v.Method}
-	if v.Value != nil {
-		e.Value = *v.Value
-	}
-	if v.Low != nil {
-		e.Low = *v.Low
-	}
-	if v.High != nil {
-		e.High = *v.High
-	}
-	return nil
-}
+// Estimate is a metric's value with an interval that holds at every look (apiv1.Estimate).
+type Estimate = apiv1.Estimate
 
 // Sequential reports whether m's rules decide on an interval valid at every look.
 func Sequential(m Metric) bool {
@@ -143,14 +91,6 @@ func (s Stats) Estimate(m Metric, alpha float64) (Estimate, bool) {
 		return Estimate{N: n}, false
 	}
 	return Estimate{Value: v, Low: iv.Low, High: iv.High, Alpha: alpha, N: n, Method: MethodMeanCS}, true
-}
-
-// Finite is x, or nil when x is ±Inf or NaN (an interval open on that side, for JSON and SQL).
-func Finite(x float64) *float64 {
-	if math.IsInf(x, 0) || math.IsNaN(x) {
-		return nil
-	}
-	return &x
 }
 
 // Applicable reports whether metric m can ever be computed for these predictions: false for

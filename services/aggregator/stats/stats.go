@@ -11,6 +11,8 @@ import (
 	"math"
 	"sort"
 
+	"github.com/understudy-ml/understudy/schemas/apiv1"
+
 	"github.com/understudy-ml/understudy/schemas"
 	"github.com/understudy-ml/understudy/services/aggregator/internal/sketch"
 	"github.com/understudy-ml/understudy/services/aggregator/window"
@@ -26,102 +28,21 @@ type Options struct {
 // DefaultOptions returns the defaults.
 func DefaultOptions() Options { return Options{Bins: 10, MinLabels: 100, Z: 1.96} }
 
-// Quantiles are latency quantiles in milliseconds.
-type Quantiles struct {
-	P50 *float64 `json:"p50"`
-	P95 *float64 `json:"p95"`
-	P99 *float64 `json:"p99"`
-}
+// The parts of Stats, as the read API reports them.
+type (
+	Quantiles    = apiv1.Quantiles
+	Latency      = apiv1.Latency
+	Errors       = apiv1.Errors
+	Predictions  = apiv1.Predictions
+	LabelMetrics = apiv1.LabelMetrics
+	Difference   = apiv1.Difference
+	Labels       = apiv1.Labels
+)
 
-// Latency compares the two sides' latencies. Ratio is shadow ÷ Reference per quantile:
-// Reference is "champion" (timed inline at the tap, which is what production sees, but not
-// measured the way shadows are) or "noise_baseline:<shadow>" when the experiment has a copy of
-// the champion as a shadow, timed by the invoker exactly like this shadow; LikeForLike says
-// which. The champion's own quantiles stay reported either way.
-type Latency struct {
-	Champion    Quantiles `json:"champion_ms"`
-	Shadow      Quantiles `json:"shadow_ms"`
-	Ratio       Quantiles `json:"ratio"`
-	Reference   string    `json:"reference"`
-	LikeForLike bool      `json:"like_for_like"`
-}
-
-// Errors are one side's failures: the rate over the requests the side answered or failed
-// (deliberately skipped shadow calls excluded) and the counts by kind.
-type Errors struct {
-	Rate   *float64          `json:"rate"`
-	ByKind map[string]uint64 `json:"by_kind"`
-}
-
-// Predictions compares the two prediction distributions and the per-request agreement. Kind
-// is "number", "class" or "" (nothing comparable yet). For numbers: PSI over Bins bins from the
-// champion's quantiles (empty bins floored at sketch.PSIEpsilon), KS, and quantiles of
-// shadow − champion. For classes: PSI over classes and the chi-square test of homogeneity.
-type Predictions struct {
-	Kind      string    `json:"kind"`
-	PSI       *float64  `json:"psi"`
-	KS        *float64  `json:"ks,omitempty"`
-	ChiSquare *float64  `json:"chi_square,omitempty"`
-	ChiDF     int       `json:"chi_square_df,omitempty"`
-	ChiP      *float64  `json:"chi_square_p,omitempty"`
-	Diff      Quantiles `json:"diff_quantiles"` // unitless here despite the type's name
-	Champion  uint64    `json:"champion_n"`
-	Shadow    uint64    `json:"shadow_n"`
-	// Numeric predictions rejected as NaN or ±Inf, by side: counted, never folded.
-	ChampionNonFinite uint64   `json:"champion_non_finite"`
-	ShadowNonFinite   uint64   `json:"shadow_non_finite"`
-	Compared          uint64   `json:"compared"`
-	Agreement         *float64 `json:"agreement"`
-}
-
-// LabelMetrics are one side's metrics against labels.
-type LabelMetrics struct {
-	Accuracy *float64 `json:"accuracy"`
-	MAE      *float64 `json:"mae"`
-	RMSE     *float64 `json:"rmse"`
-	LogLoss  *float64 `json:"log_loss"`
-	Brier    *float64 `json:"brier"`
-}
-
-// Difference is shadow − champion for one label metric with a confidence interval from the
-// paired requests (both sides on the same labeled requests).
-type Difference struct {
-	Metric string   `json:"metric"` // accuracy or mae
-	Value  *float64 `json:"value"`
-	Low    *float64 `json:"ci_low"`
-	High   *float64 `json:"ci_high"`
-	N      uint64   `json:"n"`
-}
-
-// Labels are label metrics for both sides. Shown is false (and metrics null) below the
-// minimum number of labeled requests.
-type Labels struct {
-	N          uint64       `json:"n"`
-	Shown      bool         `json:"shown"`
-	MinLabels  uint64       `json:"min_labels"`
-	Champion   LabelMetrics `json:"champion"`
-	Shadow     LabelMetrics `json:"shadow"`
-	Difference *Difference  `json:"difference"`
-}
-
-// Stats are the statistics of one champion-vs-shadow window.
+// Stats are the statistics of one champion-vs-shadow window, as the read API reports them
+// (apiv1.Stats), with the windows they were computed from, for the estimates rules judge on.
 type Stats struct {
-	Total       uint64            `json:"requests"`
-	Statuses    map[string]uint64 `json:"statuses"`
-	NotShadowed map[string]uint64 `json:"not_shadowed"`
-	Coverage    *float64          `json:"coverage"` // complete ÷ requests
-	Latency     Latency           `json:"latency"`
-	Champion    Errors            `json:"champion_errors"`
-	Shadow      Errors            `json:"shadow_errors"`
-	ErrorDiff   *float64          `json:"error_rate_diff"` // shadow − champion
-	Predictions Predictions       `json:"predictions"`
-	Labels      Labels            `json:"labels"`
-	// PairedErrors are both sides' failures on the same requests.
-	PairedErrors window.PairedErrors `json:"paired_errors"`
-	// Dispatch counts the shadow's calls by how they left the invoker (paced, late,
-	// catch_up, off); Paced is the paced share of those counted (nil when none are).
-	Dispatch map[string]uint64 `json:"dispatch"`
-	Paced    *float64          `json:"paced"`
+	apiv1.Stats
 
 	w   *window.Window // the window these statistics were computed from
 	ref *window.Window // the noise baseline's window, when latency is compared like for like
@@ -145,7 +66,7 @@ func quantiles(d *sketch.Digest, scale float64) Quantiles {
 	if d.Count() == 0 {
 		return Quantiles{}
 	}
-	return Quantiles{ptr(d.Quantile(0.5) * scale), ptr(d.Quantile(0.95) * scale), ptr(d.Quantile(0.99) * scale)}
+	return Quantiles{P50: ptr(d.Quantile(0.5) * scale), P95: ptr(d.Quantile(0.95) * scale), P99: ptr(d.Quantile(0.99) * scale)}
 }
 
 func div(a, b *float64) *float64 {
@@ -170,13 +91,13 @@ func Compute(w *window.Window, o Options) Stats {
 	if o.Bins == 0 {
 		o = DefaultOptions()
 	}
-	st := Stats{Total: w.Total, Statuses: w.Statuses, NotShadowed: w.NotShadowed, Coverage: ratio(w.Statuses[schemas.StatusComplete], w.Total)}
+	st := Stats{Stats: apiv1.Stats{Total: w.Total, Statuses: w.Statuses, NotShadowed: w.NotShadowed, Coverage: ratio(w.Statuses[schemas.StatusComplete], w.Total)}}
 	st.Latency.Champion = quantiles(w.Champion.Latency, 1e-3)
 	st.Latency.Shadow = quantiles(w.Shadow.Latency, 1e-3)
-	st.Latency.Ratio = Quantiles{div(st.Latency.Shadow.P50, st.Latency.Champion.P50), div(st.Latency.Shadow.P95, st.Latency.Champion.P95), div(st.Latency.Shadow.P99, st.Latency.Champion.P99)}
+	st.Latency.Ratio = Quantiles{P50: div(st.Latency.Shadow.P50, st.Latency.Champion.P50), P95: div(st.Latency.Shadow.P95, st.Latency.Champion.P95), P99: div(st.Latency.Shadow.P99, st.Latency.Champion.P99)}
 	st.Latency.Reference = "champion"
 	st.Champion, st.Shadow = errs(w.Champion), errs(w.Shadow)
-	st.PairedErrors = w.Errors
+	st.PairedErrors = apiv1.PairedErrors(w.Errors)
 	st.Dispatch = w.Dispatch
 	var dispatched uint64
 	for _, n := range w.Dispatch {
@@ -257,11 +178,21 @@ func labels(w *window.Window, o Options) Labels {
 // shadow's statistics over the same range as its noise floor (nil when the experiment has no
 // baseline, or for the baseline itself).
 type ShadowReport struct {
-	Shadow     string `json:"shadow"`
-	Role       string `json:"role"`
-	Stats      Stats  `json:"stats"`
-	NoiseFloor *Stats `json:"noise_floor"`
-	Baseline   string `json:"noise_baseline,omitempty"`
+	Shadow     string
+	Role       string
+	Stats      Stats
+	NoiseFloor *Stats
+	Baseline   string
+}
+
+// API returns r as the read API reports it.
+func (r ShadowReport) API() apiv1.ShadowReport {
+	out := apiv1.ShadowReport{Shadow: r.Shadow, Role: r.Role, Stats: r.Stats.Stats, Baseline: r.Baseline}
+	if r.NoiseFloor != nil {
+		floor := r.NoiseFloor.Stats
+		out.NoiseFloor = &floor
+	}
+	return out
 }
 
 // Report computes every shadow's statistics from its merged window, sorted with candidates
@@ -304,12 +235,12 @@ func (s *Stats) likeForLike(name string, ref *window.Window) {
 	}
 	s.ref = ref
 	refQ := quantiles(ref.Shadow.Latency, 1e-3)
-	s.Latency.Ratio = Quantiles{div(s.Latency.Shadow.P50, refQ.P50), div(s.Latency.Shadow.P95, refQ.P95), div(s.Latency.Shadow.P99, refQ.P99)}
+	s.Latency.Ratio = Quantiles{P50: div(s.Latency.Shadow.P50, refQ.P50), P95: div(s.Latency.Shadow.P95, refQ.P95), P99: div(s.Latency.Shadow.P99, refQ.P99)}
 	s.Latency.Reference, s.Latency.LikeForLike = "noise_baseline:"+name, true
 }
 
 // Metric names a statistic an alert rule can watch.
-type Metric string
+type Metric = apiv1.Metric
 
 // The metrics alert rules can watch.
 const (

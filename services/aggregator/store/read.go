@@ -7,6 +7,8 @@ import (
 	"sort"
 	"time"
 
+	"github.com/understudy-ml/understudy/schemas/apiv1"
+
 	"github.com/jackc/pgx/v5"
 	"github.com/understudy-ml/understudy/services/aggregator/window"
 )
@@ -207,14 +209,8 @@ func loadWindows(ctx context.Context, db Querier, experiment, shadow string, wid
 	return out, nil
 }
 
-// Shadow describes one shadow of an experiment as stored.
-type Shadow struct {
-	Name  string    `json:"name"`
-	Role  string    `json:"role"`
-	First time.Time `json:"first_window"`
-	Last  time.Time `json:"last_window"`
-	Total int64     `json:"comparisons"`
-}
+// Shadow describes one shadow of an experiment as stored (and as the read API reports it).
+type Shadow = apiv1.Shadow
 
 // Experiments returns every experiment with windows, with its shadows, sorted by name. The
 // comparison count is the larger of the coarsest level's (longest retention, may lag one

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/url"
 	"time"
+
+	"github.com/understudy-ml/understudy/schemas/apiv1"
 )
 
 // Body formats a Sender can be configured with (see Config.Format).
@@ -75,7 +77,7 @@ func (c *Config) Secrets() ([][]byte, error) {
 		if s.value == "" {
 			continue
 		}
-		k, err := ParseSecret(s.value)
+		k, err := apiv1.ParseSecret(s.value)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", s.flag, err)
 		}

@@ -1,3 +1,9 @@
+// Package webhook delivers notifications from a Postgres outbox as Standard Webhooks
+// (https://www.standardwebhooks.com), signed as apiv1.Sign describes: webhook-id stable per
+// message (for deduplication), webhook-timestamp of the attempt, one signature per secret (so
+// a receiver keeps working while secrets rotate). Delivery is at least once, in the order the
+// messages were queued: 5xx, 429, timeouts and network errors are retried with exponential
+// backoff and full jitter; other 4xx answers fail the message for good; both are counted.
 package webhook
 
 import (
@@ -16,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/understudy-ml/understudy/schemas/apiv1"
 	"github.com/understudy-ml/understudy/services/platform/backoff"
 	"github.com/understudy-ml/understudy/services/platform/logchange"
 )
@@ -225,10 +232,10 @@ func (s *Sender) post(ctx context.Context, m message, now time.Time) error {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "understudy-aggregator")
-	req.Header.Set(HeaderID, m.id)
-	req.Header.Set(HeaderTimestamp, fmt.Sprint(now.Unix()))
+	req.Header.Set(apiv1.HeaderID, m.id)
+	req.Header.Set(apiv1.HeaderTimestamp, fmt.Sprint(now.Unix()))
 	if len(s.secrets) > 0 {
-		req.Header.Set(HeaderSignature, Sign(m.id, now, body, s.secrets))
+		req.Header.Set(apiv1.HeaderSignature, apiv1.Sign(m.id, now, body, s.secrets))
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {

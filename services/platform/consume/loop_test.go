@@ -22,7 +22,7 @@ const (
 	topicOut = schemas.TopicShadow
 )
 
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+var quiet = slog.New(slog.DiscardHandler)
 
 // produce writes n records to topic and returns once they are acknowledged.
 func produce(t *testing.T, brokers string, topic string, n int) {
@@ -62,8 +62,10 @@ func readCommitted(t *testing.T, brokers, topic string) int {
 
 func groupClient(t *testing.T, brokers, group string, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topicIn),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.BlockRebalanceOnPoll()}, opts...)...)
+	cl, err := kgo.NewClient(append([]kgo.Opt{
+		kgo.SeedBrokers(brokers), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topicIn),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.BlockRebalanceOnPoll(),
+	}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

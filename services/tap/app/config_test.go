@@ -17,8 +17,10 @@ func TestValidate(t *testing.T) {
 			c.Kafka.Brokers, c.ListenAddr, c.SampleRate = "", "nope", 3
 			c.ChampionURL, c.Experiment = "", ""
 			c.ReadTimeout, c.StreamTimeout, c.Engine, c.MaxBodyBytes = 0, 0, "turbo", 1024
-		}, Want: []string{"kafka.brokers", "proxy.listen-addr", "experiment is required", "champion.url", "sampling.rate",
-			"proxy.read-timeout", "proxy.stream-timeout", "proxy.engine", "proxy.max-body-bytes"}},
+		}, Want: []string{
+			"kafka.brokers", "proxy.listen-addr", "experiment is required", "champion.url", "sampling.rate",
+			"proxy.read-timeout", "proxy.stream-timeout", "proxy.engine", "proxy.max-body-bytes",
+		}},
 		{Name: "capture settings", Change: func(c *Config) {
 			c.Producer.BufferRecords, c.Producer.DeliveryTimeout, c.Producer.Linger = 0, 0, -1
 			c.Producer.SpoolDir, c.Producer.SpoolMaxBytes = "/spool", 1

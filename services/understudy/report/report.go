@@ -17,9 +17,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/understudy-ml/understudy/services/aggregator/alert"
-	"github.com/understudy-ml/understudy/services/aggregator/api"
-	"github.com/understudy-ml/understudy/services/aggregator/stats"
+	"github.com/understudy-ml/understudy/schemas/apiv1"
 )
 
 // Client reads the aggregator's read API.
@@ -61,8 +59,8 @@ func (c Client) Get(ctx context.Context, path string, query url.Values, v any) e
 
 // Data is what a report shows.
 type Data struct {
-	Stats   api.StatsResponse  `json:"stats"`
-	History []alert.Transition `json:"alert_history"`
+	Stats   apiv1.StatsResponse `json:"stats"`
+	History []apiv1.Transition  `json:"alert_history"`
 }
 
 // Fetch reads the statistics of experiment over [from, to) and the alert transitions in it.
@@ -72,7 +70,7 @@ func Fetch(ctx context.Context, c Client, experiment string, from, to time.Time)
 	if err := c.Get(ctx, "/api/v1/experiments/"+url.PathEscape(experiment)+"/stats", q, &d.Stats); err != nil {
 		return d, err
 	}
-	var h struct{ Transitions []alert.Transition }
+	var h apiv1.HistoryResponse
 	if err := c.Get(ctx, "/api/v1/alerts/history", url.Values{"experiment": {experiment}, "from": {from.UTC().Format(time.RFC3339)}}, &h); err != nil {
 		return d, err
 	}
@@ -114,7 +112,7 @@ func pct(p *float64) string {
 	return fmt.Sprintf("%.2f %%", 100**p)
 }
 
-func quant(q stats.Quantiles) string {
+func quant(q apiv1.Quantiles) string {
 	return num(q.P50, 2) + " / " + num(q.P95, 2) + " / " + num(q.P99, 2)
 }
 
@@ -134,7 +132,7 @@ func kinds(m map[string]uint64) string {
 	return " (" + strings.Join(parts, " ") + ")"
 }
 
-func diff(d *stats.Difference, l stats.Labels) string {
+func diff(d *apiv1.Difference, l apiv1.Labels) string {
 	if !l.Shown {
 		return fmt.Sprintf("waiting for labels (%d of %d)", l.N, l.MinLabels)
 	}
@@ -152,7 +150,7 @@ func diff(d *stats.Difference, l stats.Labels) string {
 	return fmt.Sprintf("%+.2f%s [%+.2f, %+.2f] (95 %% CI, this look only; n=%d)", v, unit, lo, hi, d.N)
 }
 
-func labelMetric(l stats.Labels, side stats.LabelMetrics) string {
+func labelMetric(l apiv1.Labels, side apiv1.LabelMetrics) string {
 	if !l.Shown {
 		return "–"
 	}
@@ -179,7 +177,7 @@ func write(w io.Writer, d Data, markdown bool) error {
 		if rep.Baseline != "" {
 			floorName += " (" + rep.Baseline + ")"
 		}
-		f := func(get func(stats.Stats) string) string {
+		f := func(get func(apiv1.Stats) string) string {
 			if fl == nil {
 				return "–"
 			}
@@ -187,17 +185,17 @@ func write(w io.Writer, d Data, markdown bool) error {
 		}
 		rows := [][]string{
 			{"", "champion", rep.Shadow, floorName},
-			{"requests", fmt.Sprint(st.Total), "coverage " + pct(st.Coverage), f(func(x stats.Stats) string { return "coverage " + pct(x.Coverage) })},
+			{"requests", fmt.Sprint(st.Total), "coverage " + pct(st.Coverage), f(func(x apiv1.Stats) string { return "coverage " + pct(x.Coverage) })},
 			{"not shadowed", "", notShadowed(st), f(notShadowed)},
 			{"calls paced (arrival gaps kept)", "", paced(st), f(paced)},
-			{"latency p50 / p95 / p99 (ms)", quant(st.Latency.Champion), quant(st.Latency.Shadow), f(func(x stats.Stats) string { return quant(x.Latency.Shadow) })},
-			{"latency ratio p99 (shadow ÷ " + reference(st.Latency) + ")", "", num(st.Latency.Ratio.P99, 3), f(func(x stats.Stats) string { return num(x.Latency.Ratio.P99, 3) })},
-			{"error rate", pct(st.Champion.Rate) + kinds(st.Champion.ByKind), pct(st.Shadow.Rate) + kinds(st.Shadow.ByKind), f(func(x stats.Stats) string { return pct(x.Shadow.Rate) })},
-			{"prediction PSI vs champion", "", num(st.Predictions.PSI, 4), f(func(x stats.Stats) string { return num(x.Predictions.PSI, 4) })},
-			{"prediction KS vs champion", "", num(st.Predictions.KS, 4), f(func(x stats.Stats) string { return num(x.Predictions.KS, 4) })},
-			{"agreement with champion", "", pct(st.Predictions.Agreement), f(func(x stats.Stats) string { return pct(x.Predictions.Agreement) })},
-			{fmt.Sprintf("accuracy on labels (n=%d)", st.Labels.N), labelMetric(st.Labels, st.Labels.Champion), labelMetric(st.Labels, st.Labels.Shadow), f(func(x stats.Stats) string { return labelMetric(x.Labels, x.Labels.Shadow) })},
-			{"difference vs champion", "", diff(st.Labels.Difference, st.Labels), f(func(x stats.Stats) string { return diff(x.Labels.Difference, x.Labels) })},
+			{"latency p50 / p95 / p99 (ms)", quant(st.Latency.Champion), quant(st.Latency.Shadow), f(func(x apiv1.Stats) string { return quant(x.Latency.Shadow) })},
+			{"latency ratio p99 (shadow ÷ " + reference(st.Latency) + ")", "", num(st.Latency.Ratio.P99, 3), f(func(x apiv1.Stats) string { return num(x.Latency.Ratio.P99, 3) })},
+			{"error rate", pct(st.Champion.Rate) + kinds(st.Champion.ByKind), pct(st.Shadow.Rate) + kinds(st.Shadow.ByKind), f(func(x apiv1.Stats) string { return pct(x.Shadow.Rate) })},
+			{"prediction PSI vs champion", "", num(st.Predictions.PSI, 4), f(func(x apiv1.Stats) string { return num(x.Predictions.PSI, 4) })},
+			{"prediction KS vs champion", "", num(st.Predictions.KS, 4), f(func(x apiv1.Stats) string { return num(x.Predictions.KS, 4) })},
+			{"agreement with champion", "", pct(st.Predictions.Agreement), f(func(x apiv1.Stats) string { return pct(x.Predictions.Agreement) })},
+			{fmt.Sprintf("accuracy on labels (n=%d)", st.Labels.N), labelMetric(st.Labels, st.Labels.Champion), labelMetric(st.Labels, st.Labels.Shadow), f(func(x apiv1.Stats) string { return labelMetric(x.Labels, x.Labels.Shadow) })},
+			{"difference vs champion", "", diff(st.Labels.Difference, st.Labels), f(func(x apiv1.Stats) string { return diff(x.Labels.Difference, x.Labels) })},
 		}
 		if markdown {
 			fmt.Fprintf(w, "### %s vs champion\n\n", rep.Shadow)
@@ -235,7 +233,7 @@ func write(w io.Writer, d Data, markdown bool) error {
 	return nil
 }
 
-func reference(l stats.Latency) string {
+func reference(l apiv1.Latency) string {
 	if l.LikeForLike {
 		return strings.TrimPrefix(l.Reference, "noise_baseline:") + ", like for like"
 	}
@@ -244,16 +242,16 @@ func reference(l stats.Latency) string {
 
 // writeRules renders each rule's status, estimate with its interval (valid at every look),
 // the noise floor and the reason.
-func writeRules(w io.Writer, v alert.Verdict, markdown bool) error {
+func writeRules(w io.Writer, v apiv1.Verdict, markdown bool) error {
 	rows := [][]string{{"rule", "status", "estimate [interval]", "noise floor", "n", "reason"}}
-	est := func(e *stats.Estimate) string {
+	est := func(e *apiv1.Estimate) string {
 		if e == nil {
 			return "–"
 		}
-		if e.Method == stats.MethodThreshold {
-			return alert.FormatNumber(e.Value) + " (threshold only)"
+		if e.Method == apiv1.MethodThreshold {
+			return apiv1.FormatNumber(e.Value) + " (threshold only)"
 		}
-		return fmt.Sprintf("%s [%s, %s]", alert.FormatNumber(e.Value), alert.FormatNumber(e.Low), alert.FormatNumber(e.High))
+		return fmt.Sprintf("%s [%s, %s]", apiv1.FormatNumber(e.Value), apiv1.FormatNumber(e.Low), apiv1.FormatNumber(e.High))
 	}
 	for _, r := range v.Rules {
 		n := "–"
@@ -299,9 +297,9 @@ func ExitCode(d Data, shadow string) int {
 		}
 		judged = true
 		switch v.Status {
-		case alert.StatusFail:
+		case apiv1.StatusFail:
 			return ExitFail
-		case alert.StatusPass:
+		case apiv1.StatusPass:
 		default:
 			code = ExitContinue
 		}
@@ -314,7 +312,7 @@ func ExitCode(d Data, shadow string) int {
 
 // notShadowed lists the requests a shadow has no answer for: deliberately not called (by
 // reason) or missing.
-func notShadowed(st stats.Stats) string {
+func notShadowed(st apiv1.Stats) string {
 	out := strings.TrimPrefix(kinds(st.NotShadowed), " ")
 	if n := st.Statuses["shadow_missing"]; n > 0 {
 		out = strings.TrimSpace(out + fmt.Sprintf(" missing=%d", n))
@@ -325,10 +323,10 @@ func notShadowed(st stats.Stats) string {
 	return out
 }
 
-func fired(h []alert.Transition, shadow string) string {
+func fired(h []apiv1.Transition, shadow string) string {
 	var out []string
 	for _, t := range h {
-		if t.Shadow == shadow && t.To == alert.StateFiring {
+		if t.Shadow == shadow && t.To == apiv1.StateFiring {
 			out = append(out, fmt.Sprintf("%s (%s, %s)", t.Rule, t.Severity, t.At.Format("15:04:05")))
 		}
 	}
@@ -340,7 +338,7 @@ func fired(h []alert.Transition, shadow string) string {
 
 // paced says which share of the shadow's calls kept the requests' arrival gaps, and how the
 // others left.
-func paced(st stats.Stats) string {
+func paced(st apiv1.Stats) string {
 	if st.Paced == nil {
 		return "–"
 	}

@@ -7,40 +7,38 @@ import (
 	"testing"
 	"time"
 
-	"github.com/understudy-ml/understudy/services/aggregator/alert"
-	"github.com/understudy-ml/understudy/services/aggregator/api"
-	"github.com/understudy-ml/understudy/services/aggregator/stats"
+	"github.com/understudy-ml/understudy/schemas/apiv1"
 )
 
 func f(v float64) *float64 { return &v }
 
 func sample() Data {
 	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
-	cand := stats.Stats{Total: 6000, Coverage: f(1), Statuses: map[string]uint64{"complete": 6000}, NotShadowed: map[string]uint64{"rate_limited": 3}}
-	cand.Latency.Champion = stats.Quantiles{P50: f(0.25), P95: f(1.05), P99: f(1.99)}
-	cand.Latency.Shadow = stats.Quantiles{P50: f(2.86), P95: f(4.07), P99: f(5.39)}
+	cand := apiv1.Stats{Total: 6000, Coverage: f(1), Statuses: map[string]uint64{"complete": 6000}, NotShadowed: map[string]uint64{"rate_limited": 3}}
+	cand.Latency.Champion = apiv1.Quantiles{P50: f(0.25), P95: f(1.05), P99: f(1.99)}
+	cand.Latency.Shadow = apiv1.Quantiles{P50: f(2.86), P95: f(4.07), P99: f(5.39)}
 	cand.Latency.Ratio.P99 = f(2.707)
-	cand.Predictions = stats.Predictions{Kind: "number", PSI: f(0.2893), KS: f(0.1659), Agreement: f(0.9068)}
-	cand.Labels = stats.Labels{
+	cand.Predictions = apiv1.Predictions{Kind: "number", PSI: f(0.2893), KS: f(0.1659), Agreement: f(0.9068)}
+	cand.Labels = apiv1.Labels{
 		N: 6000, Shown: true, MinLabels: 100,
-		Champion: stats.LabelMetrics{Accuracy: f(0.7712)}, Shadow: stats.LabelMetrics{Accuracy: f(0.7903)},
-		Difference: &stats.Difference{Metric: "accuracy", Value: f(0.0192), Low: f(0.0115), High: f(0.0269), N: 6000},
+		Champion: apiv1.LabelMetrics{Accuracy: f(0.7712)}, Shadow: apiv1.LabelMetrics{Accuracy: f(0.7903)},
+		Difference: &apiv1.Difference{Metric: "accuracy", Value: f(0.0192), Low: f(0.0115), High: f(0.0269), N: 6000},
 	}
-	floor := stats.Stats{Total: 6000, Coverage: f(1)}
-	floor.Predictions = stats.Predictions{Kind: "number", PSI: f(0.0001), KS: f(0.0014), Agreement: f(0.999)}
+	floor := apiv1.Stats{Total: 6000, Coverage: f(1)}
+	floor.Predictions = apiv1.Predictions{Kind: "number", PSI: f(0.0001), KS: f(0.0014), Agreement: f(0.999)}
 	return Data{
-		Stats: api.StatsResponse{Experiment: "fraud-v7", From: t0, To: t0.Add(time.Hour), Shadows: []stats.ShadowReport{
+		Stats: apiv1.StatsResponse{Experiment: "fraud-v7", From: t0, To: t0.Add(time.Hour), Shadows: []apiv1.ShadowReport{
 			{Shadow: "candidate", Role: "candidate", Stats: cand, NoiseFloor: &floor, Baseline: "champion-copy"},
 			{Shadow: "champion-copy", Role: "noise_baseline", Stats: floor},
-		}, Verdicts: []alert.Verdict{{
-			Shadow: "candidate", Status: alert.StatusFail, Alpha: 0.05, Observed: 2 * time.Hour, MinDuration: time.Hour,
-			Rules: []alert.RuleResult{
-				{Rule: "accuracy_diff", Status: alert.StatusPass, Estimate: &stats.Estimate{Value: 0.0192, Low: 0.0101, High: 0.0283, N: 6000, Method: stats.MethodMeanCS}, Reason: "on the good side"},
-				{Rule: "psi_critical", Status: alert.StatusFail, Estimate: &stats.Estimate{Value: 0.2893, Low: 0.2893, High: 0.2893, N: 6000, Method: stats.MethodThreshold}, Reason: "psi = 0.2893"},
+		}, Verdicts: []apiv1.Verdict{{
+			Shadow: "candidate", Status: apiv1.StatusFail, Alpha: 0.05, Observed: 2 * time.Hour, MinDuration: time.Hour,
+			Rules: []apiv1.RuleResult{
+				{Rule: "accuracy_diff", Status: apiv1.StatusPass, Estimate: &apiv1.Estimate{Value: 0.0192, Low: 0.0101, High: 0.0283, N: 6000, Method: apiv1.MethodMeanCS}, Reason: "on the good side"},
+				{Rule: "psi_critical", Status: apiv1.StatusFail, Estimate: &apiv1.Estimate{Value: 0.2893, Low: 0.2893, High: 0.2893, N: 6000, Method: apiv1.MethodThreshold}, Reason: "psi = 0.2893"},
 			},
 			Summary: "candidate: FAIL, 1 rule(s) failed: psi_critical",
 		}}},
-		History: []alert.Transition{{Shadow: "candidate", Rule: "psi_critical", Severity: "critical", From: alert.StatePending, To: alert.StateFiring, At: t0.Add(time.Minute)}},
+		History: []apiv1.Transition{{Shadow: "candidate", Rule: "psi_critical", Severity: "critical", From: apiv1.StatePending, To: apiv1.StateFiring, At: t0.Add(time.Minute)}},
 	}
 }
 
@@ -75,7 +73,7 @@ func TestWriteFormats(t *testing.T) {
 		t.Fatal("unknown format accepted")
 	}
 	// Labels below the minimum are not shown as numbers.
-	d.Stats.Shadows[0].Stats.Labels = stats.Labels{N: 40, MinLabels: 100}
+	d.Stats.Shadows[0].Stats.Labels = apiv1.Labels{N: 40, MinLabels: 100}
 	table.Reset()
 	_ = Write(&table, d, "table")
 	if !strings.Contains(table.String(), "waiting for labels (40 of 100)") {
@@ -88,15 +86,15 @@ func TestExitCode(t *testing.T) {
 	if c := ExitCode(d, ""); c != ExitFail {
 		t.Fatalf("FAIL → %d", c)
 	}
-	d.Stats.Verdicts[0].Status = alert.StatusContinue
+	d.Stats.Verdicts[0].Status = apiv1.StatusContinue
 	if c := ExitCode(d, ""); c != ExitContinue {
 		t.Fatalf("CONTINUE → %d", c)
 	}
-	d.Stats.Verdicts[0].Status = alert.StatusInstrumentError
+	d.Stats.Verdicts[0].Status = apiv1.StatusInstrumentError
 	if c := ExitCode(d, ""); c != ExitContinue {
 		t.Fatalf("INSTRUMENT_ERROR → %d", c)
 	}
-	d.Stats.Verdicts[0].Status = alert.StatusPass
+	d.Stats.Verdicts[0].Status = apiv1.StatusPass
 	if c := ExitCode(d, ""); c != ExitPass {
 		t.Fatalf("PASS → %d", c)
 	}

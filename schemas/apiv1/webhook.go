@@ -1,11 +1,9 @@
-// Package webhook delivers notifications from a Postgres outbox as Standard Webhooks
-// (https://www.standardwebhooks.com): each request carries webhook-id (stable per message, for
-// deduplication), webhook-timestamp (of the attempt) and webhook-signature
-// ("v1,<base64 HMAC-SHA256 of id.timestamp.body>", one per secret, space-separated, so a
-// receiver keeps working while secrets rotate). Delivery is at least once, in the order the
-// messages were queued: 5xx, 429, timeouts and network errors are retried with exponential
-// backoff and full jitter; other 4xx answers fail the message for good; both are counted.
-package webhook
+package apiv1
+
+// Webhooks are Standard Webhooks (https://www.standardwebhooks.com): each request carries
+// webhook-id (stable per message, for deduplication), webhook-timestamp (of the attempt) and
+// webhook-signature ("v1,<base64 HMAC-SHA256 of id.timestamp.body>", one per secret,
+// space-separated, so a receiver keeps working while secrets rotate).
 
 import (
 	"crypto/hmac"
@@ -88,4 +86,52 @@ func Verify(h http.Header, body []byte, secrets [][]byte, tolerance time.Duratio
 		}
 	}
 	return ErrNoValidSignature
+}
+
+// PayloadVersion is the version of Payload; a change that breaks receivers increments it.
+const PayloadVersion = 1
+
+// Payload is the JSON body of an alert webhook (Standard Webhooks: type, timestamp, data).
+type Payload struct {
+	Type      string    `json:"type"` // alert.firing or alert.resolved
+	Timestamp time.Time `json:"timestamp"`
+	Data      Data      `json:"data"`
+}
+
+// Data is what an alert webhook says.
+type Data struct {
+	Version       int      `json:"version"`
+	ID            string   `json:"id"` // the webhook-id
+	Experiment    string   `json:"experiment"`
+	Shadow        string   `json:"shadow"`
+	Rule          Rule     `json:"rule"`
+	State         State    `json:"state"`
+	PreviousState State    `json:"previous_state"`
+	Value         *float64 `json:"value"`
+	NoiseFloor    *float64 `json:"noise_floor"`
+	Interval      Interval `json:"interval"` // the rule's interval: a FAIL means it lies beyond the threshold
+	Status        string   `json:"status"`   // the rule's status: FAIL while firing
+	Reason        string   `json:"reason"`
+	Samples       uint64   `json:"samples"`
+	Window        Range    `json:"window"`
+	Links         Links    `json:"links"`
+}
+
+// Rule is the alert rule a webhook is about, as configured (docs/aggregator.md).
+type Rule struct {
+	Name       string  `json:"name"`
+	Metric     Metric  `json:"metric"`
+	Comparator string  `json:"comparator"` // >=, >, <=, <
+	Threshold  float64 `json:"threshold"`
+	MinSamples uint64  `json:"min_samples"`
+	For        int     `json:"for"` // consecutive evaluations; 1 fires at once
+	Severity   string  `json:"severity"`
+	Margin     float64 `json:"margin"` // how far beyond the noise baseline the candidate must be
+}
+
+// Links point to the read API for the alert's numbers.
+type Links struct {
+	Stats   string `json:"stats"`
+	Alerts  string `json:"alerts"`
+	History string `json:"history"`
 }
