@@ -38,7 +38,7 @@ type Options struct {
 	// empty or not, so that work driven by time (timeouts, flow control, rebalances applied
 	// between batches) runs at least that often while nothing arrives.
 	Tick time.Duration
-	// Drain is how long the batch in progress when ctx ends may take (see DrainContext).
+	// Drain is how long the batch in progress when ctx ends may take (see drainContext).
 	Drain time.Duration
 }
 
@@ -48,7 +48,7 @@ const idlePause = 100 * time.Millisecond
 
 // Loop polls p until ctx ends or handle fails. Fetch errors are logged once per change of
 // error and retried by the client; an error that means this member can never consume again
-// (see Fatal) ends the loop with that error; a closed client ends it with nil.
+// (see fatalError) ends the loop with that error; a closed client ends it with nil.
 func Loop(ctx context.Context, p Poller, logger *slog.Logger, opts Options, handle Handler) error {
 	var warn logchange.Warner
 	for {
@@ -69,7 +69,7 @@ func Loop(ctx context.Context, p Poller, logger *slog.Logger, opts Options, hand
 				return // the end of a tick or of the loop, not a fetch problem
 			}
 			errs++
-			if f := Fatal(err); f != nil {
+			if f := fatalError(err); f != nil {
 				fatal = f
 			}
 			warn.Warn(logger, "fetch error", err, "topic", topic, "partition", partition)
@@ -79,7 +79,7 @@ func Loop(ctx context.Context, p Poller, logger *slog.Logger, opts Options, hand
 			return fatal
 		}
 		if !fs.Empty() || opts.Tick > 0 {
-			hctx, cancel := DrainContext(ctx, opts.Drain)
+			hctx, cancel := drainContext(ctx, opts.Drain)
 			err := handle(hctx, fs)
 			cancel()
 			if err != nil {
@@ -96,11 +96,11 @@ func Loop(ctx context.Context, p Poller, logger *slog.Logger, opts Options, hand
 	}
 }
 
-// DrainContext returns a context for work that must outlive ctx a little: it is not cancelled
+// drainContext returns a context for work that must outlive ctx a little: it is not cancelled
 // when ctx is, but drain after ctx ends, so the batch in progress at shutdown finishes or
 // fails within a deadline instead of holding shutdown forever. Call cancel when the work is
 // done.
-func DrainContext(ctx context.Context, drain time.Duration) (context.Context, context.CancelFunc) {
+func drainContext(ctx context.Context, drain time.Duration) (context.Context, context.CancelFunc) {
 	dctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, func() {
 		t := time.AfterFunc(drain, cancel)
@@ -113,9 +113,9 @@ func DrainContext(ctx context.Context, drain time.Duration) (context.Context, co
 // id; this one can never consume again and must stop rather than idle while looking ready.
 var ErrInstanceFenced = errors.New("fenced: another consumer joined the group with this instance id")
 
-// Fatal returns ErrInstanceFenced (wrapping err) when a fetch or group error means this member
+// fatalError returns ErrInstanceFenced (wrapping err) when a fetch or group error means this member
 // cannot make progress again, and nil for errors the client retries by itself.
-func Fatal(err error) error {
+func fatalError(err error) error {
 	if errors.Is(err, kerr.FencedInstanceID) {
 		return fmt.Errorf("%w: %w", ErrInstanceFenced, err)
 	}

@@ -10,7 +10,7 @@ import (
 // work finished (cancel called) ends at once.
 func TestDrainContext(t *testing.T) {
 	parent, stop := context.WithCancel(context.Background())
-	dctx, cancel := DrainContext(parent, 50*time.Millisecond)
+	dctx, cancel := drainContext(parent, 50*time.Millisecond)
 	defer cancel()
 	stop()
 	select {
@@ -24,7 +24,7 @@ func TestDrainContext(t *testing.T) {
 		t.Fatal("the drain context outlived its drain")
 	}
 
-	live, cancelLive := DrainContext(context.Background(), time.Hour)
+	live, cancelLive := drainContext(context.Background(), time.Hour)
 	cancelLive()
 	if live.Err() == nil {
 		t.Fatal("cancel did not end the drain context")

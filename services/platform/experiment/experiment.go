@@ -377,13 +377,3 @@ func Validate(exps []Experiment) error {
 	}
 	return errors.Join(errs...)
 }
-
-// Find returns the experiment named name.
-func Find(exps []Experiment, name string) (Experiment, bool) {
-	for _, e := range exps {
-		if e.Name == name {
-			return e, true
-		}
-	}
-	return Experiment{}, false
-}
