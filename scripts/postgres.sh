@@ -16,7 +16,23 @@ as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; 
 start() {
   local dir=$1
   mkdir -p "$dir"; dir=$(cd "$dir" && pwd)
-  if [ "$(id -u)" -eq 0 ]; then chown postgres: "$dir"; chmod 700 "$dir"; fi
+  if [ "$(id -u)" -eq 0 ]; then
+    # The cluster runs as the postgres user, who must be able to reach DIR: say which parent
+    # stops it rather than let initdb fail with "permission denied".
+    local d
+    d=$(dirname "$dir")
+    if ! runuser -u postgres -- test -x "$d"; then
+      local p=/ part
+      IFS=/ read -ra parts <<<"${d#/}"
+      for part in "${parts[@]}"; do   # the first directory from / that postgres cannot search
+        runuser -u postgres -- test -x "$p" || break
+        p=${p%/}/$part
+      done
+      runuser -u postgres -- test -x "$p" || d=$p
+      die "as root the cluster runs as the postgres user, who cannot reach $dir: $d is mode $(stat -c %a "$d") (needs o+x); use a directory under /tmp, or chmod o+x $d"
+    fi
+    chown postgres: "$dir"; chmod 700 "$dir"
+  fi
   [ -f "$dir/PG_VERSION" ] || as_pg "$bindir/initdb" -D "$dir" -U postgres --auth=trust -E UTF8 --no-sync >/dev/null
   local port
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo $(( (RANDOM % 20000) + 30000 )))

@@ -241,6 +241,22 @@ func (s *Store) Experiments(ctx context.Context) (map[string][]Shadow, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("list experiments: %w", err)
 	}
+	// First is the start of each shadow's earliest data, not of its earliest rollup window.
+	rows, err = s.db.Query(ctx, `SELECT experiment, shadow, width_seconds, min(window_start) FROM aggregator_windows GROUP BY 1, 2, 3`)
+	if err != nil {
+		return nil, fmt.Errorf("list experiments: %w", err)
+	}
+	mins, err := collectMins(rows)
+	if err != nil {
+		return nil, fmt.Errorf("list experiments: %w", err)
+	}
+	for exp, shadows := range out {
+		for i := range shadows {
+			if first, ok := firstStart(mins[shadowKey{exp, shadows[i].Name}], s.levels); ok {
+				shadows[i].First = first
+			}
+		}
+	}
 	return out, nil
 }
 
@@ -314,14 +330,63 @@ func (s *Store) ActiveExperiments(ctx context.Context, since time.Time) ([]strin
 	return out, nil
 }
 
-// FirstWindow returns the start of experiment's earliest stored window.
+// FirstWindow returns the start of experiment's earliest data: the earliest base window, or,
+// once base windows have expired, the earliest rollup window that still holds its data (see
+// firstStart). ok is false when the experiment has no windows.
 func (s *Store) FirstWindow(ctx context.Context, experiment string) (time.Time, bool, error) {
-	var first *time.Time
-	if err := s.db.QueryRow(ctx, `SELECT min(window_start) FROM aggregator_windows WHERE experiment = $1`, experiment).Scan(&first); err != nil {
+	rows, err := s.db.Query(ctx, `SELECT '', '', width_seconds, min(window_start) FROM aggregator_windows WHERE experiment = $1 GROUP BY width_seconds`, experiment)
+	if err != nil {
 		return time.Time{}, false, fmt.Errorf("first window: %w", err)
 	}
-	if first == nil {
-		return time.Time{}, false, nil
+	mins, err := collectMins(rows)
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("first window: %w", err)
 	}
-	return first.UTC(), true, nil
+	first, ok := firstStart(mins[shadowKey{}], s.levels)
+	return first, ok, nil
+}
+
+type shadowKey struct{ experiment, shadow string }
+
+// collectMins reads rows of (experiment, shadow, width in seconds, earliest window start)
+// into earliest starts by experiment and shadow, and width.
+func collectMins(rows pgx.Rows) (map[shadowKey]map[time.Duration]time.Time, error) {
+	out := map[shadowKey]map[time.Duration]time.Time{}
+	var (
+		key   shadowKey
+		width int32
+		start time.Time
+	)
+	_, err := pgx.ForEachRow(rows, []any{&key.experiment, &key.shadow, &width, &start}, func() error {
+		if out[key] == nil {
+			out[key] = map[time.Duration]time.Time{}
+		}
+		out[key][time.Duration(width)*time.Second] = start.UTC()
+		return nil
+	})
+	return out, err
+}
+
+// firstStart returns the start of the earliest data given each level's earliest window
+// start: the coarsest level's, refined by each finer level whose earliest window lies within
+// the coarser one's earliest window. A rollup window starts at the start of its day or hour,
+// not of the data; a finer level whose first windows have expired refines no further. levels
+// are finest first, as Store holds them.
+func firstStart(mins map[time.Duration]time.Time, levels []Level) (time.Time, bool) {
+	var (
+		first time.Time
+		width time.Duration
+	)
+	for i := len(levels) - 1; i >= 0; i-- {
+		m, ok := mins[levels[i].Width]
+		switch {
+		case !ok:
+			continue
+		case width == 0 || m.Before(first.Add(width)):
+			first, width = m, levels[i].Width
+		default:
+			return first, true
+		}
+	}
+	return first, width > 0
 }

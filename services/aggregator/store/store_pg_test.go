@@ -118,6 +118,16 @@ func TestApplyRollsUpFencesAndRetains(t *testing.T) {
 	if err != nil || len(exps["e"]) != 1 || exps["e"][0].Total != 10001 || exps["e"][0].Role != schemas.RoleCandidate {
 		t.Fatalf("experiments %v %v", exps, err)
 	}
+	// The first window is the earliest data's minute, not the start of its day's rollup.
+	earliest := t0.Add(48 * time.Hour)
+	for k := range all {
+		if k.Start.Before(earliest) {
+			earliest = k.Start
+		}
+	}
+	if first, ok, err := s.FirstWindow(ctx, "e"); err != nil || !ok || !first.Equal(earliest) || !exps["e"][0].First.Equal(earliest) {
+		t.Fatalf("first window %s (%v, %v), listed %s; want %s", first, ok, err, exps["e"][0].First, earliest)
+	}
 	// Retention: at t0+9 days base windows (7 days) of the first two days go, hours stay.
 	deleted, err := s.Retain(ctx, t0.Add(9*24*time.Hour+time.Hour))
 	if err != nil || deleted == 0 {
@@ -126,5 +136,8 @@ func TestApplyRollsUpFencesAndRetains(t *testing.T) {
 	got, err := s.Range(ctx, "e", t0, t0.Add(48*time.Hour))
 	if err != nil || got["v7"].Total != 10001 {
 		t.Fatalf("after retention %v %v", got, err)
+	}
+	if first, ok, err := s.FirstWindow(ctx, "e"); err != nil || !ok || !first.Equal(earliest.Truncate(time.Hour)) {
+		t.Fatalf("first window after the base windows expired %s (%v, %v), want the hour %s", first, ok, err, earliest.Truncate(time.Hour))
 	}
 }

@@ -32,3 +32,28 @@ func TestPlanCoversRangeOnceWithCoarsestLevels(t *testing.T) {
 		t.Fatalf("sub-minute range %v", got)
 	}
 }
+
+// TestFirstStartIsTheDataNotTheRollup: the earliest data starts in the finest level whose
+// earliest window lies within the coarser level's; expired base windows fall back to the
+// hour, and a finer level that lost its first windows does not move the start later.
+func TestFirstStartIsTheDataNotTheRollup(t *testing.T) {
+	levels := DefaultLevels(time.Minute)
+	day := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+	data := day.Add(22*time.Hour + 17*time.Minute)
+	for _, tc := range []struct {
+		name string
+		mins map[time.Duration]time.Time
+		want time.Time
+		ok   bool
+	}{
+		{"every level", map[time.Duration]time.Time{time.Minute: data, time.Hour: data.Truncate(time.Hour), 24 * time.Hour: day}, data, true},
+		{"rollups not run yet", map[time.Duration]time.Time{time.Minute: data}, data, true},
+		{"base windows expired", map[time.Duration]time.Time{time.Hour: data.Truncate(time.Hour), 24 * time.Hour: day}, data.Truncate(time.Hour), true},
+		{"base keeps only later days", map[time.Duration]time.Time{time.Minute: day.Add(72 * time.Hour), time.Hour: data.Truncate(time.Hour), 24 * time.Hour: day}, data.Truncate(time.Hour), true},
+		{"no windows", map[time.Duration]time.Time{}, time.Time{}, false},
+	} {
+		if got, ok := firstStart(tc.mins, levels); !got.Equal(tc.want) || ok != tc.ok {
+			t.Errorf("%s: firstStart = %s, %v; want %s, %v", tc.name, got, ok, tc.want, tc.ok)
+		}
+	}
+}
