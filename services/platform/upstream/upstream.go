@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/url"
 	"sync"
 	"syscall"
 	"time"
@@ -47,6 +48,19 @@ type Config struct {
 	StreamTimeout time.Duration // first response byte → end of the body (0: HeaderTimeout bounds it all)
 	MaxBodyBytes  int           // largest response body read (0: fasthttp's default)
 	StreamBody    bool          // hand large response bodies over as streams
+}
+
+// Target returns the Config fields of an http or https URL: its host:port (the scheme's
+// default port when it names none) and whether it is TLS.
+func Target(u *url.URL) (addr string, tls bool) {
+	addr, tls = u.Host, u.Scheme == "https"
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		if tls {
+			return addr + ":443", tls
+		}
+		return addr + ":80", tls
+	}
+	return addr, tls
 }
 
 // NewHostClient returns a client for cfg. Call it with DoTimeout(req, resp, HeaderTimeout).

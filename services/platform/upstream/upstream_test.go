@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -223,4 +224,18 @@ func TestNoReuseAfterA5xx(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestTargetDefaultsThePort(t *testing.T) {
+	for raw, want := range map[string]string{
+		"http://m:8080/v2": "m:8080", "http://m/v2": "m:80", "https://m/v2": "m:443", "https://[::1]:9/": "[::1]:9",
+	} {
+		u, err := url.Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if addr, tls := Target(u); addr != want || tls != (u.Scheme == "https") {
+			t.Errorf("Target(%s) = %s, %v; want %s, %v", raw, addr, tls, want, u.Scheme == "https")
+		}
+	}
 }

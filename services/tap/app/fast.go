@@ -32,16 +32,9 @@ const (
 )
 
 func (t *Tap) newHostClient(target *url.URL, maxBody int) *fasthttp.HostClient {
-	addr := target.Host
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		if target.Scheme == "https" {
-			addr += ":443"
-		} else {
-			addr += ":80"
-		}
-	}
+	addr, tls := upstream.Target(target)
 	return upstream.NewHostClient(upstream.Config{
-		Addr: addr, TLS: target.Scheme == "https", MaxConns: 4096,
+		Addr: addr, TLS: tls, MaxConns: 4096,
 		IdleTimeout: t.cfg.UpstreamIdleTimeout, StreamTimeout: t.cfg.StreamTimeout,
 		MaxBodyBytes: maxBody, StreamBody: true,
 	})

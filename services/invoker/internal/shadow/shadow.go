@@ -9,7 +9,6 @@ package shadow
 import (
 	"context"
 	"errors"
-	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -76,20 +75,13 @@ func New(cfg experiment.Shadow, obs Observer) (*Caller, error) {
 	if err != nil {
 		return nil, err
 	}
-	addr := target.Host
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		if target.Scheme == "https" {
-			addr += ":443"
-		} else {
-			addr += ":80"
-		}
-	}
+	addr, tls := upstream.Target(target)
 	c := &Caller{
 		cfg: cfg, target: target, extract: extract, obs: obs, now: time.Now,
 		slots:    make(chan struct{}, cfg.MaxInFlight),
 		endpoint: target.Path != "" && target.Path != "/",
 		client: upstream.NewHostClient(upstream.Config{
-			Addr: addr, TLS: target.Scheme == "https", MaxConns: cfg.MaxInFlight, MaxBodyBytes: 16 << 20,
+			Addr: addr, TLS: tls, MaxConns: cfg.MaxInFlight, MaxBodyBytes: 16 << 20,
 		}),
 		breaker: breaker{threshold: cfg.Circuit.Failures, cooldown: cfg.Circuit.Cooldown},
 	}
