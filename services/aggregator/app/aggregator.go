@@ -110,7 +110,6 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Aggregator
 		kgo.FetchMaxWait(cfg.FlushInterval),
 		kgo.FetchMinBytes(1<<20),
 		kgo.ConsumerGroup(cfg.Group),
-		kgo.ConsumeTopics(schemas.TopicComparisons),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
@@ -183,6 +182,9 @@ func (a *Aggregator) Run(ctx context.Context) error {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	a.logger.Info("aggregator starting", "group", a.cfg.Group, "window", a.cfg.Window.String(), "migrations_applied", len(applied))
+	// The client joins the group only now: New built it without topics, so an aggregator
+	// built and never run takes no partitions from the other replicas.
+	a.client.AddConsumeTopics(schemas.TopicComparisons)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.ops.Run(gctx) })
 	g.Go(func() error {

@@ -41,14 +41,14 @@ type lane struct {
 	closing  sync.Once
 }
 
-// newLane builds a lane's client; it does not touch the network.
+// newLane builds a lane's client; it does not touch the network, and the client joins the
+// lane's group only when run starts consuming.
 func (inv *Invoker) newLane(name, group, txnID string, handle batchHandler) (*lane, error) {
 	sess, err := kgo.NewGroupTransactSession(append(inv.cfg.Kafka.Opts(),
 		kgo.ConsumerGroup(group),
 		// Static membership: a restarted replica takes its place back at once instead of
 		// waiting for its predecessor's session to time out.
 		kgo.InstanceID("understudy-invoker-"+inv.cfg.InstanceID),
-		kgo.ConsumeTopics(schemas.TopicInference),
 		kgo.TransactionalID(txnID),
 		kgo.TransactionTimeout(30*time.Second), // results are produced at the end of a batch, so transactions are short
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
@@ -75,6 +75,8 @@ func (l *lane) run(ctx context.Context) error {
 		}
 		return fmt.Errorf("lane %s: init transactional producer: %w", l.name, err)
 	}
+	// The lane joins its group only now (newLane built the session without topics).
+	l.sess.Client().AddConsumeTopics(schemas.TopicInference)
 	opts := consume.Options{MaxRecords: l.maxBatch, Drain: l.drain}
 	// The handlers see ctx, not the batch's drain context, so that they stop pacing and
 	// finish quickly at shutdown; producing and committing get the drain.

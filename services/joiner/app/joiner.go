@@ -176,6 +176,7 @@ func (j *Joiner) Run(ctx context.Context) error {
 		if err != nil || gctx.Err() != nil {
 			return err
 		}
+		j.consume()
 		j.started.Store(true)
 		expected := j.cfg.ExpectedShadows
 		if j.cfg.ExperimentsFile != "" {

@@ -16,12 +16,12 @@ import (
 	"github.com/understudy-ml/understudy/services/platform/topics"
 )
 
-// newSession creates the transactional consumer-producer session.
+// newSession creates the transactional consumer-producer session, without topics: it joins
+// the group when consume adds them, after the topics are checked and the producer fenced.
 func (j *Joiner) newSession() (*kgo.GroupTransactSession, error) {
 	return kgo.NewGroupTransactSession(append(j.cfg.Kafka.Opts(),
 		kgo.ConsumerGroup(j.cfg.Group),
 		kgo.InstanceID("understudy-joiner-"+j.cfg.InstanceID),
-		kgo.ConsumeTopics(j.inputs...),
 		kgo.Balancers(kgo.RangeBalancer()),
 		kgo.TransactionalID("understudy-joiner-"+j.cfg.InstanceID),
 		kgo.TransactionTimeout(30*time.Second),
@@ -68,6 +68,7 @@ func (j *Joiner) recover(ctx context.Context, cause error) error {
 				j.mu.Lock()
 				j.sess = sess
 				j.mu.Unlock()
+				j.consume()
 				return nil
 			}
 			sess.Close()
@@ -168,3 +169,6 @@ func (j *Joiner) checkTopics(ctx context.Context) (int, error) {
 	}
 	return topics.CheckCoPartitioned(ctx, j.sess.Client(), all...)
 }
+
+// consume makes the current session join the group and consume the inputs.
+func (j *Joiner) consume() { j.client().AddConsumeTopics(j.inputs...) }
