@@ -27,7 +27,7 @@ type Latency struct {
 }
 
 // Errors are one side's failures: the rate over the requests the side answered or failed
-// (deliberately skipped shadow calls excluded) and the counts by kind.
+// (shadow calls deliberately not made, schemas.NotCalled, excluded) and the counts by kind.
 type Errors struct {
 	Rate   *float64          `json:"rate"`
 	ByKind map[string]uint64 `json:"by_kind"`

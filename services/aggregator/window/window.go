@@ -236,10 +236,10 @@ func AsClass(label schemas.Prediction) schemas.Prediction {
 	return label
 }
 
-// NotShadowed lists the shadow error kinds (set by the invoker) that mean the shadow was
-// deliberately not called: outside its sample, over its rate limit, or its circuit open.
-// They are counted as coverage, not as shadow errors.
-var NotShadowed = map[string]bool{"skipped": true, "rate_limited": true, "circuit_open": true, "not_allowed": true}
+// notShadowed reports whether o is a shadow call deliberately not made (schemas.NotCalled:
+// outside its sample, a truncated capture, shutting down, over its rate limit, its circuit
+// open, not allowed). Such requests count as coverage, by reason, never as shadow errors.
+func notShadowed(o *schemas.Outcome) bool { return o.Error != nil && schemas.NotCalled(o.Error.Kind) }
 
 // Side aggregates one side (champion or shadow) of a window.
 type Side struct {
@@ -256,7 +256,7 @@ func newSide() Side {
 }
 
 func (s *Side) add(o *schemas.Outcome) {
-	if o == nil || (o.Error != nil && NotShadowed[o.Error.Kind]) {
+	if o == nil || notShadowed(o) {
 		return
 	}
 	_ = s.Latency.Add(float64(o.Latency.Microseconds()))
@@ -370,7 +370,7 @@ func (w *Window) AddWithBaseline(c schemas.Comparison, shadow, baseline *schemas
 	}
 	w.Total++
 	w.Statuses[Status(c, shadow)]++
-	if shadow != nil && shadow.Error != nil && NotShadowed[shadow.Error.Kind] {
+	if shadow != nil && notShadowed(shadow) {
 		w.NotShadowed[shadow.Error.Kind]++
 	}
 	if shadow != nil && shadow.Dispatch != "" {
@@ -378,7 +378,7 @@ func (w *Window) AddWithBaseline(c schemas.Comparison, shadow, baseline *schemas
 	}
 	w.Champion.add(c.Champion)
 	w.Shadow.add(shadow)
-	if c.Champion == nil || shadow == nil || (shadow.Error != nil && NotShadowed[shadow.Error.Kind]) {
+	if c.Champion == nil || shadow == nil || notShadowed(shadow) {
 		return
 	}
 	w.Errors.add(c.Champion, shadow)

@@ -1,7 +1,7 @@
 // Package shadow calls one shadow model with captured requests, within the shadow's budget:
 // bounded in-flight calls (callers wait: backpressure, so a slow shadow grows consumer lag,
 // not memory), a token-bucket rate (calls beyond it are not made and reported as
-// rate_limited), deterministic sampling (reported as skipped) and a circuit breaker (reported
+// rate_limited), deterministic sampling (reported as outside_sample) and a circuit breaker (reported
 // as circuit_open). Every call yields exactly one result with an error kind when it failed;
 // Call never returns an error.
 package shadow
@@ -29,16 +29,21 @@ const (
 	KindConnect     = "connect"
 	KindHTTPStatus  = "http_status"
 	KindBadResponse = "bad_response"
-	KindCircuitOpen = "circuit_open"
-	KindRateLimited = "rate_limited"
-	KindSkipped     = "skipped"
-	// KindNotAllowed: the captured method or path is outside what the shadow's experiment
-	// allows (forward.methods, forward.paths, never the management API); no call is made.
-	KindNotAllowed = "not_allowed"
+	// The calls not made (schemas.NotCalled): not in the shadow's sample, a request body the
+	// tap captured truncated, the invoker stopping, over the rate limit, the circuit open, or
+	// a method or path outside what the shadow's experiment allows (forward.methods,
+	// forward.paths, never the management API).
+	KindOutsideSample = schemas.NotCalledOutsideSample
+	KindBodyTruncated = schemas.NotCalledBodyTruncated
+	KindShuttingDown  = schemas.NotCalledShuttingDown
+	KindRateLimited   = schemas.NotCalledRateLimited
+	KindCircuitOpen   = schemas.NotCalledCircuitOpen
+	KindNotAllowed    = schemas.NotCalledNotAllowed
 )
 
 // Kinds lists every error kind, for metrics.
-var Kinds = []string{KindTimeout, KindConnect, KindHTTPStatus, KindBadResponse, KindCircuitOpen, KindRateLimited, KindSkipped, KindNotAllowed}
+var Kinds = []string{KindTimeout, KindConnect, KindHTTPStatus, KindBadResponse,
+	KindOutsideSample, KindBodyTruncated, KindShuttingDown, KindRateLimited, KindCircuitOpen, KindNotAllowed}
 
 // HeaderShadow marks shadow traffic so the shadow's own telemetry can tell it apart.
 const HeaderShadow = "X-Understudy-Shadow"
@@ -99,7 +104,7 @@ func (c *Caller) Close() { c.client.CloseIdleConnections() }
 
 // Call replays ev against the shadow and describes the outcome in a result tagged runID. It
 // blocks while the shadow's in-flight budget is used up, or until ctx ends (then the result
-// has kind skipped).
+// has kind shutting_down).
 func (c *Caller) Call(ctx context.Context, ev schemas.InferenceEvent, runID string) schemas.ShadowResult {
 	res := schemas.ShadowResult{
 		RequestID: ev.RequestID, Experiment: ev.Experiment, Tenant: ev.Tenant,
@@ -118,10 +123,10 @@ func (c *Caller) Call(ctx context.Context, ev schemas.InferenceEvent, runID stri
 		}
 	}
 	if !sample.In(key, c.cfg.Sampling.Rate1()) {
-		return fail(KindSkipped, "not in this shadow's sample")
+		return fail(KindOutsideSample, "not in this shadow's sample")
 	}
 	if ev.Request.Truncated {
-		return fail(KindSkipped, "the captured request body was truncated")
+		return fail(KindBodyTruncated, "the captured request body was truncated")
 	}
 	if !c.cfg.Forward.AllowsMethod(c.method(ev)) {
 		return fail(KindNotAllowed, "method not allowed for this shadow (forward.methods)")
@@ -141,7 +146,7 @@ func (c *Caller) Call(ctx context.Context, ev schemas.InferenceEvent, runID stri
 	case c.slots <- struct{}{}:
 	case <-ctx.Done():
 		c.breaker.release(probe)
-		return fail(KindSkipped, "stopped before the call: "+ctx.Err().Error())
+		return fail(KindShuttingDown, "stopped before the call: "+ctx.Err().Error())
 	}
 	c.obs.InFlight(c.cfg.Name, 1)
 	defer func() { c.obs.InFlight(c.cfg.Name, -1); <-c.slots }()

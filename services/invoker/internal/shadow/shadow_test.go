@@ -89,7 +89,7 @@ func TestOutcomes(t *testing.T) {
 		{"timeout", func(w http.ResponseWriter, _ *http.Request) { time.Sleep(300 * time.Millisecond) }, func(s *experiment.Shadow) { s.Timeout = 50 * time.Millisecond }, KindTimeout},
 		{"garbage", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("<html>")) }, nil, KindBadResponse},
 		{"status", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(503) }, nil, KindHTTPStatus},
-		{"not sampled", nil, func(s *experiment.Shadow) { r := 0.0; s.Sampling.Rate = &r }, KindSkipped},
+		{"not sampled", nil, func(s *experiment.Shadow) { r := 0.0; s.Sampling.Rate = &r }, KindOutsideSample},
 		{"connect", nil, func(s *experiment.Shadow) { s.URL = "http://127.0.0.1:1" }, KindConnect},
 	}
 	for _, tc := range tests {
@@ -103,6 +103,31 @@ func TestOutcomes(t *testing.T) {
 				t.Fatalf("kind %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestCallsNotMadeSayWhy: a request body the tap truncated is not forwarded, and a call that
+// waits for the in-flight budget while the invoker stops is not made; each says which.
+func TestCallsNotMadeSayWhy(t *testing.T) {
+	c, _ := newCaller(t, func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(`{"outputs":[{"data":[1]}]}`)) }, nil)
+	ev := event("r")
+	ev.Request.Truncated = true
+	if got := kind(c.Call(context.Background(), ev, "")); got != KindBodyTruncated {
+		t.Fatalf("truncated body: kind %q, want %q", got, KindBodyTruncated)
+	}
+	for range cap(c.slots) {
+		c.slots <- struct{}{} // the whole in-flight budget in use
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if got := kind(c.Call(ctx, event("r"), "")); got != KindShuttingDown {
+		t.Fatalf("stopping: kind %q, want %q", got, KindShuttingDown)
+	}
+	for range cap(c.slots) {
+		<-c.slots
+	}
+	if !schemas.NotCalled(KindBodyTruncated) || !schemas.NotCalled(KindShuttingDown) || !schemas.NotCalled(KindOutsideSample) || schemas.NotCalled(KindTimeout) {
+		t.Fatal("schemas.NotCalled disagrees with the kinds of calls not made")
 	}
 }
 
