@@ -111,7 +111,20 @@ type Stats struct {
 	// catch_up, off); Paced is the paced share of those counted (nil when none are).
 	Dispatch map[string]uint64 `json:"dispatch"`
 	Paced    *float64          `json:"paced"`
+	// Versions counts each side's answers by model version: a range whose shadow side
+	// names more than one version mixes them (Mixed).
+	Versions Versions `json:"versions"`
 }
+
+// Versions are the model versions behind a window's or range's answers, with their counts
+// ("" when the producer named none; "(other)" beyond the eight a window tells apart).
+type Versions struct {
+	Champion map[string]uint64 `json:"champion"`
+	Shadow   map[string]uint64 `json:"shadow"`
+}
+
+// Mixed reports whether the shadow's answers come from more than one model version.
+func (v Versions) Mixed() bool { return len(v.Shadow) > 1 }
 
 // ShadowReport is one shadow's statistics against the champion, with the noise-baseline
 // shadow's statistics over the same range as its noise floor (nil when the experiment has no

@@ -99,6 +99,7 @@ func Compute(w *window.Window, o Options) Stats {
 	st.Champion, st.Shadow = errs(w.Champion), errs(w.Shadow)
 	st.PairedErrors = apiv1.PairedErrors(w.Errors)
 	st.Dispatch = w.Dispatch
+	st.Versions = apiv1.Versions{Champion: w.Champion.Versions, Shadow: w.Shadow.Versions}
 	var dispatched uint64
 	for _, n := range w.Dispatch {
 		dispatched += n

@@ -9,7 +9,9 @@ package window
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strconv"
 	"time"
 
@@ -249,10 +251,34 @@ type Side struct {
 	Errors      map[string]uint64 // by error kind
 	NonFinite   uint64            // numeric predictions rejected as NaN or ±Inf
 	Labels      Labels
+	// Versions counts the side's answers by model version ("" when the producer named none),
+	// at most MaxVersions of them, the rest under OtherVersions.
+	Versions map[string]uint64
 }
 
+// MaxVersions bounds the model versions a window tells apart; answers of further versions
+// are counted under OtherVersions.
+const MaxVersions = 8
+
+// OtherVersions counts the answers of versions beyond MaxVersions.
+const OtherVersions = "(other)"
+
 func newSide() Side {
-	return Side{Latency: sketch.New(), Predictions: sketch.New(), Classes: sketch.Classes{}, Errors: map[string]uint64{}}
+	return Side{Latency: sketch.New(), Predictions: sketch.New(), Classes: sketch.Classes{}, Errors: map[string]uint64{}, Versions: map[string]uint64{}}
+}
+
+// countVersion adds n answers of version v to vs, keeping at most MaxVersions versions.
+func countVersion(vs map[string]uint64, v string, n uint64) {
+	if _, ok := vs[v]; !ok && v != OtherVersions {
+		named := len(vs)
+		if _, ok := vs[OtherVersions]; ok {
+			named--
+		}
+		if named >= MaxVersions {
+			v = OtherVersions
+		}
+	}
+	vs[v] += n
 }
 
 func (s *Side) add(o *schemas.Outcome) {
@@ -260,6 +286,7 @@ func (s *Side) add(o *schemas.Outcome) {
 		return
 	}
 	_ = s.Latency.Add(float64(o.Latency.Microseconds()))
+	countVersion(s.Versions, o.Version, 1)
 	if kind := schemas.Failure(o); kind != "" {
 		s.Errors[kind]++
 	}
@@ -286,6 +313,9 @@ func (s *Side) merge(o Side) error {
 	}
 	s.NonFinite += o.NonFinite
 	s.Labels.merge(o.Labels)
+	for _, v := range slices.Sorted(maps.Keys(o.Versions)) { // sorted: which versions fit does not depend on map order
+		countVersion(s.Versions, v, o.Versions[v])
+	}
 	return nil
 }
 
@@ -507,12 +537,13 @@ type wireSide struct {
 	Errors      map[string]uint64 `json:"errors"`
 	NonFinite   uint64            `json:"non_finite"`
 	Labels      Labels            `json:"labels"`
+	Versions    map[string]uint64 `json:"versions,omitempty"`
 }
 
 func (s Side) wire() wireSide {
 	lat, _ := s.Latency.MarshalBinary()
 	pred, _ := s.Predictions.MarshalBinary()
-	return wireSide{Latency: lat, Predictions: pred, Classes: s.Classes, Errors: s.Errors, NonFinite: s.NonFinite, Labels: s.Labels}
+	return wireSide{Latency: lat, Predictions: pred, Classes: s.Classes, Errors: s.Errors, NonFinite: s.NonFinite, Labels: s.Labels, Versions: s.Versions}
 }
 
 func (ws wireSide) side() (Side, error) {
@@ -528,6 +559,9 @@ func (ws wireSide) side() (Side, error) {
 		s.Errors[k] = v
 	}
 	s.NonFinite, s.Labels = ws.NonFinite, ws.Labels
+	for v, n := range ws.Versions {
+		s.Versions[v] = n
+	}
 	return s, nil
 }
 

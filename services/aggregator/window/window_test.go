@@ -241,3 +241,35 @@ func TestDispatchCountsSurviveMergeAndJSON(t *testing.T) {
 		t.Fatalf("dispatch after JSON and merge: %v", back.Dispatch)
 	}
 }
+
+// TestVersionsAreCountedAndBounded: each side's answers are counted by model version through
+// JSON and merges; versions beyond MaxVersions are counted together, never dropped.
+func TestVersionsAreCountedAndBounded(t *testing.T) {
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ws := map[Key]*Window{}
+	for i := range 12 {
+		c := cmp(fmt.Sprint(i), at, 1, 1, "")
+		c.Champion.Version = "6"
+		c.Shadows[0].Version = fmt.Sprintf("v%02d", i%10) // ten versions, two of them twice
+		Fold(ws, c, time.Minute, nil, Compare{})
+	}
+	w := ws[Key{Experiment: "e", Shadow: "v7", Start: at}]
+	b, err := json.Marshal(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Window
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if err := back.Merge(w); err != nil {
+		t.Fatal(err)
+	}
+	var total uint64
+	for _, n := range back.Shadow.Versions {
+		total += n
+	}
+	if back.Champion.Versions["6"] != 24 || total != 24 || len(back.Shadow.Versions) != MaxVersions+1 || back.Shadow.Versions[OtherVersions] != 4 || back.Shadow.Versions["v00"] != 4 {
+		t.Fatalf("versions after JSON and merge: champion %v, shadow %v", back.Champion.Versions, back.Shadow.Versions)
+	}
+}

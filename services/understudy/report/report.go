@@ -6,12 +6,15 @@
 package report
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -186,6 +189,7 @@ func write(w io.Writer, d Data, markdown bool) error {
 		rows := [][]string{
 			{"", "champion", rep.Shadow, floorName},
 			{"requests", fmt.Sprint(st.Total), "coverage " + pct(st.Coverage), f(func(x apiv1.Stats) string { return "coverage " + pct(x.Coverage) })},
+			{"model versions", versions(st.Versions.Champion), versions(st.Versions.Shadow), f(func(x apiv1.Stats) string { return versions(x.Versions.Shadow) })},
 			{"not shadowed", "", notShadowed(st), f(notShadowed)},
 			{"calls paced (arrival gaps kept)", "", paced(st), f(paced)},
 			{"latency p50 / p95 / p99 (ms)", quant(st.Latency.Champion), quant(st.Latency.Shadow), f(func(x apiv1.Stats) string { return quant(x.Latency.Shadow) })},
@@ -217,6 +221,9 @@ func write(w io.Writer, d Data, markdown bool) error {
 		}
 		fmt.Fprintln(w)
 		fmt.Fprintf(w, "Alerts fired in range: %s\n", fired(d.History, rep.Shadow))
+		if st.Versions.Mixed() {
+			fmt.Fprintf(w, "This range mixes %d versions of %s (%s): its numbers are theirs together; narrow the range to one version to judge it.\n", len(st.Versions.Shadow), rep.Shadow, versions(st.Versions.Shadow))
+		}
 		if !st.Latency.LikeForLike {
 			fmt.Fprintln(w, "Latency is not compared like for like: the champion is timed at the tap, shadows by the invoker; add a noise-baseline copy of the champion to compare with.")
 		}
@@ -231,6 +238,33 @@ func write(w io.Writer, d Data, markdown bool) error {
 		fmt.Fprintln(w)
 	}
 	return nil
+}
+
+// versions names the model versions of one side with their answers, most answers first.
+func versions(vs map[string]uint64) string {
+	if len(vs) == 0 {
+		return "–"
+	}
+	names := slices.Collect(maps.Keys(vs))
+	slices.SortFunc(names, func(a, b string) int {
+		if c := cmp.Compare(vs[b], vs[a]); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	parts := make([]string, 0, len(names))
+	for _, n := range names {
+		label := n
+		if n == "" {
+			label = "unversioned"
+		}
+		if len(vs) == 1 {
+			parts = append(parts, label)
+		} else {
+			parts = append(parts, fmt.Sprintf("%s (%d)", label, vs[n]))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 func reference(l apiv1.Latency) string {

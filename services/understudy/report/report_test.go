@@ -3,6 +3,7 @@ package report
 import (
 	"bytes"
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ func sample() Data {
 	cand.Latency.Champion = apiv1.Quantiles{P50: f(0.25), P95: f(1.05), P99: f(1.99)}
 	cand.Latency.Shadow = apiv1.Quantiles{P50: f(2.86), P95: f(4.07), P99: f(5.39)}
 	cand.Latency.Ratio.P99 = f(2.707)
+	cand.Versions = apiv1.Versions{Champion: map[string]uint64{"6": 6000}, Shadow: map[string]uint64{"7": 6000}}
 	cand.Predictions = apiv1.Predictions{Kind: "number", PSI: f(0.2893), KS: f(0.1659), Agreement: f(0.9068)}
 	cand.Labels = apiv1.Labels{
 		N: 6000, Shown: true, MinLabels: 100,
@@ -59,6 +61,12 @@ func TestWriteFormats(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
 		}
 	}
+	if !regexp.MustCompile(`model versions +6 +7 +–`).MatchString(table.String()) {
+		t.Errorf("versions row:\n%s", table.String())
+	}
+	if strings.Contains(table.String(), "mixes") {
+		t.Error("one version reported as mixed")
+	}
 	if strings.Contains(table.String(), "champion-copy vs champion") {
 		t.Error("the noise baseline got its own section")
 	}
@@ -71,6 +79,13 @@ func TestWriteFormats(t *testing.T) {
 	}
 	if err := Write(&table, d, "yaml"); err == nil {
 		t.Fatal("unknown format accepted")
+	}
+	// Two versions of the candidate in one range are named, with their answers, and said to mix.
+	d.Stats.Shadows[0].Stats.Versions.Shadow = map[string]uint64{"7": 4000, "8": 2000}
+	table.Reset()
+	_ = Write(&table, d, "table")
+	if !strings.Contains(table.String(), "7 (4000), 8 (2000)") || !strings.Contains(table.String(), "This range mixes 2 versions of candidate") {
+		t.Errorf("mixed versions:\n%s", table.String())
 	}
 	// Labels below the minimum are not shown as numbers.
 	d.Stats.Shadows[0].Stats.Labels = apiv1.Labels{N: 40, MinLabels: 100}
