@@ -181,7 +181,10 @@ func TestInvokerBudgetsAndFailures(t *testing.T) {
 		t.Errorf("wide: %v", byShadow["wide"])
 	case byShadow["narrow"]["rate_limited"] == 0 || byShadow["narrow"]["ok"] == 0:
 		t.Errorf("narrow should be partly rate limited: %v", byShadow["narrow"])
-	case byShadow["slow"]["timeout"] == 0 || byShadow["slow"]["timeout"]+byShadow["slow"]["circuit_open"] != n:
+	// A call whose dial itself outlives the 100 ms timeout (a loaded machine, the race
+	// detector) is a connect failure (fasthttp.ErrDialTimeout), not a timeout of the answer:
+	// both are failures of the slow shadow, and nothing else may be.
+	case byShadow["slow"]["timeout"] == 0 || byShadow["slow"]["timeout"]+byShadow["slow"]["connect"]+byShadow["slow"]["circuit_open"] != n || byShadow["slow"]["connect"] > n/10:
 		t.Errorf("slow: %v", byShadow["slow"])
 	case byShadow["garbage"]["bad_response"] != n:
 		t.Errorf("garbage: %v", byShadow["garbage"])
