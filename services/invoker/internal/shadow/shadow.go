@@ -42,8 +42,10 @@ const (
 )
 
 // Kinds lists every error kind, for metrics.
-var Kinds = []string{KindTimeout, KindConnect, KindHTTPStatus, KindBadResponse,
-	KindOutsideSample, KindBodyTruncated, KindShuttingDown, KindRateLimited, KindCircuitOpen, KindNotAllowed}
+var Kinds = []string{
+	KindTimeout, KindConnect, KindHTTPStatus, KindBadResponse,
+	KindOutsideSample, KindBodyTruncated, KindShuttingDown, KindRateLimited, KindCircuitOpen, KindNotAllowed,
+}
 
 // HeaderShadow marks shadow traffic so the shadow's own telemetry can tell it apart.
 const HeaderShadow = "X-Understudy-Shadow"
