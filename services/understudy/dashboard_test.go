@@ -137,6 +137,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cards, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(`#cards`)))
+	if err != nil {
+		t.Fatal(err)
+	}
 	alerts, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll("#alerts tbody tr td.firing").length`))
 	if err != nil {
 		t.Fatal(err)
@@ -172,6 +176,9 @@ func TestDashboardInBrowser(t *testing.T) {
 		if n, _ := strconv.Atoi(xs[i]); n < 10 {
 			t.Errorf("chart %s has %s x values, want at least 10", c, xs[i])
 		}
+	}
+	if !strings.Contains(cards, "model versions") {
+		t.Errorf("the cards name no model versions: %q", cards)
 	}
 	if !strings.Contains(verdict, "candidate") {
 		t.Errorf("verdict %q", verdict)

@@ -62,6 +62,14 @@ function card(k, v, n) {
   return h("div", { className: "card" }, h("div", { className: "k" }, k), h("div", { className: "v" }, v), h("div", { className: "n" }, n || ""));
 }
 
+// versionList names a side's model versions with their answers, most first.
+function versionList(vs) {
+  const names = Object.keys(vs || {}).sort((a, b) => vs[b] - vs[a] || a.localeCompare(b));
+  if (names.length === 0) return "–";
+  const label = (n) => (n === "" ? "unversioned" : n);
+  return names.length === 1 ? label(names[0]) : names.map((n) => `${label(n)} (${vs[n]})`).join(", ");
+}
+
 function renderCards(rep) {
   const s = rep.stats, f = rep.noise_floor;
   const fl = (path, d) => (f ? "noise floor " + fmt(get(f, path), d) : "no noise baseline");
@@ -73,6 +81,7 @@ function renderCards(rep) {
     card("agreement", pct(s.predictions.agreement), f ? "noise floor " + pct(f.predictions.agreement) : ""),
     card("latency p99 (ms)", fmt(s.latency.shadow_ms.p99, 2) + " / " + fmt(s.latency.champion_ms.p99, 2), "ratio " + fmt(s.latency.ratio.p99, 2)),
     card("error rate", pct(s.shadow_errors.rate, 2), "champion " + pct(s.champion_errors.rate, 2)),
+    card("model versions", versionList(s.versions.shadow), "champion " + versionList(s.versions.champion)),
     card(diff ? diff.metric + " Δ (shadow − champion)" : "labels", diff ? fmt(diff.value, 4) : s.labels.n + " labeled",
       diff ? `95 % CI at this look only (rules: anytime-valid) [${fmt(diff.ci_low, 4)}, ${fmt(diff.ci_high, 4)}], n=${diff.n}` : `shown from ${s.labels.min_labels}`),
   );
@@ -96,6 +105,10 @@ function renderVerdict(stats, shadow) {
   const rep = (stats.shadows || []).find((x) => x.shadow === shadow);
   const lat = rep ? rep.stats.latency : null;
   el.append(h("div", {}, v.summary));
+  const vs = rep ? Object.keys(rep.stats.versions.shadow || {}) : [];
+  if (vs.length > 1) {
+    el.append(h("div", { className: "note" }, `this range mixes ${vs.length} versions of ${shadow} (${versionList(rep.stats.versions.shadow)}): narrow it to one version to judge it`));
+  }
   if (lat) {
     el.append(h("div", { className: "note" }, lat.like_for_like
       ? `latency compared with ${lat.reference.replace("noise_baseline:", "")} (a copy of the champion, timed like this shadow)`
