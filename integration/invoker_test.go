@@ -181,10 +181,7 @@ func TestInvokerBudgetsAndFailures(t *testing.T) {
 		t.Errorf("wide: %v", byShadow["wide"])
 	case byShadow["narrow"]["rate_limited"] == 0 || byShadow["narrow"]["ok"] == 0:
 		t.Errorf("narrow should be partly rate limited: %v", byShadow["narrow"])
-	// On a loaded machine (the race detector) a call may fail before the 100 ms timeout of
-	// the answer, while it connects (a connect failure, seen once: 1 of 300): all three are
-	// failures of the slow shadow, and nothing else may be.
-	case byShadow["slow"]["timeout"] == 0 || byShadow["slow"]["timeout"]+byShadow["slow"]["connect"]+byShadow["slow"]["circuit_open"] != n || byShadow["slow"]["connect"] > n/10:
+	case byShadow["slow"]["timeout"] == 0 || byShadow["slow"]["timeout"]+byShadow["slow"]["circuit_open"] != n:
 		t.Errorf("slow: %v", byShadow["slow"])
 	case byShadow["garbage"]["bad_response"] != n:
 		t.Errorf("garbage: %v", byShadow["garbage"])

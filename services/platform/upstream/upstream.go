@@ -35,6 +35,14 @@ var ErrStaleConn = errors.New("upstream closed the idle connection before the re
 // gunicorn (2 s).
 const DefaultIdleTimeout = time.Second
 
+// maxConnWait is how long a request waits for a connection when MaxConns are counted as in
+// use. fasthttp's idle-connection cleaner takes idle connections out of the pool before it
+// closes them and uncounts them, so for a moment the pool is empty while the count is full:
+// without a wait, a request arriving then fails at once with ErrNoFreeConns although no call
+// is in flight (seen as "connect" failures of a healthy shadow). The request's own timeout
+// still bounds the wait.
+const maxConnWait = 5 * time.Second
+
 // maxStaleRetries bounds how many pooled connections one request may find closed.
 const maxStaleRetries = 16
 
@@ -74,6 +82,7 @@ func NewHostClient(cfg Config) *fasthttp.HostClient {
 		Addr:                      cfg.Addr,
 		IsTLS:                     cfg.TLS,
 		MaxConns:                  cfg.MaxConns,
+		MaxConnWaitTimeout:        maxConnWait,
 		MaxIdleConnDuration:       idle,
 		NoDefaultUserAgentHeader:  true,
 		DisablePathNormalizing:    true,

@@ -239,3 +239,35 @@ func TestTargetDefaultsThePort(t *testing.T) {
 		}
 	}
 }
+
+// TestBusyPoolWaitsForAConnection: with every connection in use, a request waits for one to
+// come free (within its timeout) instead of failing at once with ErrNoFreeConns.
+func TestBusyPoolWaitsForAConnection(t *testing.T) {
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		time.Sleep(200 * time.Millisecond)
+		_, _ = w.Write([]byte("ok"))
+	}), ReadHeaderTimeout: time.Second}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	c := NewHostClient(Config{Addr: ln.Addr().String(), MaxConns: 1})
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			req.SetRequestURI("http://" + ln.Addr().String() + "/")
+			errs <- c.DoTimeout(req, resp, 2*time.Second)
+		}()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatalf("a request on a busy pool of one connection: %v, want it to wait its turn", err)
+		}
+	}
+	c.CloseIdleConnections()
+}
