@@ -40,7 +40,7 @@ func TestEndToEnd(t *testing.T) {
 		ChampionURL: championURL, ShadowURL: candidateURL, JoinWindow: 30 * time.Second,
 	})
 
-	res := demo.Traffic(ctx, p.ProxyURL, champion.Name, 7, requests, 0, 32, champion, nil)
+	res := demo.Traffic(ctx, p.ProxyURL, champion.Name, freshSeed(), requests, 0, 32, champion, nil)
 	if res.Sent != requests || res.OK != requests || res.Mismatched != 0 || res.Failed != 0 {
 		t.Fatalf("traffic: %+v; every caller must get the champion's exact answer", res)
 	}
@@ -91,6 +91,11 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 }
+
+// freshSeed returns a traffic seed no earlier run has used. Request ids derive from the seed,
+// and the joiner rightly drops a request id it has already joined as a duplicate, so a test
+// that runs twice against the same broker (go test -count=2) must not repeat its ids.
+func freshSeed() uint64 { return uint64(time.Now().UnixNano()) }
 
 func serve(t *testing.T, h http.Handler) string {
 	t.Helper()

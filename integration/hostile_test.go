@@ -56,7 +56,7 @@ func TestHostileInputsNeverStopThePipeline(t *testing.T) {
 	}
 	p := startPipeline(ctx, t, opts)
 	const good = 200
-	if res := demo.Traffic(ctx, p.ProxyURL, champion.Name, 101, good, 0, 8, champion, nil); res.OK != good || res.Mismatched != 0 {
+	if res := demo.Traffic(ctx, p.ProxyURL, champion.Name, freshSeed(), good, 0, 8, champion, nil); res.OK != good || res.Mismatched != 0 {
 		t.Fatalf("first good round: %+v", res)
 	}
 
@@ -151,7 +151,7 @@ func TestHostileInputsNeverStopThePipeline(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if res := demo.Traffic(ctx, p.ProxyURL, champion.Name, 102, good, 0, 8, champion, nil); res.OK != good || res.Mismatched != 0 {
+	if res := demo.Traffic(ctx, p.ProxyURL, champion.Name, freshSeed(), good, 0, 8, champion, nil); res.OK != good || res.Mismatched != 0 {
 		t.Fatalf("second good round: %+v", res)
 	}
 	db, err := pgxpool.New(ctx, postgres.URL)

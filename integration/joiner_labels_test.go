@@ -41,7 +41,9 @@ func startJoiner(t *testing.T, cfg joiner.Config) *joinerRun {
 }
 
 // startAtEnd commits the end of the joiner's inputs as group's offsets, so a new joiner group
-// starts there: earlier tests' records (a backlog for a new group) are not its subject.
+// starts there: earlier tests' records (a backlog for a new group) are not its subject. A
+// group still held by an earlier test's static members (they stay until their session times
+// out) refuses the commit; it then starts where those members left off, and the log says so.
 func startAtEnd(ctx context.Context, t *testing.T, group string) {
 	t.Helper()
 	adm := kadm.NewClient(newClient(t))
@@ -49,8 +51,12 @@ func startAtEnd(ctx context.Context, t *testing.T, group string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := adm.CommitOffsets(ctx, group, ends.Offsets()); err != nil {
+	committed, err := adm.CommitOffsets(ctx, group, ends.Offsets())
+	if err != nil {
 		t.Fatal(err)
+	}
+	if err := committed.Error(); err != nil {
+		t.Logf("group %s keeps its offsets (an earlier test's members still hold it): %v", group, err)
 	}
 }
 
