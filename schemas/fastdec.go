@@ -235,6 +235,8 @@ func (r *reader) outcome() Outcome {
 	o.Latency = time.Duration(r.long()) * time.Microsecond
 	o.Error = r.errorValue()
 	o.Dispatch = r.str()
+	o.Body = nilIfEmpty(r.bytes())
+	o.BodyTruncated = r.boolean()
 	return o
 }
 
@@ -261,5 +263,7 @@ func readComparison(b []byte) (Comparison, error) {
 		r.fail(errors.New("bad union branch"))
 	}
 	c.EmittedAt = r.micros()
+	c.RequestBody = nilIfEmpty(r.bytes())
+	c.RequestTruncated = r.boolean()
 	return c, r.end()
 }

@@ -139,7 +139,9 @@ func appendOutcome(b []byte, o Outcome) []byte {
 	b = appendPrediction(b, o.Prediction)
 	b = appendLong(b, o.Latency.Microseconds())
 	b = appendError(b, o.Error)
-	return appendString(b, o.Dispatch)
+	b = appendString(b, o.Dispatch)
+	b = appendBytes(b, o.Body)
+	return appendBool(b, o.BodyTruncated)
 }
 
 func appendComparison(b []byte, c Comparison) []byte {
@@ -168,5 +170,7 @@ func appendComparison(b []byte, c Comparison) []byte {
 		b = appendMicros(b, c.Label.EventTime)
 		b = appendString(b, c.Label.Source)
 	}
-	return appendMicros(b, c.EmittedAt)
+	b = appendMicros(b, c.EmittedAt)
+	b = appendBytes(b, c.RequestBody)
+	return appendBool(b, c.RequestTruncated)
 }

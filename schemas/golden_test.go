@@ -54,13 +54,20 @@ func goldenValues() (InferenceEvent, ShadowResult, LabelEvent, Comparison) {
 	lbl := LabelEvent{RequestID: inf.RequestID, Experiment: "fraud-v7", Value: Label("fraud"), EventTime: at.Add(72 * time.Hour), Source: "chargebacks"}
 	cmp := Comparison{
 		RequestID: inf.RequestID, Experiment: "fraud-v7", Tenant: "acme", EventTime: at, Status: StatusComplete,
-		Champion: &Outcome{Name: "fraud", Version: "6", Role: RoleChampion, Status: 200, Prediction: Vector([]float64{0.25, 0.75}), Latency: 1234 * time.Microsecond},
+		Champion: &Outcome{
+			Name: "fraud", Version: "6", Role: RoleChampion, Status: 200, Prediction: Vector([]float64{0.25, 0.75}), Latency: 1234 * time.Microsecond,
+			Body: []byte(`{"outputs":[{"name":"p","data":[0.25,0.75]}]}`),
+		},
 		Shadows: []Outcome{
-			{Name: "fraud-v7-candidate", Version: "7", Role: RoleCandidate, Status: 200, Prediction: Vector([]float64{0.3, 0.7}), Latency: 2 * time.Millisecond},
+			{
+				Name: "fraud-v7-candidate", Version: "7", Role: RoleCandidate, Status: 200, Prediction: Vector([]float64{0.3, 0.7}), Latency: 2 * time.Millisecond,
+				Body: []byte(`{"outputs":[{"name":"p","data":[0.3,0.7`), BodyTruncated: true,
+			},
 			{Name: "fraud-v6-copy", Version: "6", Role: RoleNoiseBaseline, Status: 500, Error: &Error{Kind: "http_status", Message: "500 Internal Server Error"}},
 		},
-		Label:     &LabelValue{Value: Label("fraud"), EventTime: at.Add(72 * time.Hour), Source: "chargebacks"},
-		EmittedAt: at.Add(3 * time.Second),
+		Label:       &LabelValue{Value: Label("fraud"), EventTime: at.Add(72 * time.Hour), Source: "chargebacks"},
+		EmittedAt:   at.Add(3 * time.Second),
+		RequestBody: inf.Request.Body,
 	}
 	return inf, sh, lbl, cmp
 }

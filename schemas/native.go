@@ -297,28 +297,32 @@ func labelFromNative(f fields) (LabelEvent, error) {
 
 func outcomeToNative(o Outcome) map[string]any {
 	return map[string]any{
-		"name":       o.Name,
-		"version":    o.Version,
-		"role":       o.Role,
-		"status":     o.Status,
-		"prediction": predictionToNative(o.Prediction),
-		"latency_us": o.Latency.Microseconds(),
-		"error":      errorToNative(o.Error, "ml.understudy.v1.Error"),
-		"dispatch":   o.Dispatch,
+		"name":           o.Name,
+		"version":        o.Version,
+		"role":           o.Role,
+		"status":         o.Status,
+		"prediction":     predictionToNative(o.Prediction),
+		"latency_us":     o.Latency.Microseconds(),
+		"error":          errorToNative(o.Error, "ml.understudy.v1.Error"),
+		"dispatch":       o.Dispatch,
+		"body":           nonNilBytes(o.Body),
+		"body_truncated": o.BodyTruncated,
 	}
 }
 
 func outcomeFromNative(f fields) (Outcome, error) {
 	p, err := predictionFromNative(f["prediction"])
 	return Outcome{
-		Name:       f.str("name"),
-		Version:    f.str("version"),
-		Role:       f.str("role"),
-		Status:     int32(f.i64("status")),
-		Prediction: p,
-		Latency:    time.Duration(f.i64("latency_us")) * time.Microsecond,
-		Error:      errorFromNative(f.union("error")),
-		Dispatch:   f.str("dispatch"),
+		Name:          f.str("name"),
+		Version:       f.str("version"),
+		Role:          f.str("role"),
+		Status:        int32(f.i64("status")),
+		Prediction:    p,
+		Latency:       time.Duration(f.i64("latency_us")) * time.Microsecond,
+		Error:         errorFromNative(f.union("error")),
+		Dispatch:      f.str("dispatch"),
+		Body:          f.bytes("body"),
+		BodyTruncated: f.boolean("body_truncated"),
 	}, err
 }
 
@@ -340,26 +344,30 @@ func comparisonToNative(c Comparison) map[string]any {
 		})
 	}
 	return map[string]any{
-		"request_id": c.RequestID,
-		"experiment": c.Experiment,
-		"tenant":     c.Tenant,
-		"event_time": micros(c.EventTime),
-		"status":     c.Status,
-		"champion":   champion,
-		"shadows":    shadows,
-		"label":      label,
-		"emitted_at": micros(c.EmittedAt),
+		"request_id":             c.RequestID,
+		"experiment":             c.Experiment,
+		"tenant":                 c.Tenant,
+		"event_time":             micros(c.EventTime),
+		"status":                 c.Status,
+		"champion":               champion,
+		"shadows":                shadows,
+		"label":                  label,
+		"emitted_at":             micros(c.EmittedAt),
+		"request_body":           nonNilBytes(c.RequestBody),
+		"request_body_truncated": c.RequestTruncated,
 	}
 }
 
 func comparisonFromNative(f fields) (Comparison, error) {
 	c := Comparison{
-		RequestID:  f.str("request_id"),
-		Experiment: f.str("experiment"),
-		Tenant:     f.str("tenant"),
-		EventTime:  f.time("event_time"),
-		Status:     f.str("status"),
-		EmittedAt:  f.time("emitted_at"),
+		RequestID:        f.str("request_id"),
+		Experiment:       f.str("experiment"),
+		Tenant:           f.str("tenant"),
+		EventTime:        f.time("event_time"),
+		Status:           f.str("status"),
+		EmittedAt:        f.time("emitted_at"),
+		RequestBody:      f.bytes("request_body"),
+		RequestTruncated: f.boolean("request_body_truncated"),
 	}
 	if ch := f.union("champion"); ch != nil {
 		o, err := outcomeFromNative(ch)

@@ -158,6 +158,11 @@ type Outcome struct {
 	Latency    time.Duration
 	Error      *Error
 	Dispatch   string // shadows: the result's Dispatch; empty for the champion
+	// Body is the response body as captured (the champion's by the tap, a shadow's by the
+	// invoker), cut at the joiner's body limit; nil when not kept. BodyTruncated: it is shorter
+	// than the response.
+	Body          []byte
+	BodyTruncated bool
 }
 
 // How a shadow call left the invoker (ShadowResult.Dispatch).
@@ -186,4 +191,8 @@ type Comparison struct {
 	Shadows    []Outcome
 	Label      *LabelValue
 	EmittedAt  time.Time
+	// RequestBody is the request body as the tap captured it (redaction applied), cut at the
+	// joiner's body limit; nil when not kept. RequestTruncated: it is shorter than the request.
+	RequestBody      []byte
+	RequestTruncated bool
 }

@@ -1,6 +1,7 @@
 // Package api serves the aggregator's read API (JSON over HTTP, under /api/v1/): experiments,
-// statistics over any time range with the noise floor, per-window series for plots, alert
-// states and their history. Its endpoints, parameters and answers are the contract in
+// statistics over any time range with the noise floor, per-window series for plots, the example
+// requests behind the windows (the one payload-bearing endpoint), alert states and their
+// history. Its endpoints, parameters and answers are the contract in
 // schemas/apiv1. It only reads; every answer is computed from the windows and alert tables in
 // Postgres, so any replica answers the same. Failures' details are logged, not returned.
 package api
@@ -13,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -58,6 +60,9 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/experiments/{experiment}/stats", a.auth(a.stats))
 	mux.HandleFunc("GET /api/v1/experiments/{experiment}/windows", a.auth(a.windows))
 	mux.HandleFunc("GET /api/v1/experiments/{experiment}/distribution", a.auth(a.distribution))
+	// Payload-bearing: examples carry request and response bodies. Kept on a path of its own
+	// so that access to it can be granted apart from the statistics.
+	mux.HandleFunc("GET /api/v1/experiments/{experiment}/examples", a.auth(a.examples))
 	mux.HandleFunc("GET /api/v1/alerts", a.auth(a.alerts))
 	mux.HandleFunc("GET /api/v1/alerts/history", a.auth(a.history))
 }
@@ -247,6 +252,36 @@ func (a *API) windows(w http.ResponseWriter, r *http.Request) {
 		out.Points = append(out.Points, apiv1.Point{Shadow: x.Shadow, Role: x.Data.Role, Start: x.Start, Stats: stats.Compute(x.Data, opts).Stats})
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// examples answers the requests kept to explain the windows starting in the range (from is
+// aligned down to the base width), optionally of one shadow and kind.
+func (a *API) examples(w http.ResponseWriter, r *http.Request) {
+	exp, q := r.PathValue("experiment"), r.URL.Query()
+	from, to, err := a.timeRange(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	kind := q.Get("kind")
+	if kind != "" && !slices.Contains(window.ExampleKinds, kind) {
+		a.fail(w, r, fmt.Errorf("%w: kind %q is not one of %v", errBadRequest, kind, window.ExampleKinds))
+		return
+	}
+	limit := 100
+	if s := q.Get("limit"); s != "" {
+		if limit, err = strconv.Atoi(s); err != nil || limit < 1 || limit > 1000 {
+			a.fail(w, r, fmt.Errorf("%w: limit must be 1..1000", errBadRequest))
+			return
+		}
+	}
+	from = from.Truncate(a.store.Levels()[0].Width)
+	exs, err := store.Examples(r.Context(), a.db, store.ExampleFilter{Experiment: exp, Shadow: q.Get("shadow"), Kind: kind, From: from, To: to, Limit: limit})
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, apiv1.ExamplesResponse{Experiment: exp, From: from, To: to, Examples: exs})
 }
 
 func (a *API) distribution(w http.ResponseWriter, r *http.Request) {

@@ -56,7 +56,8 @@ func TestReadAPI(t *testing.T) {
 	st := store.New(db, "g", store.DefaultLevels(time.Minute))
 	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 	r := rand.New(rand.NewPCG(3, 3))
-	b := store.Batch{Windows: map[window.Key]*window.Window{}, Counts: map[store.CountKey]int64{}, Offsets: []store.Offset{{Topic: "t", Partition: 0, First: 0, Next: 1}}}
+	b := store.Batch{Windows: map[window.Key]*window.Window{}, Counts: map[store.CountKey]int64{}, Offsets: []store.Offset{{Topic: "t", Partition: 0, First: 0, Next: 1}}, ExamplesPerKind: 2}
+	picker := window.NewPicker(2, time.Minute)
 	for i := range 3000 {
 		at := now.Add(-30 * time.Minute).Add(time.Duration(i) * 600 * time.Millisecond)
 		cp := r.NormFloat64()
@@ -68,9 +69,15 @@ func TestReadAPI(t *testing.T) {
 				{Name: "copy", Role: schemas.RoleNoiseBaseline, Prediction: schemas.Number(r.NormFloat64()), Latency: time.Millisecond},
 			},
 		}
+		if i == 7 {
+			c.Shadows[0].Error, c.Shadows[0].Status, c.Shadows[0].Body = &schemas.Error{Kind: "http_status", Message: "503 Service Unavailable"}, 503, []byte("overloaded")
+			c.RequestBody = []byte(`{"x":7}`)
+		}
 		window.Fold(b.Windows, c, time.Minute, nil, window.Compare{})
+		picker.Add(c, window.Compare{})
 		b.Counts[store.CountKey{Experiment: c.Experiment, Start: at.Truncate(time.Minute), Status: c.Status}]++
 	}
+	b.Examples = picker.Examples()
 	if _, err := st.Apply(ctx, b); err != nil {
 		t.Fatal(err)
 	}
@@ -131,6 +138,27 @@ func TestReadAPI(t *testing.T) {
 	if sc < 0.99 || sc > 1.001 || ss < 0.99 || ss > 1.001 || meanS-meanC < 0.6 || meanS-meanC > 1.0 {
 		t.Fatalf("shares %.3f %.3f, means %.3f %.3f", sc, ss, meanC, meanS)
 	}
+	var exs apiv1.ExamplesResponse
+	if code := get(t, srv, "/api/v1/experiments/fraud/examples?from=1h&shadow=v7&kind=shadow_error", "s3cret", &exs); code != 200 || len(exs.Examples) != 1 {
+		t.Fatalf("examples %d %+v", code, exs)
+	}
+	if e := exs.Examples[0]; e.RequestID != "7" || e.Answer.Error == nil || e.Answer.Error.Message != "503 Service Unavailable" || e.Answer.Body.Text != "overloaded" || e.Request.Text != `{"x":7}` {
+		t.Fatalf("shadow error example %+v", e)
+	}
+	// One window's worth, as the dashboard asks when a point is clicked: 2 per kind at most.
+	start := now.Add(-20 * time.Minute).Format(time.RFC3339)
+	end := now.Add(-19 * time.Minute).Format(time.RFC3339)
+	if code := get(t, srv, "/api/v1/experiments/fraud/examples?from="+start+"&to="+end+"&shadow=v7", "s3cret", &exs); code != 200 || len(exs.Examples) == 0 || len(exs.Examples) > 2*len(window.ExampleKinds) {
+		t.Fatalf("one window's examples: %d, %d examples", code, len(exs.Examples))
+	}
+	for _, e := range exs.Examples {
+		if e.Window.Format(time.RFC3339) != start {
+			t.Fatalf("example of window %s in the range of %s", e.Window, start)
+		}
+	}
+	if code := get(t, srv, "/api/v1/experiments/fraud/examples?from=1h", "", nil); code != http.StatusUnauthorized {
+		t.Fatalf("examples without the token: %d", code)
+	}
 	var alerts apiv1.AlertsResponse
 	if code := get(t, srv, "/api/v1/alerts?experiment=fraud", "s3cret", &alerts); code != 200 || alerts.Alerts == nil {
 		t.Fatalf("alerts %d %+v", code, alerts)
@@ -138,6 +166,7 @@ func TestReadAPI(t *testing.T) {
 	for _, bad := range []string{
 		"/api/v1/experiments/fraud/stats?from=yesterday", "/api/v1/experiments/fraud/stats?from=1h&to=2h",
 		"/api/v1/experiments/fraud/windows?width=7m", "/api/v1/alerts/history?limit=0",
+		"/api/v1/experiments/fraud/examples?kind=best", "/api/v1/experiments/fraud/examples?limit=0",
 	} {
 		if code := get(t, srv, bad, "s3cret", nil); code != http.StatusBadRequest {
 			t.Fatalf("%s: %d, want 400", bad, code)

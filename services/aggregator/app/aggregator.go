@@ -352,7 +352,8 @@ var ErrFencedOut = errors.New("aggregator fenced out")
 
 // batch folds comparisons into one store batch with offs.
 func (a *Aggregator) batch(offs []store.Offset, cs []folded) store.Batch {
-	b := store.Batch{Windows: map[window.Key]*window.Window{}, Counts: map[store.CountKey]int64{}, Offsets: offs}
+	b := store.Batch{Windows: map[window.Key]*window.Window{}, Counts: map[store.CountKey]int64{}, Offsets: offs, ExamplesPerKind: a.cfg.Examples}
+	picker := window.NewPicker(a.cfg.Examples, a.store.Base())
 	for _, f := range cs {
 		c := f.cmp
 		status := c.Status
@@ -363,7 +364,9 @@ func (a *Aggregator) batch(offs []store.Offset, cs []folded) store.Batch {
 		}
 		b.Counts[store.CountKey{Experiment: c.Experiment, Start: c.EventTime.UTC().Truncate(a.store.Base()), Status: status}]++
 		window.Fold(b.Windows, c, a.store.Base(), a.expected[c.Experiment], a.compare[c.Experiment])
+		picker.Add(c, a.compare[c.Experiment])
 	}
+	b.Examples = picker.Examples()
 	return b
 }
 

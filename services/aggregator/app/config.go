@@ -28,6 +28,7 @@ type Config struct {
 	FlushInterval   time.Duration // longest wait for a batch (one Postgres transaction)
 	ExperimentsFile string        // optional: expected shadows per experiment
 	RollupInterval  time.Duration // how often dirty 1h and 1d windows are recomputed
+	Examples        int           // example requests kept per base window, shadow and kind; 0: none
 	Retention       struct {
 		Base, Hour, Day time.Duration
 		Interval        time.Duration
@@ -54,6 +55,7 @@ func NewDefaultConfig() Config {
 		FlushInterval:  time.Second,
 		SessionTimeout: 45 * time.Second,
 		RollupInterval: 30 * time.Second,
+		Examples:       5,
 	}
 	c.Retention.Base, c.Retention.Hour, c.Retention.Day = 7*24*time.Hour, 90*24*time.Hour, 730*24*time.Hour
 	c.Retention.Interval = 10 * time.Minute
@@ -63,6 +65,10 @@ func NewDefaultConfig() Config {
 	c.API.ExternalURL = "http://localhost:9104"
 	return c
 }
+
+// maxExamples bounds examples.per-kind: each window, shadow and kind keeps at most this many
+// rows with payloads.
+const maxExamples = 100
 
 // levels returns the stored window widths: the base window, 1 hour and 1 day.
 func (c *Config) levels() []store.Level {
@@ -102,6 +108,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.FlushInterval, "flush.interval", c.FlushInterval, "longest wait for a batch of comparisons; each batch is one Postgres transaction writing each touched window once")
 	fs.StringVar(&c.ExperimentsFile, "experiments.file", c.ExperimentsFile, "experiments YAML (the invoker's file): each experiment's shadows are its expected shadows, and a comparison without one counts as shadow_missing in that shadow's windows")
 	fs.DurationVar(&c.RollupInterval, "rollup.interval", c.RollupInterval, "how often 1h and 1d windows touched by new comparisons are recomputed from the finer windows (reads stay exact meanwhile)")
+	fs.IntVar(&c.Examples, "examples.per-kind", c.Examples, "example requests kept per base window, shadow and kind (largest differences, flips, shadow and champion errors, labeled requests one model got right, a uniform sample), with their bodies; kept as long as base windows; 0 keeps none")
 	fs.DurationVar(&c.Retention.Base, "retention.base", c.Retention.Base, "how long base windows are kept")
 	fs.DurationVar(&c.Retention.Hour, "retention.hour", c.Retention.Hour, "how long 1h windows are kept")
 	fs.DurationVar(&c.Retention.Day, "retention.day", c.Retention.Day, "how long 1d windows are kept")
@@ -139,6 +146,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Retention.Interval <= 0 {
 		errs = append(errs, errors.New("retention.interval: must be positive"))
+	}
+	if c.Examples < 0 || c.Examples > maxExamples {
+		errs = append(errs, fmt.Errorf("examples.per-kind: must be 0..%d", maxExamples))
 	}
 	if c.Stats.Bins < 2 || c.Stats.Bins > 100 {
 		errs = append(errs, errors.New("stats.psi-bins: must be 2..100"))

@@ -12,8 +12,9 @@ func TestValidate(t *testing.T) {
 	servicetest.CheckValidate(t, NewDefaultConfig, (*Config).Validate, []servicetest.ConfigCase[Config]{
 		{Name: "every aggregation problem at once", Change: func(c *Config) {
 			c.Group, c.DatabaseURL, c.Window, c.SessionTimeout = "", "postgres://a b:x", 7*time.Second, time.Second
-			c.FlushInterval, c.RollupInterval, c.Retention.Interval, c.Stats.Bins = 0, 0, 0, 1
-		}, Want: []string{"kafka.group", "database.url", "window", "kafka.session-timeout", "flush.interval", "rollup.interval", "retention.interval", "stats.psi-bins"}},
+			c.FlushInterval, c.RollupInterval, c.Retention.Interval, c.Stats.Bins, c.Examples = 0, 0, 0, 1, -1
+		}, Want: []string{"kafka.group", "database.url", "window", "kafka.session-timeout", "flush.interval", "rollup.interval", "retention.interval", "stats.psi-bins", "examples.per-kind"}},
+		{Name: "too many examples", Change: func(c *Config) { c.Examples = maxExamples + 1 }, Want: []string{"examples.per-kind"}},
 		{Name: "retention shorter than the windows it keeps", Change: func(c *Config) { c.Retention.Hour = time.Minute }, Want: []string{"retention"}},
 		{Name: "alert settings", Change: func(c *Config) {
 			c.Alerts.Interval, c.Alerts.Range, c.Alerts.Delay = 500*time.Millisecond, 100*time.Millisecond, -time.Second

@@ -1,7 +1,8 @@
 // Package store keeps comparison windows in Postgres: it writes batches of windows together
 // with the Kafka offsets they came from (exactly once), rolls them up into coarser widths,
 // applies retention, and answers any time range by merging the coarsest windows that cover
-// it. It owns the aggregator_windows, comparison_counts and consumer_offsets tables (created
+// it; next to the windows it keeps the example requests that explain them. It owns the
+// aggregator_windows, aggregator_examples, comparison_counts and consumer_offsets tables (created
 // by the aggregator's migrations); it knows nothing of Kafka clients or alert rules.
 package store
 
@@ -110,12 +111,15 @@ type Offset struct {
 	Next      int64
 }
 
-// Batch is what one transaction writes: windows at the base width, request-level counts and
-// the offsets they came from.
+// Batch is what one transaction writes: windows at the base width, request-level counts,
+// examples (each window and kind pruned back to ExamplesPerKind) and the offsets they came
+// from.
 type Batch struct {
-	Windows map[window.Key]*window.Window
-	Counts  map[CountKey]int64
-	Offsets []Offset
+	Windows         map[window.Key]*window.Window
+	Counts          map[CountKey]int64
+	Examples        []window.Example
+	ExamplesPerKind int
+	Offsets         []Offset
 }
 
 // Stats describes what Apply wrote.
@@ -140,6 +144,9 @@ func (s *Store) Apply(ctx context.Context, b Batch) (Stats, error) {
 			return err
 		}
 		st.WindowRows = n
+		if err := writeExamples(ctx, tx, b.Examples, b.ExamplesPerKind); err != nil {
+			return err
+		}
 		return writeCounts(ctx, tx, b.Counts)
 	})
 	return st, err
@@ -437,6 +444,10 @@ func (s *Store) Retain(ctx context.Context, now time.Time) (int64, error) {
 			return n, fmt.Errorf("retention of %s windows: %w", l.Width, err)
 		}
 		n += tag.RowsAffected()
+	}
+	// Examples explain base windows and go with them.
+	if _, err := s.db.Exec(ctx, `DELETE FROM aggregator_examples WHERE window_start < $1`, now.Add(-s.levels[0].Retention)); err != nil {
+		return n, fmt.Errorf("retention of examples: %w", err)
 	}
 	if _, err := s.db.Exec(ctx, `DELETE FROM comparison_counts WHERE window_start < $1`, now.Add(-s.levels[len(s.levels)-1].Retention)); err != nil {
 		return n, fmt.Errorf("retention of counts: %w", err)

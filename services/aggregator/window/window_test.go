@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -124,6 +125,33 @@ func BenchmarkFold(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		Fold(ws, cs[i%len(cs)], time.Minute, nil, Compare{})
+	}
+}
+
+// BenchmarkFoldWithExamples is BenchmarkFold with the aggregator's example picking (5 per
+// window and kind, a new picker per 5,000-comparison batch) and 300-byte bodies; run both
+// side by side for the ratio.
+//
+//	cd services/aggregator && go test -run '^$' -bench Fold -cpu 1 ./window
+func BenchmarkFoldWithExamples(b *testing.B) {
+	r := rand.New(rand.NewPCG(3, 4))
+	cs := make([]schemas.Comparison, 4096)
+	body := []byte(strings.Repeat("x", 300))
+	for i := range cs {
+		cs[i] = cmp(fmt.Sprint(i), t0.Add(time.Duration(r.IntN(600))*time.Second), r.Float64(), r.Float64(), "")
+		cs[i].RequestBody, cs[i].Champion.Body, cs[i].Shadows[0].Body = body, body, body
+	}
+	ws := map[Key]*Window{}
+	p := NewPicker(5, time.Minute)
+	b.ResetTimer()
+	for i := range b.N {
+		if i%5000 == 0 {
+			_ = p.Examples()
+			p = NewPicker(5, time.Minute)
+		}
+		c := cs[i%len(cs)]
+		Fold(ws, c, time.Minute, nil, Compare{})
+		p.Add(c, Compare{})
 	}
 }
 

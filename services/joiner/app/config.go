@@ -3,6 +3,7 @@ package app
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"strings"
 	"time"
@@ -25,6 +26,7 @@ type Config struct {
 	Window          time.Duration // how long a join waits for its missing sides
 	MaxPending      int           // pending joins held in memory before consumption pauses
 	ExperimentsFile string        // optional: per-experiment expected shadows and windows
+	BodyLimit       int           // bytes of each request and response body a comparison keeps; 0: none
 
 	Labels         bool          // join labels (needs DatabaseURL)
 	DatabaseURL    string        // Postgres holding the long-lived label state
@@ -44,6 +46,7 @@ func NewDefaultConfig() Config {
 		ExpectedShadows: "candidate",
 		Window:          60 * time.Second,
 		MaxPending:      200000,
+		BodyLimit:       2048,
 		Labels:          true,
 		DatabaseURL:     "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
 		LabelWindow:     7 * 24 * time.Hour,
@@ -63,6 +66,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Window, "join.window", c.Window, "how long a join waits for missing sides before it is emitted incomplete")
 	fs.IntVar(&c.MaxPending, "join.max-pending", c.MaxPending, "pending joins held in memory; beyond it the joiner stops fetching until joins complete or expire")
 	fs.StringVar(&c.ExperimentsFile, "experiments.file", c.ExperimentsFile, "experiments YAML (the invoker's file): each experiment's shadows are its expected shadows, and its join: block overrides join.window, join.grace and labels.window; experiments not listed use the flags")
+	fs.IntVar(&c.BodyLimit, "comparison.body-limit", c.BodyLimit, "bytes of the request body and of each response body a comparison keeps (as captured, redaction applied), so that the aggregator can show example requests; longer bodies are cut and marked truncated; 0 keeps none. Bodies are held in the join and label state too")
 	fs.BoolVar(&c.Labels, "labels.enabled", c.Labels, "join ground-truth labels from the labels topic (needs database.url)")
 	fs.StringVar(&c.DatabaseURL, "database.url", c.DatabaseURL, "Postgres connection string for the long-lived label state")
 	fs.DurationVar(&c.LabelWindow, "labels.window", c.LabelWindow, "how much later than its request a label may be (label event time minus request event time)")
@@ -105,6 +109,9 @@ func (c *Config) Validate() error {
 	if c.MaxPending < 1 {
 		errs = append(errs, errors.New("join.max-pending: must be at least 1"))
 	}
+	if c.BodyLimit < 0 || c.BodyLimit > maxBodyLimit {
+		errs = append(errs, fmt.Errorf("comparison.body-limit: must be between 0 and %d bytes", maxBodyLimit))
+	}
 	if c.Labels {
 		if _, err := pgxpool.ParseConfig(c.DatabaseURL); err != nil {
 			errs = append(errs, errors.New("database.url: not a valid Postgres connection string"))
@@ -130,7 +137,7 @@ func hostname() string {
 // Policy returns each experiment's join rules: from the experiments file when one is given
 // (overriding the flags per experiment), else the flags for every experiment.
 func (c *Config) policy() (*policy, error) {
-	p := &policy{def: &rules{expected: c.Shadows(), horizon: c.Window + c.Grace, labelWindow: c.LabelWindow}, exps: map[string]*rules{}}
+	p := &policy{def: &rules{expected: c.Shadows(), horizon: c.Window + c.Grace, labelWindow: c.LabelWindow}, exps: map[string]*rules{}, bodyLimit: c.BodyLimit}
 	if c.ExperimentsFile == "" {
 		return p, nil
 	}
@@ -153,6 +160,10 @@ func (c *Config) policy() (*policy, error) {
 	}
 	return p, nil
 }
+
+// maxBodyLimit bounds comparison.body-limit: three bodies of this size stay far below Kafka's
+// default 1 MiB record limit.
+const maxBodyLimit = 64 << 10
 
 // defaultGroup is the consumer group whose changelogs carry the plain topic names.
 const defaultGroup = "understudy-joiner"

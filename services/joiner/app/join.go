@@ -26,8 +26,21 @@ type rules struct {
 
 // policy maps experiments to their rules; experiments not listed get the defaults.
 type policy struct {
-	def  *rules
-	exps map[string]*rules
+	def       *rules
+	exps      map[string]*rules
+	bodyLimit int // bytes of each body a comparison keeps
+}
+
+// cut returns at most limit bytes of body (a copy, so the record's buffer is not retained) and
+// whether body, as captured (truncated) or by this cut, is shorter than the original.
+func cut(body []byte, truncated bool, limit int) ([]byte, bool) {
+	if len(body) > limit {
+		return append([]byte(nil), body[:limit]...), true
+	}
+	if len(body) == 0 {
+		return nil, truncated
+	}
+	return append([]byte(nil), body...), truncated
 }
 
 func (p *policy) of(experiment string) *rules {
@@ -244,9 +257,13 @@ func (j *joinState) addChampion(p int32, ev schemas.InferenceEvent, now time.Tim
 		}
 	}
 	pd.cmp.Experiment, pd.cmp.Tenant = ev.Experiment, ev.Tenant
+	limit := j.policy.bodyLimit
+	pd.cmp.RequestBody, pd.cmp.RequestTruncated = cut(ev.Request.Body, ev.Request.Truncated, limit)
+	body, truncated := cut(ev.Response.Body, ev.Response.Truncated, limit)
 	pd.cmp.Champion = &schemas.Outcome{
 		Name: ev.Model.Name, Version: ev.Model.Version, Role: schemas.RoleChampion, Status: ev.Response.Status,
 		Prediction: ev.Response.Prediction, Latency: ev.Latency, Error: ev.Error,
+		Body: body, BodyTruncated: truncated,
 	}
 	return j.completeIf(p, pd, now)
 }
@@ -270,9 +287,11 @@ func (j *joinState) addShadow(p int32, res schemas.ShadowResult, now time.Time) 
 	if pd.cmp.Champion == nil {
 		pd.cmp.Experiment, pd.cmp.Tenant = res.Experiment, res.Tenant
 	}
+	body, truncated := cut(res.Response.Body, res.Response.Truncated, j.policy.bodyLimit)
 	pd.cmp.Shadows = append(pd.cmp.Shadows, schemas.Outcome{
 		Name: res.Shadow, Version: res.Model.Version, Role: res.Role, Status: res.Response.Status,
 		Prediction: res.Response.Prediction, Latency: res.Latency, Error: res.Error, Dispatch: res.Dispatch,
+		Body: body, BodyTruncated: truncated,
 	})
 	return j.completeIf(p, pd, now)
 }

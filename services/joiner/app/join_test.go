@@ -235,3 +235,34 @@ func TestExpireLimit(t *testing.T) {
 		t.Fatalf("second call: %d expired, %d pending", len(got), j.size())
 	}
 }
+
+// TestComparisonsKeepBodiesUpToTheLimit: the request and every response body reach the
+// comparison as captured, cut at the limit and marked truncated when cut here or at capture.
+func TestComparisonsKeepBodiesUpToTheLimit(t *testing.T) {
+	p := testPolicy([]string{"a"}, time.Minute, 0)
+	p.bodyLimit = 8
+	j := newJoinState(p)
+	ev := champEv("r1", t0)
+	ev.Request.Body = []byte(`{"x":[1,2,3]}`)
+	ev.Response.Body, ev.Response.Truncated = []byte(`{"p":1}`), true
+	res := shadowRes("r1", "a", t0, true)
+	res.Response.Body = []byte(`oops`)
+	j.addChampion(0, ev, t0)
+	c := j.addShadow(0, res, t0)
+	if c == nil {
+		t.Fatal("no comparison")
+	}
+	if string(c.RequestBody) != `{"x":[1,` || !c.RequestTruncated {
+		t.Errorf("request body %q truncated=%v, want the first 8 bytes, truncated", c.RequestBody, c.RequestTruncated)
+	}
+	if string(c.Champion.Body) != `{"p":1}` || !c.Champion.BodyTruncated {
+		t.Errorf("champion body %q truncated=%v, want it whole and marked truncated at capture", c.Champion.Body, c.Champion.BodyTruncated)
+	}
+	if s := c.Shadows[0]; string(s.Body) != "oops" || s.BodyTruncated {
+		t.Errorf("shadow body %q truncated=%v, want it whole", s.Body, s.BodyTruncated)
+	}
+	ev.Request.Body[0] = 'X' // the comparison must not alias the record's buffer
+	if c.RequestBody[0] != '{' {
+		t.Error("the comparison aliases the input record's buffer")
+	}
+}
