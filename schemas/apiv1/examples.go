@@ -17,8 +17,20 @@ type ExamplesResponse struct {
 	Examples   []Example `json:"examples"`
 }
 
-// Example is one request kept for a window and kind (see the aggregator's window.Example*
-// kinds: difference, flip, shadow_error, champion_error, one_right, sample).
+// Example kinds (the aggregator's window package says how each is chosen and scored).
+const (
+	ExampleDifference    = "difference"
+	ExampleFlip          = "flip"
+	ExampleShadowError   = "shadow_error"
+	ExampleChampionError = "champion_error"
+	ExampleOneRight      = "one_right"
+	ExampleSample        = "sample"
+)
+
+// ExampleKinds lists every kind, in the order reports show them.
+var ExampleKinds = []string{ExampleDifference, ExampleFlip, ExampleShadowError, ExampleChampionError, ExampleOneRight, ExampleSample}
+
+// Example is one request kept for a window and kind.
 type Example struct {
 	Shadow    string    `json:"shadow"`
 	Window    time.Time `json:"window"` // start of the base window it explains

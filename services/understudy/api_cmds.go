@@ -183,6 +183,7 @@ func runCompletion(_ context.Context, args []string, stdout, stderr io.Writer) i
 		"report":      "--api --api-token --experiment --from --to --format",
 		"experiments": "list --api --api-token",
 		"alerts":      "list --api --api-token --experiment --state --history",
+		"examples":    "--api --api-token --experiment --shadow --kind --from --to --format --limit",
 		"topics":      "create",
 		"replay":      "--experiment --from --to --shadow --rate --preserve-timing --run-id --state-file",
 		"completion":  "bash zsh",

@@ -27,6 +27,12 @@ func fakeAPI(t *testing.T) *httptest.Server {
 			Severity: "critical", From: apiv1.StatePending, To: apiv1.StateFiring, Value: &v, At: t0,
 		}}},
 		"/api/v1/experiments/fraud-v7/stats": apiv1.StatsResponse{Experiment: "fraud-v7", From: t0, To: t0.Add(time.Hour)},
+		"/api/v1/experiments/fraud-v7/examples": apiv1.ExamplesResponse{Experiment: "fraud-v7", Examples: []apiv1.Example{{
+			Shadow: "candidate", Window: t0, Kind: apiv1.ExampleShadowError, Score: 0.5, RequestID: "req-42",
+			Request:  apiv1.Body{Text: `{"inputs":[1.5]}`},
+			Champion: apiv1.Answer{Model: "fraud", Status: 200, Value: 0.25, LatencyMS: 3},
+			Answer:   apiv1.Answer{Model: "candidate", Status: 503, Error: &apiv1.AnswerError{Kind: "http_status", Message: "503 Service Unavailable"}, Body: apiv1.Body{Text: "model overloaded"}},
+		}}},
 	}
 	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer tok" {
@@ -56,6 +62,8 @@ func TestAPICommands(t *testing.T) {
 		{"experiments list", wrap(runExperiments), append([]string{"list"}, api...), []string{"fraud-v7", "candidate", "6000"}, 0},
 		{"alerts list", wrap(runAlerts), append([]string{"list"}, api...), []string{"psi_critical", "firing", "0.31"}, 0},
 		{"alerts history", wrap(runAlerts), append([]string{"list", "--history"}, api...), []string{"pending → firing", "critical"}, 0},
+		{"examples", wrap(runExamples), append([]string{"--experiment=fraud-v7", "--kind=shadow_error"}, api...), []string{"req-42", "shadow_error", "0.25 (200", "shadow http_status: 503 Service Unavailable; body model overloaded", `{"inputs":[1.5]}`}, 0},
+		{"examples json", wrap(runExamples), append([]string{"--experiment=fraud-v7", "--format=json"}, api...), []string{`"request_id": "req-42"`, `"message": "503 Service Unavailable"`}, 0},
 		{"report", wrap(runReport), append([]string{"--experiment=fraud-v7", "--format=markdown"}, api...), []string{"Experiment fraud-v7", "No comparisons in this range."}, 3}, // nothing judged: not decidable
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -74,6 +82,13 @@ func TestAPICommands(t *testing.T) {
 	var out, errOut bytes.Buffer
 	if code := runExperiments(context.Background(), []string{"list", "--api=" + srv.URL, "--api-token=bad"}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "401") {
 		t.Fatalf("bad token: exit %d, %s", code, errOut.String())
+	}
+	// Invalid examples flags list every problem.
+	errOut.Reset()
+	if code := runExamples(context.Background(), []string{"--kind=best", "--format=xml", "--limit=0"}, &out, &errOut); code != 2 ||
+		!strings.Contains(errOut.String(), "experiment: required") || !strings.Contains(errOut.String(), `kind: "best"`) ||
+		!strings.Contains(errOut.String(), "format") || !strings.Contains(errOut.String(), "limit") {
+		t.Fatalf("invalid examples flags: exit %d, %s", code, errOut.String())
 	}
 	// Invalid report flags list every problem.
 	errOut.Reset()

@@ -32,6 +32,7 @@ func init() {
 		{"replay", "replay recorded traffic of a time window into a shadow, tagged with a run id", runReplay},
 		{"report", "champion vs each shadow over a time range, with the noise floor and a verdict", runReport},
 		{"experiments", "list experiments and their shadows (`understudy experiments list`)", runExperiments},
+		{"examples", "the requests behind an experiment's numbers: differences, flips, errors with their payloads", runExamples},
 		{"alerts", "list alert states or transitions (`understudy alerts list`)", runAlerts},
 		{"model", "serve a demo model (champion, candidate or copy) over the Open Inference Protocol v2", runModel},
 		{"completion", "print a shell completion script (`source <(understudy completion bash)`)", runCompletion},

@@ -7,30 +7,31 @@ import (
 	"time"
 
 	"github.com/understudy-ml/understudy/schemas"
+	"github.com/understudy-ml/understudy/schemas/apiv1"
 )
 
-// Example kinds: the requests that explain a window's numbers.
+// Example kinds (apiv1's): the requests that explain a window's numbers.
 const (
 	// ExampleDifference: the largest |shadow − champion| of numeric predictions (score: that
 	// difference). Identical answers are never examples of a difference.
-	ExampleDifference = "difference"
+	ExampleDifference = apiv1.ExampleDifference
 	// ExampleFlip: the decision changed, judged as the window's agreement judges it: another
 	// class, or a score on the other side of the threshold or beyond the tolerance (score:
 	// |difference| for numbers, the sample score for classes).
-	ExampleFlip = "flip"
+	ExampleFlip = apiv1.ExampleFlip
 	// ExampleShadowError: the shadow failed (an error or a non-2xx answer) where the champion
 	// answered, with the shadow's full error payload.
-	ExampleShadowError = "shadow_error"
+	ExampleShadowError = apiv1.ExampleShadowError
 	// ExampleChampionError: the champion failed where the shadow answered.
-	ExampleChampionError = "champion_error"
+	ExampleChampionError = apiv1.ExampleChampionError
 	// ExampleOneRight: a labeled request exactly one of the two models got right.
-	ExampleOneRight = "one_right"
+	ExampleOneRight = apiv1.ExampleOneRight
 	// ExampleSample: a uniform sample of the requests both models answered.
-	ExampleSample = "sample"
+	ExampleSample = apiv1.ExampleSample
 )
 
 // ExampleKinds lists every kind, in the order reports show them.
-var ExampleKinds = []string{ExampleDifference, ExampleFlip, ExampleShadowError, ExampleChampionError, ExampleOneRight, ExampleSample}
+var ExampleKinds = apiv1.ExampleKinds
 
 // Example is one request kept to explain a window: the comparison with only the champion and
 // one shadow's outcome, the kind it exemplifies and its score (higher explains more).
