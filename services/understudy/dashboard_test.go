@@ -163,6 +163,22 @@ func TestDashboardInBrowser(t *testing.T) {
 			t.Errorf("%d injected elements in the page: %v", injected, err)
 		}
 	}
+	// Drill-down: a click in the middle of the drift chart opens that window's examples, each
+	// with the request and both answers' bodies side by side.
+	at, err := chromedp.Run(bctx, chromedp.Evaluate[[]float64](`(() => { const r = document.querySelector("#chart-drift .u-over").getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2]; })()`))
+	if err != nil || len(at) != 2 {
+		t.Fatalf("drift chart overlay: %v %v", at, err)
+	}
+	if err := chromedp.Do(bctx, chromedp.MouseClickXY(at[0], at[1]), chromedp.WaitVisible(chromedp.CSS(`#examples[data-count]:not([data-count=""])`))); err != nil {
+		t.Fatalf("click on the drift chart: %v", err)
+	}
+	drill, err := chromedp.Run(bctx, chromedp.Evaluate[[]string](`[document.querySelector("#examples").dataset.count, String(document.querySelectorAll("#examples .example .sides pre").length), document.querySelector("#examples-body").textContent]`))
+	if err != nil || len(drill) != 3 {
+		t.Fatalf("examples after the click: %v %v", drill, err)
+	}
+	if n, _ := strconv.Atoi(drill[0]); n == 0 || drill[1] != strconv.Itoa(3*n) || !strings.Contains(drill[2], `"inputs"`) || !strings.Contains(drill[2], `"outputs"`) {
+		t.Errorf("a click on a point shows %s examples with %s bodies; want some, each with request, champion and shadow bodies:\n%.600s", drill[0], drill[1], drill[2])
+	}
 	png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100)) // quality 100: PNG
 	if err != nil {
 		t.Fatal(err)

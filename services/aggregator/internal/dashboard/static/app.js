@@ -150,6 +150,15 @@ function makeChart(id, series, data, opts = {}) {
       paths: s.steps ? uPlot.paths.stepped({ align: 1 }) : undefined,
     }))),
   }, data, el);
+  // A click on a time chart opens the examples of the window under the pointer.
+  if (opts.onPick) {
+    const u = charts[id];
+    u.over.style.cursor = "pointer";
+    u.over.addEventListener("click", (ev) => {
+      const i = u.posToIdx(ev.offsetX);
+      if (i != null && i >= 0 && i < data[0].length) opts.onPick(data[0][i]);
+    });
+  }
 }
 
 // byStart turns a shadow's series points into a map start → stats.
@@ -159,7 +168,15 @@ function byStart(points, shadow) {
   return m;
 }
 
+// seconds parses a Go duration such as "1m0s" or "2s".
+function seconds(d) {
+  let s = 0;
+  for (const [, n, u] of String(d).matchAll(/([0-9.]+)(h|m|s)/g)) s += Number(n) * { h: 3600, m: 60, s: 1 }[u];
+  return s || 60;
+}
+
 function renderSeries(series, candidate, baseline) {
+  const pick = { onPick: (x) => showExamples(x, seconds(series.width)) };
   const c = byStart(series.points, candidate), b = baseline ? byStart(series.points, baseline) : new Map();
   const xs = [...new Set([...c.keys(), ...b.keys()])].sort((a, z) => a - z);
   const col = (m, path) => xs.map((x) => { const s = m.get(x); const v = s ? get(s, path) : null; return v === undefined ? null : v; });
@@ -167,18 +184,18 @@ function renderSeries(series, candidate, baseline) {
   makeChart("chart-latency", [
     { label: "champion p50" }, { label: "champion p99", dash: [2, 2] },
     { label: candidate + " p50" }, { label: candidate + " p99", dash: [2, 2] },
-  ], [xs, col(c, "latency.champion_ms.p50"), col(c, "latency.champion_ms.p99"), col(c, "latency.shadow_ms.p50"), col(c, "latency.shadow_ms.p99")]);
+  ], [xs, col(c, "latency.champion_ms.p50"), col(c, "latency.champion_ms.p99"), col(c, "latency.shadow_ms.p50"), col(c, "latency.shadow_ms.p99")], pick);
   makeChart("chart-drift", [
     { label: candidate + " PSI" }, { label: candidate + " KS" },
     { label: "noise floor PSI (" + (baseline || "none") + ")", color: "#57606a" },
     { label: "PSI warning 0.1", threshold: true, color: "#bf8700" }, { label: "PSI critical 0.2", threshold: true, color: "#d1242f" },
-  ], [xs, col(c, "predictions.psi"), col(c, "predictions.ks"), col(b, "predictions.psi"), konst(0.1), konst(0.2)]);
+  ], [xs, col(c, "predictions.psi"), col(c, "predictions.ks"), col(b, "predictions.psi"), konst(0.1), konst(0.2)], pick);
   makeChart("chart-errors", [{ label: "champion" }, { label: candidate }],
-    [xs, col(c, "champion_errors.rate"), col(c, "shadow_errors.rate")]);
+    [xs, col(c, "champion_errors.rate"), col(c, "shadow_errors.rate")], pick);
   makeChart("chart-agreement", [{ label: candidate }, { label: "noise floor (" + (baseline || "none") + ")", color: "#57606a" }],
-    [xs, col(c, "predictions.agreement"), col(b, "predictions.agreement")]);
+    [xs, col(c, "predictions.agreement"), col(b, "predictions.agreement")], pick);
   makeChart("chart-accuracy", [{ label: "champion" }, { label: candidate }],
-    [xs, col(c, "labels.champion.accuracy"), col(c, "labels.shadow.accuracy")]);
+    [xs, col(c, "labels.champion.accuracy"), col(c, "labels.shadow.accuracy")], pick);
 }
 
 function renderDistribution(d, candidate) {
@@ -206,6 +223,43 @@ function renderAlerts(transitions) {
     h("td", null, t.threshold), h("td", null, t.samples)));
   if (rows.length === 0) rows.push(h("tr", null, h("td", { colSpan: 9 }, "no transitions yet")));
   $("#alerts tbody").replaceChildren(...rows);
+}
+
+// answer is one model's answer as a line: prediction (status, latency) and its error.
+function answer(a) {
+  const v = a.prediction === null || a.prediction === undefined ? "–" : JSON.stringify(a.prediction);
+  const err = a.error ? ` ${a.error.kind}: ${a.error.message || ""}` : "";
+  return `${v} (${a.status}, ${fmt(a.latency_ms, 1)} ms)${err}`;
+}
+
+function bodyText(b) {
+  const s = b.base64 ? "base64:" + b.base64 : (b.text || "");
+  return (s || "(no body kept)") + (b.truncated ? " …(truncated)" : "");
+}
+
+// showExamples lists the examples of the windows in [start, start + width) (seconds): one row per
+// example, and the request with both answers' bodies side by side when a row is opened.
+async function showExamples(start, width) {
+  const exp = $("#experiment").value, shadow = $("#shadow").value;
+  const from = new Date(start * 1000).toISOString(), to = new Date((start + width) * 1000).toISOString();
+  const el = $("#examples");
+  el.dataset.count = "";
+  $("#examples-title").textContent = `Examples of ${shadow}, ${new Date(start * 1000).toLocaleString()} + ${width} s`;
+  try {
+    const res = await api(`/api/v1/experiments/${encodeURIComponent(exp)}/examples?from=${encodeURIComponent(from)}&to=${encodeURIComponent(to)}&shadow=${encodeURIComponent(shadow)}&limit=60`);
+    const rows = res.examples.map((x) => h("details", { className: "example" },
+      h("summary", {}, h("span", { className: "kind" }, x.kind), ` ${x.request_id} · score ${fmt(x.score, 4)} · champion ${answer(x.champion)} · ${shadow} ${answer(x.shadow_answer)}`),
+      h("div", { className: "sides" },
+        h("figure", {}, h("figcaption", {}, "request"), h("pre", {}, bodyText(x.request))),
+        h("figure", {}, h("figcaption", {}, "champion " + x.champion.model + " " + (x.champion.version || "")), h("pre", {}, bodyText(x.champion.body))),
+        h("figure", {}, h("figcaption", {}, shadow + " " + (x.shadow_answer.version || "")), h("pre", {}, bodyText(x.shadow_answer.body))))));
+    if (rows.length === 0) rows.push(h("p", { className: "empty" }, "no examples kept for this window"));
+    $("#examples-body").replaceChildren(...rows);
+    el.dataset.count = String(res.examples.length);
+  } catch (err) {
+    $("#examples-body").replaceChildren(h("p", { className: "empty" }, "error: " + err.message));
+    el.dataset.count = "error";
+  }
 }
 
 async function refresh() {
