@@ -37,10 +37,16 @@ type Limits struct {
 	MaxLatency time.Duration // largest plausible latency
 }
 
+// MaxComparisonBody bounds each body a comparison carries (the joiner's
+// --comparison.body-limit): with MaxShadows + 2 bodies at this size, the largest valid
+// comparison still fits a Kafka record.
+const MaxComparisonBody = 8 << 10
+
 // DefaultLimits returns the limits every service applies unless configured otherwise. They
 // keep every record the services derive from valid inputs under Kafka's default 1 MiB
-// record limit: a comparison with MaxShadows shadows, each at every limit, encodes to about
-// 430 KiB (TestLimitsBoundTheComparison), so nothing valid is too large to forward.
+// record limit: a comparison with MaxShadows shadows, each at every limit and with bodies of
+// MaxComparisonBody, encodes to about 700 KiB (TestLimitsBoundTheComparison), so nothing
+// valid is too large to forward.
 func DefaultLimits() Limits {
 	return Limits{
 		MaxID:      256,
@@ -207,6 +213,7 @@ func (l Limits) Comparison(cmp Comparison, now time.Time) error {
 	c.text("experiment", cmp.Experiment, l.MaxName, true)
 	c.text("tenant", cmp.Tenant, l.MaxName, false)
 	c.eventTime("event_time", cmp.EventTime, true)
+	c.body("request_body", cmp.RequestBody)
 	switch cmp.Status {
 	case StatusComplete, StatusShadowMissing, StatusChampionMissing, StatusShadowError:
 	default:
@@ -236,7 +243,15 @@ func (l Limits) Comparison(cmp Comparison, now time.Time) error {
 	return c.err()
 }
 
+// body refuses a comparison body longer than MaxComparisonBody.
+func (c *checker) body(field string, b []byte) {
+	if len(b) > MaxComparisonBody {
+		c.bad(field, "%d bytes, limit %d", len(b), MaxComparisonBody)
+	}
+}
+
 func (c *checker) outcome(field string, o Outcome, champion bool) {
+	c.body(field+".body", o.Body)
 	c.text(field+".name", o.Name, c.l.MaxName, !champion)
 	c.text(field+".version", o.Version, c.l.MaxName, false)
 	if champion {

@@ -101,12 +101,14 @@ func TestLimitsBoundTheComparison(t *testing.T) {
 		return Outcome{
 			Name: fmt.Sprintf("%s%04d", name[:l.MaxName-4], i), Version: name, Role: RoleCandidate, Status: 500,
 			Prediction: Vector(vector), Latency: time.Second, Error: &Error{Kind: name, Message: strings.Repeat("m", l.MaxMessage)},
+			Body: []byte(strings.Repeat("b", MaxComparisonBody)),
 		}
 	}
 	now := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
 	c := Comparison{
 		RequestID: strings.Repeat("r", l.MaxID), Experiment: name, Tenant: name, EventTime: now, Status: StatusShadowError,
 		Label: &LabelValue{Value: Vector(vector), EventTime: now, Source: name}, EmittedAt: now,
+		RequestBody: []byte(strings.Repeat("q", MaxComparisonBody)),
 	}
 	champ := outcome(0)
 	champ.Role = RoleChampion
@@ -129,4 +131,8 @@ func TestLimitsBoundTheComparison(t *testing.T) {
 		t.Fatalf("the largest valid comparison encodes to %d bytes, over a Kafka record", len(v))
 	}
 	t.Logf("largest valid comparison: %d KiB", len(v)>>10)
+	c.Shadows[3].Body = append(c.Shadows[3].Body, 'x')
+	if err := l.Comparison(c, now); err == nil || !strings.Contains(err.Error(), "shadows[3].body") {
+		t.Fatalf("a body over the limit: %v", err)
+	}
 }

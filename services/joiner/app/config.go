@@ -46,7 +46,7 @@ func NewDefaultConfig() Config {
 		ExpectedShadows: "candidate",
 		Window:          60 * time.Second,
 		MaxPending:      200000,
-		BodyLimit:       2048,
+		BodyLimit:       1024,
 		Labels:          true,
 		DatabaseURL:     "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
 		LabelWindow:     7 * 24 * time.Hour,
@@ -66,7 +66,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Window, "join.window", c.Window, "how long a join waits for missing sides before it is emitted incomplete")
 	fs.IntVar(&c.MaxPending, "join.max-pending", c.MaxPending, "pending joins held in memory; beyond it the joiner stops fetching until joins complete or expire")
 	fs.StringVar(&c.ExperimentsFile, "experiments.file", c.ExperimentsFile, "experiments YAML (the invoker's file): each experiment's shadows are its expected shadows, and its join: block overrides join.window, join.grace and labels.window; experiments not listed use the flags")
-	fs.IntVar(&c.BodyLimit, "comparison.body-limit", c.BodyLimit, "bytes of the request body and of each response body a comparison keeps (as captured, redaction applied), so that the aggregator can show example requests; longer bodies are cut and marked truncated; 0 keeps none. Bodies are held in the join and label state too")
+	fs.IntVar(&c.BodyLimit, "comparison.body-limit", c.BodyLimit, "bytes of the request body and of each response body a comparison keeps (as captured, redaction applied), so that the aggregator can show example requests; longer bodies are cut and marked truncated; 0 keeps none. Bodies are held in the pending joins (memory: about 600 bytes per pending join plus the bodies kept) and the label state too")
 	fs.BoolVar(&c.Labels, "labels.enabled", c.Labels, "join ground-truth labels from the labels topic (needs database.url)")
 	fs.StringVar(&c.DatabaseURL, "database.url", c.DatabaseURL, "Postgres connection string for the long-lived label state")
 	fs.DurationVar(&c.LabelWindow, "labels.window", c.LabelWindow, "how much later than its request a label may be (label event time minus request event time)")
@@ -161,9 +161,9 @@ func (c *Config) policy() (*policy, error) {
 	return p, nil
 }
 
-// maxBodyLimit bounds comparison.body-limit: three bodies of this size stay far below Kafka's
-// default 1 MiB record limit.
-const maxBodyLimit = 64 << 10
+// maxBodyLimit bounds comparison.body-limit: the largest comparison with bodies this size
+// still fits a Kafka record (schemas.MaxComparisonBody), and the aggregator accepts it.
+const maxBodyLimit = schemas.MaxComparisonBody
 
 // defaultGroup is the consumer group whose changelogs carry the plain topic names.
 const defaultGroup = "understudy-joiner"

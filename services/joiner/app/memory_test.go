@@ -3,6 +3,7 @@ package app
 import (
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,11 +12,18 @@ import (
 
 // BenchmarkPendingJoinMemory reports the heap bytes one pending join holds (a champion event
 // waiting for its shadow: UUID request id, numeric prediction, expiry index entries) and one
-// remembered emitted id, measured over 200,000 of each after a GC.
+// remembered emitted id, measured over 200,000 of each after a GC; "bodies" keeps a 300-byte
+// request and a 150-byte response body (comparison.body-limit 1 KiB), "no-bodies" keeps none.
 //
 //	cd services/joiner && go test -run '^$' -bench PendingJoinMemory ./app
 func BenchmarkPendingJoinMemory(b *testing.B) {
+	b.Run("no-bodies", func(b *testing.B) { pendingJoinMemory(b, 0) })
+	b.Run("bodies", func(b *testing.B) { pendingJoinMemory(b, 1024) })
+}
+
+func pendingJoinMemory(b *testing.B, bodyLimit int) {
 	const n = 200000
+	req, resp := []byte(strings.Repeat("r", 300)), []byte(strings.Repeat("p", 150))
 	heap := func() uint64 {
 		runtime.GC()
 		var m runtime.MemStats
@@ -23,7 +31,9 @@ func BenchmarkPendingJoinMemory(b *testing.B) {
 		return m.HeapAlloc
 	}
 	for range b.N {
-		j := newJoinState(testPolicy([]string{"candidate"}, time.Minute, 5*time.Second))
+		pol := testPolicy([]string{"candidate"}, time.Minute, 5*time.Second)
+		pol.bodyLimit = bodyLimit
+		j := newJoinState(pol)
 		ids := make([]string, n)
 		for i := range ids {
 			ids[i] = fmt.Sprintf("0193a5c2-7e1f-7b3c-9d4e-%012d", i)
@@ -32,7 +42,8 @@ func BenchmarkPendingJoinMemory(b *testing.B) {
 		for i, id := range ids {
 			j.addChampion(int32(i%8), schemas.InferenceEvent{
 				RequestID: id, Experiment: "fraud-v7", EventTime: t0, Model: schemas.ModelRef{Name: "fraud", Version: "6"},
-				Response: schemas.HTTPResponse{Status: 200, Prediction: schemas.Number(0.87)}, Latency: time.Millisecond,
+				Request:  schemas.HTTPRequest{Body: req},
+				Response: schemas.HTTPResponse{Status: 200, Prediction: schemas.Number(0.87), Body: resp}, Latency: time.Millisecond,
 			}, t0)
 		}
 		j.commit()
