@@ -11,7 +11,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$root/scripts/bootstrap.sh"
 out="$root/bench-results/aggregator.md"
 mkdir -p "$root/bench-results"
-micro=$(cd "$root/services/aggregator" && go test -run '^$' -bench 'Fold|PSIAndKS' -benchmem -count 3 -cpu 1 ./window ./sketch | grep '^Benchmark')
+micro=$(cd "$root/services/aggregator" && go test -run '^$' -bench 'Fold|PSIAndKS' -benchmem -count 3 -cpu 1 ./window ./internal/sketch | grep '^Benchmark')
 (cd "$root/integration" && go run ./cmd/aggregatorbench --out "$root/bench-results/aggregator-kafka.md" "$@")
 {
   echo "# Aggregator benchmark"

@@ -123,11 +123,15 @@ func run(rate int, duration time.Duration, out string) error {
 		return err
 	}
 	defer db.Close()
-	tuples := func() int64 {
+	tuplesOf := func(table string) int64 {
 		var n int64
-		_ = db.QueryRow(ctx, `SELECT coalesce(n_tup_ins + n_tup_upd, 0) FROM pg_stat_user_tables WHERE relname = 'aggregator_windows'`).Scan(&n)
+		_ = db.QueryRow(ctx, `SELECT coalesce(n_tup_ins + n_tup_upd + n_tup_del, 0) FROM pg_stat_user_tables WHERE relname = $1`, table).Scan(&n)
 		return n
 	}
+	tuples := func() int64 { return tuplesOf("aggregator_windows") }
+	examples := func() int64 { return tuplesOf("aggregator_examples") }
+	body := []byte(`{"id":"0193a5c2-7e1f-7b3c-9d4e-000000000000","inputs":[{"name":"features","shape":[1,4],"datatype":"FP64","data":[0.123,-1.456,0.789,1.012]}]}`)
+	answer := []byte(`{"model_name":"fraud","model_version":"6","outputs":[{"name":"score","shape":[1],"datatype":"FP64","data":[0.345678]}]}`)
 	codecs, err := schemas.NewCodecs()
 	if err != nil {
 		return err
@@ -136,6 +140,7 @@ func run(rate int, duration time.Duration, out string) error {
 	step("producing %d comparisons/s for %s", rate, duration)
 	cpu0, rows0, roll0, tup0 := harness.CPUSeconds(cmd.Process.Pid), harness.ScrapeMetric(metrics, "understudy_aggregator_window_rows_written_total"),
 		harness.ScrapeMetric(metrics, "understudy_aggregator_rollups_written_total"), tuples()
+	ex0 := examples()
 	r := rand.New(rand.NewPCG(1, 2))
 	start := time.Now()
 	tick := time.NewTicker(10 * time.Millisecond)
@@ -154,7 +159,9 @@ func run(rate int, duration time.Duration, out string) error {
 					{Name: "cand", Role: schemas.RoleCandidate, Prediction: schemas.Number(min(1, cp+0.05*r.NormFloat64())), Latency: time.Duration(1000+r.IntN(600)) * time.Microsecond},
 					{Name: "copy", Role: schemas.RoleNoiseBaseline, Prediction: schemas.Number(cp), Latency: time.Duration(800+r.IntN(400)) * time.Microsecond},
 				},
+				RequestBody: body,
 			}
+			c.Champion.Body, c.Shadows[0].Body, c.Shadows[1].Body = answer, answer, answer
 			if sent%10 == 0 {
 				c.Label = &schemas.LabelValue{Value: schemas.Number(float64(r.IntN(2))), EventTime: now}
 			}
@@ -205,6 +212,9 @@ func run(rate int, duration time.Duration, out string) error {
 	rolls := (harness.ScrapeMetric(metrics, "understudy_aggregator_rollups_written_total") - roll0) / minutes
 	txs := harness.ScrapeMetric(metrics, "understudy_aggregator_transactions_total") / minutes
 	pgRows := float64(tuples()-tup0) / minutes
+	exRows := float64(examples()-ex0) / minutes
+	var kept, windows int64
+	_ = db.QueryRow(ctx, `SELECT count(*), count(DISTINCT (shadow, window_start)) FROM aggregator_examples WHERE experiment = 'bench'`).Scan(&kept, &windows)
 	rss := float64(harness.StatusKiB(cmd.Process.Pid, "VmHWM")) / 1024
 	perK := cpu / float64(sent) * 1000
 	step("%d comparisons in %s; window rows/min %.0f, rollup rows/min %.0f, Postgres tuples/min %.0f, transactions/min %.0f, CPU %.3f s per 1,000, peak RSS %.0f MiB, lag at end %d, drained in %s",
@@ -212,14 +222,16 @@ func run(rate int, duration time.Duration, out string) error {
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err
 	}
-	f := fmt.Sprintf(`| comparisons/s produced | %d for %s (%d in all, every tenth labeled, 2 shadows) |
+	f := fmt.Sprintf(`| comparisons/s produced | %d for %s (%d in all, every tenth labeled, 2 shadows, request and answer bodies of about 130 bytes) |
 | window rows written by batches | %.0f per minute |
 | rollup rows (1h, 1d) recomputed | %.0f per minute |
 | rows inserted or updated in aggregator_windows (pg_stat) | %.0f per minute (a row per comparison and shadow would be %d) |
+| rows inserted, updated or deleted in aggregator_examples (pg_stat) | %.0f per minute |
+| examples kept | %d in %d shadow windows (bound: 6 kinds × 5 per shadow window = %d) |
 | Postgres transactions | %.0f per minute |
 | aggregator CPU | %.3f s per 1,000 comparisons (%.1f %% of one core) |
 | aggregator peak RSS | %.0f MiB |
 | backlog when production stopped | %d records, drained in %s |
-`, rate, duration, sent, rows, rolls, pgRows, rate*60*2, txs, perK, cpu/elapsed.Seconds()*100, rss, lagAtEnd, drain.Round(time.Millisecond))
+`, rate, duration, sent, rows, rolls, pgRows, rate*60*2, exRows, kept, windows, windows*30, txs, perK, cpu/elapsed.Seconds()*100, rss, lagAtEnd, drain.Round(time.Millisecond))
 	return os.WriteFile(out, []byte(f), 0o644)
 }
