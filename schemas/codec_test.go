@@ -209,7 +209,7 @@ func TestFingerprintsMatchTheAvroSpecification(t *testing.T) {
 		"inference_event": {le(cs.Inference.Fingerprint()), "c999e06c09e76a54"},
 		"shadow_result":   {le(cs.Shadow.Fingerprint()), "c1e8b60e5fea384c"},
 		"label":           {le(cs.Label.Fingerprint()), "3dc6be68f0c9de98"},
-		"comparison":      {le(cs.Comparison.Fingerprint()), "f62eded9a70e0281"},
+		"comparison":      {le(cs.Comparison.Fingerprint()), "e3cd3fe995a64f96"},
 	}
 	for name, fp := range want {
 		if fp[0] != fp[1] {

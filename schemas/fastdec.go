@@ -265,5 +265,6 @@ func readComparison(b []byte) (Comparison, error) {
 	c.EmittedAt = r.micros()
 	c.RequestBody = nilIfEmpty(r.bytes())
 	c.RequestTruncated = r.boolean()
+	r.blocks(func() { c.Segments = append(c.Segments, SegmentValue{Key: r.str(), Value: r.str()}) })
 	return c, r.end()
 }

@@ -172,5 +172,12 @@ func appendComparison(b []byte, c Comparison) []byte {
 	}
 	b = appendMicros(b, c.EmittedAt)
 	b = appendBytes(b, c.RequestBody)
-	return appendBool(b, c.RequestTruncated)
+	b = appendBool(b, c.RequestTruncated)
+	if len(c.Segments) > 0 {
+		b = appendLong(b, int64(len(c.Segments)))
+		for _, s := range c.Segments {
+			b = appendString(appendString(b, s.Key), s.Value)
+		}
+	}
+	return appendLong(b, 0)
 }

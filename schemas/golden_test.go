@@ -68,6 +68,7 @@ func goldenValues() (InferenceEvent, ShadowResult, LabelEvent, Comparison) {
 		Label:       &LabelValue{Value: Label("fraud"), EventTime: at.Add(72 * time.Hour), Source: "chargebacks"},
 		EmittedAt:   at.Add(3 * time.Second),
 		RequestBody: inf.Request.Body,
+		Segments:    []SegmentValue{{Key: "amount", Value: "[100, 1000)"}, {Key: "region", Value: SegmentUnknown}},
 	}
 	return inf, sh, lbl, cmp
 }

@@ -335,6 +335,10 @@ func comparisonToNative(c Comparison) map[string]any {
 	for i, s := range c.Shadows {
 		shadows[i] = outcomeToNative(s)
 	}
+	segments := make([]any, len(c.Segments))
+	for i, s := range c.Segments {
+		segments[i] = map[string]any{"key": s.Key, "value": s.Value}
+	}
 	var label any
 	if c.Label != nil {
 		label = goavro.Union("ml.understudy.v1.LabelValue", map[string]any{
@@ -355,6 +359,7 @@ func comparisonToNative(c Comparison) map[string]any {
 		"emitted_at":             micros(c.EmittedAt),
 		"request_body":           nonNilBytes(c.RequestBody),
 		"request_body_truncated": c.RequestTruncated,
+		"segments":               segments,
 	}
 }
 
@@ -391,6 +396,11 @@ func comparisonFromNative(f fields) (Comparison, error) {
 			return Comparison{}, fmt.Errorf("label: %w", err)
 		}
 		c.Label = &LabelValue{Value: v, EventTime: l.time("event_time"), Source: l.str("source")}
+	}
+	segs, _ := f["segments"].([]any)
+	for _, s := range segs {
+		m, _ := s.(map[string]any)
+		c.Segments = append(c.Segments, SegmentValue{Key: fields(m).str("key"), Value: fields(m).str("value")})
 	}
 	return c, nil
 }

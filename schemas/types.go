@@ -195,4 +195,24 @@ type Comparison struct {
 	// joiner's body limit; nil when not kept. RequestTruncated: it is shorter than the request.
 	RequestBody      []byte
 	RequestTruncated bool
+	// Segments are the request's value of each segment key its experiment declares, read by
+	// the joiner from the captured request (SegmentUnknown when it could not be read).
+	Segments []SegmentValue
 }
+
+// SegmentValue is one request's value of one segment key.
+type SegmentValue struct {
+	Key   string
+	Value string
+}
+
+// SegmentUnknown is the value of a segment key that could not be read from a request (no
+// such header, no such JSON field, not a number for a bucketed key): counted, never dropped.
+const SegmentUnknown = "unknown"
+
+// MaxSegments bounds the segment keys of one comparison; MaxSegmentValue the bytes of one
+// value (the joiner cuts longer values).
+const (
+	MaxSegments     = 8
+	MaxSegmentValue = 128
+)

@@ -214,6 +214,13 @@ func (l Limits) Comparison(cmp Comparison, now time.Time) error {
 	c.text("tenant", cmp.Tenant, l.MaxName, false)
 	c.eventTime("event_time", cmp.EventTime, true)
 	c.body("request_body", cmp.RequestBody)
+	if len(cmp.Segments) > MaxSegments {
+		c.bad("segments", "%d segment keys, limit %d", len(cmp.Segments), MaxSegments)
+	}
+	for i, s := range cmp.Segments {
+		c.text(fmt.Sprintf("segments[%d].key", i), s.Key, l.MaxName, true)
+		c.text(fmt.Sprintf("segments[%d].value", i), s.Value, MaxSegmentValue, true)
+	}
 	switch cmp.Status {
 	case StatusComplete, StatusShadowMissing, StatusChampionMissing, StatusShadowError:
 	default:

@@ -110,6 +110,9 @@ func TestLimitsBoundTheComparison(t *testing.T) {
 		Label: &LabelValue{Value: Vector(vector), EventTime: now, Source: name}, EmittedAt: now,
 		RequestBody: []byte(strings.Repeat("q", MaxComparisonBody)),
 	}
+	for i := range MaxSegments {
+		c.Segments = append(c.Segments, SegmentValue{Key: fmt.Sprintf("%s%04d", name[:l.MaxName-4], i), Value: strings.Repeat("v", MaxSegmentValue)})
+	}
 	champ := outcome(0)
 	champ.Role = RoleChampion
 	c.Champion = &champ

@@ -156,7 +156,7 @@ func (c *Config) policy() (*policy, error) {
 		if e.Join.LabelWindow > 0 {
 			labels = e.Join.LabelWindow
 		}
-		p.exps[e.Name] = &rules{expected: e.ShadowNames(), horizon: window + grace, labelWindow: labels}
+		p.exps[e.Name] = &rules{expected: e.ShadowNames(), horizon: window + grace, labelWindow: labels, segments: e.Segments.Keys}
 	}
 	return p, nil
 }

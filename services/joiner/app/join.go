@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/understudy-ml/understudy/schemas"
+	"github.com/understudy-ml/understudy/services/platform/segment"
 )
 
 // pending is a join waiting for its missing sides: a partial Comparison (champion nil until it
@@ -22,6 +23,7 @@ type rules struct {
 	expected    []string      // shadows a complete comparison needs
 	horizon     time.Duration // window + grace
 	labelWindow time.Duration // label event time minus request event time
+	segments    []segment.Key // keys whose values each comparison carries
 }
 
 // policy maps experiments to their rules; experiments not listed get the defaults.
@@ -257,6 +259,7 @@ func (j *joinState) addChampion(p int32, ev schemas.InferenceEvent, now time.Tim
 		}
 	}
 	pd.cmp.Experiment, pd.cmp.Tenant = ev.Experiment, ev.Tenant
+	pd.cmp.Segments = segment.Values(pd.rules.segments, ev.Request, ev.Model.Version)
 	limit := j.policy.bodyLimit
 	pd.cmp.RequestBody, pd.cmp.RequestTruncated = cut(ev.Request.Body, ev.Request.Truncated, limit)
 	body, truncated := cut(ev.Response.Body, ev.Response.Truncated, limit)

@@ -2,10 +2,12 @@ package app
 
 import (
 	"fmt"
+	"reflect"
 	"testing"
 	"time"
 
 	"github.com/understudy-ml/understudy/schemas"
+	"github.com/understudy-ml/understudy/services/platform/servicetest"
 )
 
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
@@ -264,5 +266,38 @@ func TestComparisonsKeepBodiesUpToTheLimit(t *testing.T) {
 	ev.Request.Body[0] = 'X' // the comparison must not alias the record's buffer
 	if c.RequestBody[0] != '{' {
 		t.Error("the comparison aliases the input record's buffer")
+	}
+}
+
+// TestComparisonsCarryTheDeclaredSegments: the experiments file's segment keys are read
+// from the champion's captured request into the comparison, unknown when unreadable.
+func TestComparisonsCarryTheDeclaredSegments(t *testing.T) {
+	cfg := NewDefaultConfig()
+	cfg.ExperimentsFile = servicetest.File(t, "experiments.yaml", `experiments:
+  - name: e
+    shadows: [{name: a, url: "http://shadow:1"}]
+    segments:
+      keys:
+        - {name: f0, pointer: /inputs/0/data/0, buckets: [1]}
+        - {name: region, header: X-Region}
+        - {name: champion_version, model_version: champion}
+        - {name: shadow_version, model_version: shadow}
+`)
+	p, err := cfg.policy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := newJoinState(p)
+	ev := champEv("r1", t0)
+	ev.Model.Version = "6"
+	ev.Request.Body = []byte(`{"inputs":[{"data":[1.5,0]}]}`)
+	j.addChampion(0, ev, t0)
+	c := j.addShadow(0, shadowRes("r1", "a", t0, false), t0)
+	if c == nil {
+		t.Fatal("no comparison")
+	}
+	want := []schemas.SegmentValue{{Key: "f0", Value: ">= 1"}, {Key: "region", Value: schemas.SegmentUnknown}, {Key: "champion_version", Value: "6"}}
+	if !reflect.DeepEqual(c.Segments, want) {
+		t.Fatalf("segments %v, want %v (the shadow's version is the aggregator's to read)", c.Segments, want)
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/understudy-ml/understudy/schemas"
 	"github.com/understudy-ml/understudy/services/platform/predict"
+	"github.com/understudy-ml/understudy/services/platform/segment"
 	"gopkg.in/yaml.v3"
 )
 
@@ -34,6 +35,10 @@ type Experiment struct {
 	ChampionURL string `yaml:"champion_url"`
 	// Compare says how the aggregator compares numeric predictions (see Compare).
 	Compare Compare `yaml:"compare"`
+	// Segments declares the keys the experiment's statistics are broken down by (see
+	// package segment): the joiner reads their values into each comparison, the aggregator
+	// keeps windows per value.
+	Segments segment.Config `yaml:"segments"`
 }
 
 // Compare sets how numeric predictions are judged. Threshold (default 0.5) reads a score in
@@ -212,6 +217,7 @@ func Parse(b []byte) ([]Experiment, error) {
 		return nil, fmt.Errorf("parse experiments: %w", err)
 	}
 	for i := range f.Experiments {
+		f.Experiments[i].Segments.Defaults()
 		for j := range f.Experiments[i].Shadows {
 			f.Experiments[i].Shadows[j].Defaults()
 		}
@@ -299,6 +305,9 @@ func Validate(exps []Experiment) error {
 		}
 		if tol := e.Compare.Tolerance; !(tol.Absolute >= 0) || !(tol.Relative >= 0) || tol.Relative > 1 {
 			errs = append(errs, fmt.Errorf("experiment %q: compare.tolerance: absolute must be ≥ 0 and relative in [0, 1]", e.Name))
+		}
+		if err := e.Segments.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("experiment %q: %w", e.Name, err))
 		}
 		if e.Join.Window < 0 || e.Join.Grace < 0 || e.Join.LabelWindow < 0 {
 			errs = append(errs, fmt.Errorf("experiment %q: join.window, join.grace and join.label_window must not be negative", e.Name))
