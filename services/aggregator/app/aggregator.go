@@ -60,8 +60,9 @@ type Aggregator struct {
 	codecs   *schemas.Codecs
 	dlq      *deadletter.Publisher
 	ops      *server.Server
-	expected map[string][]string       // experiment → expected shadows, from the experiments file
-	compare  map[string]window.Compare // experiment → how numeric predictions are compared
+	expected map[string][]string          // experiment → expected shadows, from the experiments file
+	compare  map[string]window.Compare    // experiment → how numeric predictions are compared
+	segments map[string]*window.Segmenter // experiment → its segments; used by the consuming goroutine only
 	rules    atomic.Pointer[alert.Rules]
 	engine   *alert.Engine
 	sender   *webhook.Sender
@@ -87,7 +88,7 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Aggregator
 		return nil, fmt.Errorf("codecs: %w", err)
 	}
 	// The files first (each read once, here), so a bad one leaves nothing to release.
-	expected, compare, err := cfg.experimentSettings()
+	expected, compare, segments, err := cfg.experimentSettings()
 	if err != nil {
 		return nil, svc.FileError("experiments.file", err)
 	}
@@ -99,7 +100,7 @@ func New(cfg Config, logger *slog.Logger, reg *prometheus.Registry) (*Aggregator
 	if err != nil {
 		return nil, fmt.Errorf("postgres pool: %w", err)
 	}
-	a := &Aggregator{cfg: cfg, logger: logger, db: db, codecs: codecs, expected: expected, compare: compare, store: store.New(db, cfg.Group, cfg.levels())}
+	a := &Aggregator{cfg: cfg, logger: logger, db: db, codecs: codecs, expected: expected, compare: compare, segments: segments, store: store.New(db, cfg.Group, cfg.levels())}
 	opts := cfg.Kafka.Opts()
 	if cfg.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
@@ -363,7 +364,7 @@ func (a *Aggregator) batch(offs []store.Offset, cs []folded) store.Batch {
 			status = "labeled"
 		}
 		b.Counts[store.CountKey{Experiment: c.Experiment, Start: c.EventTime.UTC().Truncate(a.store.Base()), Status: status}]++
-		window.Fold(b.Windows, c, a.store.Base(), a.expected[c.Experiment], a.compare[c.Experiment])
+		window.FoldSegments(b.Windows, c, a.store.Base(), a.expected[c.Experiment], a.compare[c.Experiment], a.segments[c.Experiment])
 		picker.Add(c, a.compare[c.Experiment])
 	}
 	b.Examples = picker.Examples()

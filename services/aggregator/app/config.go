@@ -75,26 +75,28 @@ func (c *Config) levels() []store.Level {
 	return []store.Level{{Width: c.Window, Retention: c.Retention.Base}, {Width: time.Hour, Retention: c.Retention.Hour}, {Width: 24 * time.Hour, Retention: c.Retention.Day}}
 }
 
-// experimentSettings reads the experiments file, if any: each experiment's expected shadows
-// and how its numeric predictions are compared.
-func (c *Config) experimentSettings() (map[string][]string, map[string]window.Compare, error) {
-	expected, compare := map[string][]string{}, map[string]window.Compare{}
+// experimentSettings reads the experiments file, if any: each experiment's expected shadows,
+// how its numeric predictions are compared and its segments (a Segmenter each, nil for
+// none).
+func (c *Config) experimentSettings() (map[string][]string, map[string]window.Compare, map[string]*window.Segmenter, error) {
+	expected, compare, segments := map[string][]string{}, map[string]window.Compare{}, map[string]*window.Segmenter{}
 	if c.ExperimentsFile == "" {
-		return expected, compare, nil
+		return expected, compare, segments, nil
 	}
 	exps, err := experiment.Load(c.ExperimentsFile)
 	if err != nil {
-		return nil, nil, fmt.Errorf("experiments.file: %w", err)
+		return nil, nil, nil, fmt.Errorf("experiments.file: %w", err)
 	}
 	for _, e := range exps {
 		expected[e.Name] = e.ShadowNames()
+		segments[e.Name] = window.NewSegmenter(e.Segments)
 		cmp := window.Compare{Absolute: e.Compare.Tolerance.Absolute, Relative: e.Compare.Tolerance.Relative}
 		if e.Compare.Threshold != nil {
 			cmp.Threshold = *e.Compare.Threshold
 		}
 		compare[e.Name] = cmp
 	}
-	return expected, compare, nil
+	return expected, compare, segments, nil
 }
 
 // RegisterFlags registers every flag.

@@ -78,27 +78,75 @@ type Window struct {
 // windows it contains, so the answer never depends on whether the rollup pass ran. Shadows
 // without windows in the range are absent.
 func (s *Store) Range(ctx context.Context, experiment string, from, to time.Time) (map[string]*window.Window, error) {
+	merged, err := s.rangeOf(ctx, experiment, exactSegment(""), from, to)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*window.Window, len(merged))
+	for k, w := range merged {
+		out[k.shadow] = w
+	}
+	return out, nil
+}
+
+// RangeSegments is Range for the segment windows of one segment key: per shadow, the merge
+// of each value's windows in [from, to), by value (as stored: at most the key's top values,
+// segment.Other and unknown per window).
+func (s *Store) RangeSegments(ctx context.Context, experiment, key string, from, to time.Time) (map[string]map[string]*window.Window, error) {
+	merged, err := s.rangeOf(ctx, experiment, segmentFilter{key: key}, from, to)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]map[string]*window.Window{}
+	for k, w := range merged {
+		_, value, _ := window.SplitSegment(k.segment)
+		if out[k.shadow] == nil {
+			out[k.shadow] = map[string]*window.Window{}
+		}
+		out[k.shadow][value] = w
+	}
+	return out, nil
+}
+
+// seriesKey names the windows of one shadow and segment across time.
+type seriesKey struct{ shadow, segment string }
+
+func (s *Store) rangeOf(ctx context.Context, experiment string, seg segmentFilter, from, to time.Time) (map[seriesKey]*window.Window, error) {
 	dirty, err := s.dirty(ctx, experiment)
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]*window.Window{}
+	out := map[seriesKey]*window.Window{}
 	for _, sp := range s.plan(from, to) {
-		if err := s.addSpan(ctx, experiment, "", s.level(sp.width), sp.from, sp.to, dirty, out); err != nil {
+		if err := s.addSpan(ctx, experiment, "", seg, s.level(sp.width), sp.from, sp.to, dirty, out); err != nil {
 			return nil, err
 		}
 	}
 	return out, nil
 }
 
+// segmentFilter selects the windows of one segment (exact; "" for all traffic) or, when key
+// is set, of every value of one segment key.
+type segmentFilter struct{ exact, key string }
+
+func exactSegment(s string) segmentFilter { return segmentFilter{exact: s} }
+
+func (f segmentFilter) matches(seg string) bool {
+	if f.key == "" {
+		return seg == f.exact
+	}
+	k, _, ok := window.SplitSegment(seg)
+	return ok && k == f.key
+}
+
 type dirtyKey struct {
-	shadow string
-	width  time.Duration
-	start  time.Time
+	seriesKey
+	width time.Duration
+	start time.Time
 }
 
 func (s *Store) dirty(ctx context.Context, experiment string) (map[dirtyKey]bool, error) {
-	rows, err := s.db.Query(ctx, `SELECT shadow, width_seconds, window_start FROM aggregator_dirty WHERE experiment = $1`, experiment)
+	rows, err := s.db.Query(ctx, `SELECT shadow, segment, width_seconds, window_start FROM aggregator_dirty WHERE experiment = $1`, experiment)
 	if err != nil {
 		return nil, fmt.Errorf("load dirty rollups: %w", err)
 	}
@@ -107,7 +155,7 @@ func (s *Store) dirty(ctx context.Context, experiment string) (map[dirtyKey]bool
 		k     dirtyKey
 		width int32
 	)
-	if _, err := pgx.ForEachRow(rows, []any{&k.shadow, &width, &k.start}, func() error {
+	if _, err := pgx.ForEachRow(rows, []any{&k.shadow, &k.segment, &width, &k.start}, func() error {
 		k.width, k.start = time.Duration(width)*time.Second, k.start.UTC()
 		out[k] = true
 		return nil
@@ -127,34 +175,36 @@ func (s *Store) level(width time.Duration) int {
 }
 
 // addSpan merges the windows of level li in [from, to) (of one shadow, or all when shadow is
-// empty) into out, descending into the finer level for dirty windows.
-func (s *Store) addSpan(ctx context.Context, experiment, shadow string, li int, from, to time.Time, dirty map[dirtyKey]bool, out map[string]*window.Window) error {
+// empty, and the segments seg selects) into out, descending into the finer level for dirty
+// windows.
+func (s *Store) addSpan(ctx context.Context, experiment, shadow string, seg segmentFilter, li int, from, to time.Time, dirty map[dirtyKey]bool, out map[seriesKey]*window.Window) error {
 	width := s.levels[li].Width
-	ws, err := loadWindows(ctx, s.db, experiment, shadow, width, from, to)
+	ws, err := loadWindows(ctx, s.db, experiment, shadow, seg, width, from, to)
 	if err != nil {
 		return err
 	}
 	for _, w := range ws {
-		if li > 0 && dirty[dirtyKey{w.Shadow, width, w.Start}] {
+		sk := seriesKey{w.Shadow, w.Segment}
+		if li > 0 && dirty[dirtyKey{sk, width, w.Start}] {
 			continue
 		}
-		acc := out[w.Shadow]
+		acc := out[sk]
 		if acc == nil {
 			acc = window.New()
-			out[w.Shadow] = acc
+			out[sk] = acc
 		}
 		if err := acc.Merge(w.Data); err != nil {
-			return fmt.Errorf("merge window %s/%s at %s: %w", experiment, w.Shadow, w.Start, err)
+			return fmt.Errorf("merge window %s/%s%s at %s: %w", experiment, w.Shadow, segmentSuffix(w.Segment), w.Start, err)
 		}
 	}
 	if li == 0 {
 		return nil
 	}
 	for k := range dirty {
-		if k.width != width || (shadow != "" && k.shadow != shadow) || k.start.Before(from) || !k.start.Before(to) {
+		if k.width != width || (shadow != "" && k.shadow != shadow) || !seg.matches(k.segment) || k.start.Before(from) || !k.start.Before(to) {
 			continue
 		}
-		if err := s.addSpan(ctx, experiment, k.shadow, li-1, k.start, k.start.Add(width), dirty, out); err != nil {
+		if err := s.addSpan(ctx, experiment, k.shadow, exactSegment(k.segment), li-1, k.start, k.start.Add(width), dirty, out); err != nil {
 			return err
 		}
 	}
@@ -165,7 +215,7 @@ func (s *Store) addSpan(ctx context.Context, experiment, shadow string, li int, 
 // whose start is in [from, to), ordered by shadow and start.
 // Rollup windows may lag their base windows by one rollup pass.
 func (s *Store) Series(ctx context.Context, experiment, shadow string, width time.Duration, from, to time.Time) ([]Window, error) {
-	return loadWindows(ctx, s.db, experiment, shadow, width, from, to)
+	return loadWindows(ctx, s.db, experiment, shadow, exactSegment(""), width, from, to)
 }
 
 // Width returns the stored width to use for a series over [from, to) with at most maxPoints
@@ -179,12 +229,13 @@ func (s *Store) Width(from, to time.Time, maxPoints int) time.Duration {
 	return s.levels[len(s.levels)-1].Width
 }
 
-func loadWindows(ctx context.Context, db Querier, experiment, shadow string, width time.Duration, from, to time.Time) ([]Window, error) {
+func loadWindows(ctx context.Context, db Querier, experiment, shadow string, seg segmentFilter, width time.Duration, from, to time.Time) ([]Window, error) {
 	rows, err := db.Query(ctx, `
-		SELECT shadow, window_start, data FROM aggregator_windows
+		SELECT shadow, segment, window_start, data FROM aggregator_windows
 		WHERE experiment = $1 AND ($2 = '' OR shadow = $2) AND width_seconds = $3 AND window_start >= $4 AND window_start < $5
-		ORDER BY shadow, window_start`,
-		experiment, shadow, int32(width/time.Second), from, to)
+			AND (($6::text = '' AND segment = $7) OR ($6 <> '' AND starts_with(segment, $6 || '=')))
+		ORDER BY shadow, segment, window_start`,
+		experiment, shadow, int32(width/time.Second), from, to, seg.key, seg.exact)
 	if err != nil {
 		return nil, fmt.Errorf("load windows: %w", err)
 	}
@@ -194,10 +245,10 @@ func loadWindows(ctx context.Context, db Querier, experiment, shadow string, wid
 		data []byte
 	)
 	w.Experiment, w.Width = experiment, width
-	if _, err := pgx.ForEachRow(rows, []any{&w.Shadow, &w.Start, &data}, func() error {
+	if _, err := pgx.ForEachRow(rows, []any{&w.Shadow, &w.Segment, &w.Start, &data}, func() error {
 		var ww window.Window
 		if err := json.Unmarshal(data, &ww); err != nil {
-			return fmt.Errorf("decode window %s/%s at %s: %w", experiment, w.Shadow, w.Start, err)
+			return fmt.Errorf("decode window %s/%s%s at %s: %w", experiment, w.Shadow, segmentSuffix(w.Segment), w.Start, err)
 		}
 		x := w
 		x.Start, x.Data = w.Start.UTC(), &ww
@@ -220,7 +271,7 @@ func (s *Store) Experiments(ctx context.Context) (map[string][]Shadow, error) {
 	rows, err := s.db.Query(ctx, `
 		SELECT experiment, shadow, max(role), min(window_start), max(window_start) FILTER (WHERE width_seconds = $1),
 			greatest(coalesce(sum(total) FILTER (WHERE width_seconds = $1), 0), coalesce(sum(total) FILTER (WHERE width_seconds = $2), 0))::bigint
-		FROM aggregator_windows WHERE width_seconds IN ($1, $2) GROUP BY experiment, shadow ORDER BY experiment, shadow`,
+		FROM aggregator_windows WHERE width_seconds IN ($1, $2) AND segment = '' GROUP BY experiment, shadow ORDER BY experiment, shadow`,
 		base, coarsest)
 	if err != nil {
 		return nil, fmt.Errorf("list experiments: %w", err)
@@ -242,7 +293,7 @@ func (s *Store) Experiments(ctx context.Context) (map[string][]Shadow, error) {
 		return nil, fmt.Errorf("list experiments: %w", err)
 	}
 	// First is the start of each shadow's earliest data, not of its earliest rollup window.
-	rows, err = s.db.Query(ctx, `SELECT experiment, shadow, width_seconds, min(window_start) FROM aggregator_windows GROUP BY 1, 2, 3`)
+	rows, err = s.db.Query(ctx, `SELECT experiment, shadow, width_seconds, min(window_start) FROM aggregator_windows WHERE segment = '' GROUP BY 1, 2, 3`)
 	if err != nil {
 		return nil, fmt.Errorf("list experiments: %w", err)
 	}
@@ -334,7 +385,7 @@ func (s *Store) ActiveExperiments(ctx context.Context, since time.Time) ([]strin
 // once base windows have expired, the earliest rollup window that still holds its data (see
 // firstStart). ok is false when the experiment has no windows.
 func (s *Store) FirstWindow(ctx context.Context, experiment string) (time.Time, bool, error) {
-	rows, err := s.db.Query(ctx, `SELECT '', '', width_seconds, min(window_start) FROM aggregator_windows WHERE experiment = $1 GROUP BY width_seconds`, experiment)
+	rows, err := s.db.Query(ctx, `SELECT '', '', width_seconds, min(window_start) FROM aggregator_windows WHERE experiment = $1 AND segment = '' GROUP BY width_seconds`, experiment)
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("first window: %w", err)
 	}

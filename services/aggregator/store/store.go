@@ -189,25 +189,26 @@ func (s *Store) markDirty(ctx context.Context, tx pgx.Tx, keys []window.Key) err
 	dirty := map[levelKey]bool{}
 	for _, k := range keys {
 		for _, l := range s.levels[1:] {
-			dirty[levelKey{window.Key{Experiment: k.Experiment, Shadow: k.Shadow, Start: k.Start.Truncate(l.Width)}, l.Width}] = true
+			dirty[levelKey{window.Key{Experiment: k.Experiment, Shadow: k.Shadow, Segment: k.Segment, Start: k.Start.Truncate(l.Width)}, l.Width}] = true
 		}
 	}
 	if len(dirty) == 0 {
 		return nil
 	}
 	var (
-		exps, shadows []string
-		widths        []int32
-		starts        []time.Time
+		exps, shadows, segs []string
+		widths              []int32
+		starts              []time.Time
 	)
 	for k := range dirty {
-		exps, shadows, widths, starts = append(exps, k.Experiment), append(shadows, k.Shadow), append(widths, int32(k.width/time.Second)), append(starts, k.Start)
+		exps, shadows, segs = append(exps, k.Experiment), append(shadows, k.Shadow), append(segs, k.Segment)
+		widths, starts = append(widths, int32(k.width/time.Second)), append(starts, k.Start)
 	}
 	if _, err := tx.Exec(ctx, `
-		INSERT INTO aggregator_dirty (experiment, shadow, width_seconds, window_start)
-		SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[]) ORDER BY 1, 2, 3, 4
-		ON CONFLICT (experiment, shadow, width_seconds, window_start) DO UPDATE SET version = aggregator_dirty.version + 1`,
-		exps, shadows, widths, starts); err != nil {
+		INSERT INTO aggregator_dirty (experiment, shadow, segment, width_seconds, window_start)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::timestamptz[]) ORDER BY 1, 2, 3, 4, 5
+		ON CONFLICT (experiment, segment, shadow, width_seconds, window_start) DO UPDATE SET version = aggregator_dirty.version + 1`,
+		exps, shadows, segs, widths, starts); err != nil {
 		return fmt.Errorf("mark rollups dirty: %w", err)
 	}
 	return nil
@@ -227,7 +228,7 @@ func (s *Store) Rollup(ctx context.Context) (int, error) {
 		for _, m := range marks {
 			done, err := s.rollupOne(ctx, s.levels[li].Width, s.levels[li-1].Width, m)
 			if err != nil {
-				return n, fmt.Errorf("roll up %s/%s %s at %s: %w", m.Experiment, m.Shadow, s.levels[li].Width, m.Start, err)
+				return n, fmt.Errorf("roll up %s/%s%s %s at %s: %w", m.Experiment, m.Shadow, segmentSuffix(m.Segment), s.levels[li].Width, m.Start, err)
 			}
 			if done {
 				n++
@@ -244,7 +245,7 @@ type dirtyMark struct {
 }
 
 func (s *Store) dirtyMarks(ctx context.Context, width time.Duration) ([]dirtyMark, error) {
-	rows, err := s.db.Query(ctx, `SELECT experiment, shadow, window_start, version FROM aggregator_dirty WHERE width_seconds = $1 ORDER BY 1, 2, 3`,
+	rows, err := s.db.Query(ctx, `SELECT experiment, shadow, segment, window_start, version FROM aggregator_dirty WHERE width_seconds = $1 ORDER BY 1, 2, 3, 4`,
 		int32(width/time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("list dirty rollups: %w", err)
@@ -253,7 +254,7 @@ func (s *Store) dirtyMarks(ctx context.Context, width time.Duration) ([]dirtyMar
 		marks []dirtyMark
 		m     dirtyMark
 	)
-	if _, err := pgx.ForEachRow(rows, []any{&m.Experiment, &m.Shadow, &m.Start, &m.version}, func() error {
+	if _, err := pgx.ForEachRow(rows, []any{&m.Experiment, &m.Shadow, &m.Segment, &m.Start, &m.version}, func() error {
 		m.Start = m.Start.UTC()
 		marks = append(marks, m)
 		return nil
@@ -267,9 +268,9 @@ func (s *Store) dirtyMarks(ctx context.Context, width time.Duration) ([]dirtyMar
 // the mark unless it moved meanwhile; false when another replica holds the mark or it is gone.
 func (s *Store) rollupOne(ctx context.Context, width, below time.Duration, m dirtyMark) (done bool, err error) {
 	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-		key := []any{m.Experiment, m.Shadow, int32(width / time.Second), m.Start}
+		key := []any{m.Experiment, m.Shadow, int32(width / time.Second), m.Start, m.Segment}
 		var claimed bool
-		err := tx.QueryRow(ctx, `SELECT true FROM aggregator_dirty WHERE experiment = $1 AND shadow = $2 AND width_seconds = $3 AND window_start = $4 FOR UPDATE SKIP LOCKED`,
+		err := tx.QueryRow(ctx, `SELECT true FROM aggregator_dirty WHERE experiment = $1 AND shadow = $2 AND width_seconds = $3 AND window_start = $4 AND segment = $5 FOR UPDATE SKIP LOCKED`,
 			key...).Scan(&claimed)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
@@ -277,7 +278,7 @@ func (s *Store) rollupOne(ctx context.Context, width, below time.Duration, m dir
 		if err != nil {
 			return err
 		}
-		children, err := loadWindows(ctx, tx, m.Experiment, m.Shadow, below, m.Start, m.Start.Add(width))
+		children, err := loadWindows(ctx, tx, m.Experiment, m.Shadow, exactSegment(m.Segment), below, m.Start, m.Start.Add(width))
 		if err != nil {
 			return err
 		}
@@ -290,7 +291,7 @@ func (s *Store) rollupOne(ctx context.Context, width, below time.Duration, m dir
 		if err := upsertWindows(ctx, tx, width, []window.Key{m.Key}, []*window.Window{acc}); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM aggregator_dirty WHERE experiment = $1 AND shadow = $2 AND width_seconds = $3 AND window_start = $4 AND version = $5`,
+		if _, err := tx.Exec(ctx, `DELETE FROM aggregator_dirty WHERE experiment = $1 AND shadow = $2 AND width_seconds = $3 AND window_start = $4 AND segment = $5 AND version = $6`,
 			append(key, m.version)...); err != nil {
 			return err
 		}
@@ -318,13 +319,13 @@ func (s *Store) writeWindows(ctx context.Context, tx pgx.Tx, ws map[window.Key]*
 		return 0, err
 	}
 	base := s.levels[0].Width
-	exps, shadows, widths, starts := keyColumns(keys, base)
+	exps, shadows, segs, widths, starts := keyColumns(keys, base)
 	rows, err := tx.Query(ctx, `
-		SELECT w.experiment, w.shadow, w.window_start, w.data
+		SELECT w.experiment, w.shadow, w.segment, w.window_start, w.data
 		FROM aggregator_windows w
-		JOIN unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[]) AS k(experiment, shadow, width_seconds, window_start)
-		USING (experiment, shadow, width_seconds, window_start)`,
-		exps, shadows, widths, starts)
+		JOIN unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::timestamptz[]) AS k(experiment, shadow, segment, width_seconds, window_start)
+		USING (experiment, shadow, segment, width_seconds, window_start)`,
+		exps, shadows, segs, widths, starts)
 	if err != nil {
 		return 0, fmt.Errorf("load windows: %w", err)
 	}
@@ -332,10 +333,10 @@ func (s *Store) writeWindows(ctx context.Context, tx pgx.Tx, ws map[window.Key]*
 		k    window.Key
 		data []byte
 	)
-	if _, err := pgx.ForEachRow(rows, []any{&k.Experiment, &k.Shadow, &k.Start, &data}, func() error {
+	if _, err := pgx.ForEachRow(rows, []any{&k.Experiment, &k.Shadow, &k.Segment, &k.Start, &data}, func() error {
 		var stored window.Window
 		if err := json.Unmarshal(data, &stored); err != nil {
-			return fmt.Errorf("decode stored window %s/%s at %s: %w", k.Experiment, k.Shadow, k.Start, err)
+			return fmt.Errorf("decode stored window %s/%s%s at %s: %w", k.Experiment, k.Shadow, segmentSuffix(k.Segment), k.Start, err)
 		}
 		k.Start = k.Start.UTC()
 		if err := stored.Merge(merged[k]); err != nil {
@@ -377,16 +378,25 @@ func lockExperiments(ctx context.Context, tx pgx.Tx, keys []window.Key) error {
 }
 
 // keyColumns turns keys of one width into the column arrays the unnest queries take.
-func keyColumns(keys []window.Key, width time.Duration) (exps, shadows []string, widths []int32, starts []time.Time) {
+func keyColumns(keys []window.Key, width time.Duration) (exps, shadows, segs []string, widths []int32, starts []time.Time) {
 	for _, k := range keys {
-		exps, shadows, widths, starts = append(exps, k.Experiment), append(shadows, k.Shadow), append(widths, int32(width/time.Second)), append(starts, k.Start)
+		exps, shadows, segs = append(exps, k.Experiment), append(shadows, k.Shadow), append(segs, k.Segment)
+		widths, starts = append(widths, int32(width/time.Second)), append(starts, k.Start)
 	}
-	return exps, shadows, widths, starts
+	return exps, shadows, segs, widths, starts
+}
+
+// segmentSuffix names a segment in messages: "" for all traffic, " [key=value]" otherwise.
+func segmentSuffix(seg string) string {
+	if seg == "" {
+		return ""
+	}
+	return " [" + seg + "]"
 }
 
 // upsertWindows stores ws[i] as the window of keys[i] at width, replacing what was there.
 func upsertWindows(ctx context.Context, tx pgx.Tx, width time.Duration, keys []window.Key, ws []*window.Window) error {
-	exps, shadows, widths, starts := keyColumns(keys, width)
+	exps, shadows, segs, widths, starts := keyColumns(keys, width)
 	roles, totals, datas := make([]string, len(ws)), make([]int64, len(ws)), make([][]byte, len(ws))
 	for i, w := range ws {
 		b, err := json.Marshal(w)
@@ -396,11 +406,11 @@ func upsertWindows(ctx context.Context, tx pgx.Tx, width time.Duration, keys []w
 		roles[i], totals[i], datas[i] = w.Role, int64(w.Total), b
 	}
 	if _, err := tx.Exec(ctx, `
-		INSERT INTO aggregator_windows (experiment, shadow, width_seconds, window_start, role, total, data, updated_at)
-		SELECT *, now() FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::text[], $6::bigint[], $7::bytea[])
-		ON CONFLICT (experiment, shadow, width_seconds, window_start) DO UPDATE
+		INSERT INTO aggregator_windows (experiment, shadow, segment, width_seconds, window_start, role, total, data, updated_at)
+		SELECT *, now() FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::timestamptz[], $6::text[], $7::bigint[], $8::bytea[])
+		ON CONFLICT (experiment, segment, shadow, width_seconds, window_start) DO UPDATE
 			SET role = excluded.role, total = excluded.total, data = excluded.data, updated_at = excluded.updated_at`,
-		exps, shadows, widths, starts, roles, totals, datas); err != nil {
+		exps, shadows, segs, widths, starts, roles, totals, datas); err != nil {
 		return fmt.Errorf("upsert windows: %w", err)
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	"github.com/understudy-ml/understudy/services/aggregator/internal/pgtest"
 	"github.com/understudy-ml/understudy/services/aggregator/store"
 	"github.com/understudy-ml/understudy/services/aggregator/window"
+	"github.com/understudy-ml/understudy/services/platform/segment"
 )
 
 var t0 = time.Date(2026, 11, 26, 22, 0, 0, 0, time.UTC)
@@ -139,5 +140,68 @@ func TestApplyRollsUpFencesAndRetains(t *testing.T) {
 	}
 	if first, ok, err := s.FirstWindow(ctx, "e"); err != nil || !ok || !first.Equal(earliest.Truncate(time.Hour)) {
 		t.Fatalf("first window after the base windows expired %s (%v, %v), want the hour %s", first, ok, err, earliest.Truncate(time.Hour))
+	}
+}
+
+// TestSegmentWindowsRollUpAndReadApart: segment windows are stored, rolled up and read per
+// value exactly as the in-memory fold has them, and they never add to the whole traffic's
+// numbers (Range, Experiments).
+func TestSegmentWindowsRollUpAndReadApart(t *testing.T) {
+	ctx := context.Background()
+	db := pgtest.Start(t)
+	s := store.New(db, "g", store.DefaultLevels(time.Minute))
+	r := rand.New(rand.NewPCG(7, 8))
+	seg := window.NewSegmenter(segment.Config{Keys: []segment.Key{{Name: "region", Header: "X-Region"}, {Name: "version", ModelVersion: segment.VersionShadow}}})
+	all := map[window.Key]*window.Window{}
+	for b := range 4 {
+		batch := store.Batch{Windows: map[window.Key]*window.Window{}, Offsets: []store.Offset{{Topic: "t", Partition: 0, First: int64(b * 300), Next: int64(b*300 + 300)}}}
+		for i := range 300 {
+			c := comparison(r, b*300+i, t0.Add(time.Duration(r.Int64N(int64(3*time.Hour)))))
+			c.Segments = []schemas.SegmentValue{{Key: "region", Value: []string{"eu", "us", "ap"}[r.IntN(3)]}}
+			c.Shadows[0].Version = []string{"7", "8"}[b/2]
+			window.FoldSegments(batch.Windows, c, time.Minute, nil, window.Compare{}, seg)
+			window.FoldSegments(all, c, time.Minute, nil, window.Compare{}, seg)
+		}
+		if _, err := s.Apply(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func() {
+		t.Helper()
+		whole, err := s.Range(ctx, "e", t0, t0.Add(3*time.Hour))
+		if err != nil || whole["v7"].Total != 1200 {
+			t.Fatalf("whole traffic: %v %v, want 1200 requests", whole, err)
+		}
+		for _, key := range []string{"region", "version"} {
+			got, err := s.RangeSegments(ctx, "e", key, t0, t0.Add(3*time.Hour))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]uint64{}
+			for k, w := range all {
+				if k, v, ok := window.SplitSegment(k.Segment); ok && k == key {
+					want[v] += w.Total
+				}
+			}
+			var sum uint64
+			for v, n := range want {
+				if g := got["v7"][v]; g == nil || g.Total != n {
+					t.Fatalf("%s=%s: %v, want %d requests", key, v, g, n)
+				}
+				sum += n
+			}
+			if len(got["v7"]) != len(want) || sum != 1200 {
+				t.Fatalf("%s: values %d (want %d), requests %d (want 1200)", key, len(got["v7"]), len(want), sum)
+			}
+		}
+	}
+	check() // from base windows, every rollup dirty
+	if n, err := s.Rollup(ctx); err != nil || n == 0 {
+		t.Fatalf("rolled up %d: %v", n, err)
+	}
+	check() // from the rollups
+	exps, err := s.Experiments(ctx)
+	if err != nil || len(exps["e"]) != 1 || exps["e"][0].Total != 1200 {
+		t.Fatalf("experiments count the whole traffic once: %v %v", exps, err)
 	}
 }

@@ -18,10 +18,12 @@ import (
 	"github.com/understudy-ml/understudy/services/aggregator/internal/sketch"
 )
 
-// Key names a window.
+// Key names a window: of one experiment and shadow, all its traffic (Segment "") or the
+// requests of one segment value (Segment "key=value", see SegmentOf), starting at Start.
 type Key struct {
 	Experiment string
 	Shadow     string
+	Segment    string
 	Start      time.Time
 }
 
@@ -417,6 +419,12 @@ func (w *Window) Merge(o *Window) error {
 // shadow_missing), creating windows as needed. A comparison with no shadow outcome and no
 // expected shadow goes to the window of shadow "" so that it is still counted.
 func Fold(into map[Key]*Window, c schemas.Comparison, width time.Duration, expected []string, cmp Compare) {
+	FoldSegments(into, c, width, expected, cmp, nil)
+}
+
+// FoldSegments is Fold that also folds each shadow's outcome into the windows of its segment
+// values, as seg names them (none when seg is nil).
+func FoldSegments(into map[Key]*Window, c schemas.Comparison, width time.Duration, expected []string, cmp Compare, seg *Segmenter) {
 	start := c.EventTime.UTC().Truncate(width)
 	var baseline *schemas.Outcome
 	for i := range c.Shadows {
@@ -425,14 +433,21 @@ func Fold(into map[Key]*Window, c schemas.Comparison, width time.Duration, expec
 			break
 		}
 	}
+	counted := false
 	add := func(name string, o *schemas.Outcome) {
 		k := Key{Experiment: c.Experiment, Shadow: name, Start: start}
-		w := into[k]
-		if w == nil {
-			w = New()
-			into[k] = w
+		addTo(into, k, c, o, baseline, cmp)
+		if seg == nil {
+			return
 		}
-		w.AddWithBaseline(c, o, baseline, cmp)
+		for _, s := range seg.segments(&c, o, !counted) {
+			k.Segment = s
+			addTo(into, k, c, o, baseline, cmp)
+		}
+		counted = true
+	}
+	if seg != nil {
+		seg.count()
 	}
 	for i := range c.Shadows {
 		add(c.Shadows[i].Name, &c.Shadows[i])
@@ -445,6 +460,15 @@ func Fold(into map[Key]*Window, c schemas.Comparison, width time.Duration, expec
 	if len(c.Shadows) == 0 && len(expected) == 0 {
 		add("", nil)
 	}
+}
+
+func addTo(into map[Key]*Window, k Key, c schemas.Comparison, o, baseline *schemas.Outcome, cmp Compare) {
+	w := into[k]
+	if w == nil {
+		w = New()
+		into[k] = w
+	}
+	w.AddWithBaseline(c, o, baseline, cmp)
 }
 
 func hasShadow(os []schemas.Outcome, name string) bool {

@@ -41,7 +41,7 @@ func TestFoldCountsAgreementAndLabels(t *testing.T) {
 	labeled.Label = &schemas.LabelValue{Value: schemas.Number(1)}
 	Fold(ws, labeled, time.Minute, nil, Compare{})
 
-	w := ws[Key{"e", "v7", t0}]
+	w := ws[Key{Experiment: "e", Shadow: "v7", Start: t0}]
 	if w == nil || len(ws) != 2 {
 		t.Fatalf("windows %v", ws)
 	}
@@ -85,7 +85,7 @@ func TestMergeEqualsFoldingAll(t *testing.T) {
 	}
 	merged := New()
 	for _, p := range parts {
-		b, err := json.Marshal(p[Key{"e", "v7", t0}])
+		b, err := json.Marshal(p[Key{Experiment: "e", Shadow: "v7", Start: t0}])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -97,7 +97,7 @@ func TestMergeEqualsFoldingAll(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	want := all[Key{"e", "v7", t0}]
+	want := all[Key{Experiment: "e", Shadow: "v7", Start: t0}]
 	if merged.Total != want.Total || merged.Agree != want.Agree || merged.Compared != want.Compared ||
 		merged.Shadow.Errors["circuit_open"] != want.Shadow.Errors["circuit_open"] || merged.Diff.Count() != want.Diff.Count() {
 		t.Fatalf("merged %+v, want %+v", merged, want)
@@ -169,7 +169,7 @@ func TestFoldPerShadowCoverage(t *testing.T) {
 	}
 	Fold(ws, none, time.Minute, nil, Compare{})
 
-	v7, cp, other := ws[Key{"e", "v7", t0}], ws[Key{"e", "copy", t0}], ws[Key{"other", "", t0}]
+	v7, cp, other := ws[Key{Experiment: "e", Shadow: "v7", Start: t0}], ws[Key{Experiment: "e", Shadow: "copy", Start: t0}], ws[Key{Experiment: "other", Shadow: "", Start: t0}]
 	if v7 == nil || cp == nil || other == nil || len(ws) != 3 {
 		t.Fatalf("windows %v", ws)
 	}
@@ -234,7 +234,7 @@ func TestIntegerClassesAgainstNumericLabels(t *testing.T) {
 		c.Label = &schemas.LabelValue{Value: schemas.Number(float64(truth))}
 		Fold(ws, c, time.Minute, nil, Compare{})
 	}
-	w := ws[Key{"e", "v7", t0}]
+	w := ws[Key{Experiment: "e", Shadow: "v7", Start: t0}]
 	if w.Compared != n || w.Agree != uint64(agree) {
 		t.Errorf("agreement %d/%d, want %d/%d", w.Agree, w.Compared, agree, n)
 	}
