@@ -35,6 +35,8 @@ type Store interface {
 	Width(from, to time.Time, maxPoints int) time.Duration
 	Levels() []store.Level
 	FirstWindow(ctx context.Context, experiment string) (time.Time, bool, error)
+	RangeSegments(ctx context.Context, experiment, key string, from, to time.Time) (map[string]map[string]*window.Window, error)
+	SegmentKeys(ctx context.Context, experiment string) ([]string, error)
 }
 
 // API serves the read endpoints.
@@ -60,6 +62,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/experiments/{experiment}/stats", a.auth(a.stats))
 	mux.HandleFunc("GET /api/v1/experiments/{experiment}/windows", a.auth(a.windows))
 	mux.HandleFunc("GET /api/v1/experiments/{experiment}/distribution", a.auth(a.distribution))
+	mux.HandleFunc("GET /api/v1/experiments/{experiment}/segments", a.auth(a.segments))
 	// Payload-bearing: examples carry request and response bodies. Kept on a path of its own
 	// so that access to it can be granted apart from the statistics.
 	mux.HandleFunc("GET /api/v1/experiments/{experiment}/examples", a.auth(a.examples))

@@ -20,6 +20,7 @@ import (
 	"github.com/understudy-ml/understudy/services/aggregator/stats"
 	"github.com/understudy-ml/understudy/services/aggregator/store"
 	"github.com/understudy-ml/understudy/services/aggregator/window"
+	"github.com/understudy-ml/understudy/services/platform/segment"
 )
 
 func get(t *testing.T, srv *httptest.Server, path, token string, into any) int {
@@ -58,6 +59,7 @@ func TestReadAPI(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 3))
 	b := store.Batch{Windows: map[window.Key]*window.Window{}, Counts: map[store.CountKey]int64{}, Offsets: []store.Offset{{Topic: "t", Partition: 0, First: 0, Next: 1}}, ExamplesPerKind: 2}
 	picker := window.NewPicker(2, time.Minute)
+	seg := window.NewSegmenter(segment.Config{Keys: []segment.Key{{Name: "region", Header: "X-Region"}}})
 	for i := range 3000 {
 		at := now.Add(-30 * time.Minute).Add(time.Duration(i) * 600 * time.Millisecond)
 		cp := r.NormFloat64()
@@ -73,7 +75,8 @@ func TestReadAPI(t *testing.T) {
 			c.Shadows[0].Error, c.Shadows[0].Status, c.Shadows[0].Body = &schemas.Error{Kind: "http_status", Message: "503 Service Unavailable"}, 503, []byte("overloaded")
 			c.RequestBody = []byte(`{"x":7}`)
 		}
-		window.Fold(b.Windows, c, time.Minute, nil, window.Compare{})
+		c.Segments = []schemas.SegmentValue{{Key: "region", Value: []string{"eu", "us", "ap"}[i%3]}}
+		window.FoldSegments(b.Windows, c, time.Minute, nil, window.Compare{}, seg)
 		picker.Add(c, window.Compare{})
 		b.Counts[store.CountKey{Experiment: c.Experiment, Start: at.Truncate(time.Minute), Status: c.Status}]++
 	}
@@ -110,6 +113,20 @@ func TestReadAPI(t *testing.T) {
 	}
 	if r := v7.Stats.Latency.Ratio.P50; r == nil || *r < 1.9 || *r > 2.1 {
 		t.Fatalf("p50 latency ratio %v", r)
+	}
+	var segs apiv1.SegmentsResponse
+	if code := get(t, srv, "/api/v1/experiments/fraud/segments?from=1h&metric=error_rate_diff", "s3cret", &segs); code != 200 || segs.Key != "region" || len(segs.Keys) != 1 || len(segs.Shadows) != 2 {
+		t.Fatalf("segments %d %+v", code, segs)
+	}
+	var segTotal uint64
+	for _, row := range segs.Shadows[0].Rows {
+		segTotal += row.Requests
+	}
+	if segs.Shadows[0].Shadow != "v7" || len(segs.Shadows[0].Rows) != 3 || segTotal != 3000 || segs.Shadows[0].Rows[0].Contribution == nil {
+		t.Fatalf("v7 ranking %+v", segs.Shadows[0])
+	}
+	if code := get(t, srv, "/api/v1/experiments/fraud/segments?metric=nope", "s3cret", nil); code != http.StatusBadRequest {
+		t.Fatalf("unknown metric: %d", code)
 	}
 	var series apiv1.SeriesResponse
 	if code := get(t, srv, "/api/v1/experiments/fraud/windows?from=1h&shadow=v7", "s3cret", &series); code != 200 || series.Width != "1m0s" || len(series.Points) != 30 {

@@ -441,3 +441,16 @@ func firstStart(mins map[time.Duration]time.Time, levels []Level) (time.Time, bo
 	}
 	return first, width > 0
 }
+
+// SegmentKeys returns the segment keys with base or rollup windows of experiment, sorted.
+func (s *Store) SegmentKeys(ctx context.Context, experiment string) ([]string, error) {
+	rows, err := s.db.Query(ctx, `SELECT DISTINCT split_part(segment, '=', 1) FROM aggregator_windows WHERE experiment = $1 AND segment <> '' ORDER BY 1`, experiment)
+	if err != nil {
+		return nil, fmt.Errorf("segment keys: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("segment keys: %w", err)
+	}
+	return out, nil
+}
