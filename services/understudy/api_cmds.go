@@ -43,6 +43,8 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	var (
 		a                                  apiFlags
 		experiment, from, to, form, shadow string
+		by, segmentKey, metric             string
+		top                                int
 	)
 	fs := flag.NewFlagSet("report", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -52,6 +54,10 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.StringVar(&shadow, "shadow", "", "judge only this shadow (default: every candidate)")
 	fs.StringVar(&to, "to", "0s", "end: RFC 3339 time or duration before now")
 	fs.StringVar(&form, "format", "table", "output: "+strings.Join(report.Formats, ", "))
+	fs.StringVar(&by, "by", "", "segment: rank the values of a segment key by their contribution to --metric instead of the verdict report")
+	fs.StringVar(&segmentKey, "segment-key", "", "with --by segment: the key (default: the experiment's first)")
+	fs.StringVar(&metric, "metric", "disagreement", "with --by segment: the metric segments are ranked by (disagreement, error_rate_diff, accuracy_diff, mae_diff, psi, ...)")
+	fs.IntVar(&top, "top", 20, "with --by segment: values ranked apart (the rest as other), 1..100")
 	if !parseFlags(fs, "report", args, stderr) {
 		return 2
 	}
@@ -66,9 +72,21 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if ferr == nil && terr == nil && !f.Before(t) {
 		errs = append(errs, errors.New("from must be before to"))
 	}
+	if by != "" && by != "segment" {
+		errs = append(errs, fmt.Errorf("by: %q is not segment", by))
+	}
+	if by == "segment" && form != "table" && form != "json" {
+		errs = append(errs, fmt.Errorf("format: --by segment prints table or json, not %q", form))
+	}
+	if top < 1 || top > 100 {
+		errs = append(errs, errors.New("top: must be 1..100"))
+	}
 	if err := errors.Join(errs...); err != nil {
 		fmt.Fprintf(stderr, "understudy report: invalid flags:\n%v\n", err)
 		return 2
+	}
+	if by == "segment" {
+		return reportSegments(ctx, a, segmentQuery{experiment: experiment, key: segmentKey, metric: metric, top: top, from: f, to: t}, form, stdout, stderr)
 	}
 	d, err := report.Fetch(ctx, a.client(), experiment, f, t)
 	if err != nil {
@@ -180,7 +198,7 @@ func runCompletion(_ context.Context, args []string, stdout, stderr io.Writer) i
 	}
 	flags := map[string]string{
 		"demo":        "--duration --rate --brokers --database-url --data-dir --partitions --experiment --verbose --exit",
-		"report":      "--api --api-token --experiment --from --to --format",
+		"report":      "--api --api-token --experiment --from --to --format --by --segment-key --metric --top",
 		"experiments": "list --api --api-token",
 		"alerts":      "list --api --api-token --experiment --state --history",
 		"examples":    "--api --api-token --experiment --shadow --kind --from --to --format --limit",

@@ -27,6 +27,13 @@ func fakeAPI(t *testing.T) *httptest.Server {
 			Severity: "critical", From: apiv1.StatePending, To: apiv1.StateFiring, Value: &v, At: t0,
 		}}},
 		"/api/v1/experiments/fraud-v7/stats": apiv1.StatsResponse{Experiment: "fraud-v7", From: t0, To: t0.Add(time.Hour)},
+		"/api/v1/experiments/fraud-v7/segments": apiv1.SegmentsResponse{Experiment: "fraud-v7", Key: "f0", Keys: []string{"f0"}, Metric: "disagreement", Shadows: []apiv1.SegmentRanking{{
+			Shadow: "candidate", Role: "candidate", Baseline: "copy", Overall: &apiv1.Estimate{Value: 0.16, Low: 0.15, High: 0.17},
+			Rows: []apiv1.SegmentRow{
+				{Value: ">= 1", Requests: 1600, Share: 0.16, Contribution: &apiv1.Estimate{Value: 0.15, Low: 0.14, High: 0.16}, Floor: &apiv1.Estimate{Value: 0, Low: 0, High: 0.001}, Differs: true},
+				{Value: "< 0", Requests: 5000, Share: 0.5, Contribution: &apiv1.Estimate{Value: 0.01, Low: 0, High: 0.02}},
+			},
+		}}},
 		"/api/v1/experiments/fraud-v7/examples": apiv1.ExamplesResponse{Experiment: "fraud-v7", Examples: []apiv1.Example{{
 			Shadow: "candidate", Window: t0, Kind: apiv1.ExampleShadowError, Score: 0.5, RequestID: "req-42",
 			Request:  apiv1.Body{Text: `{"inputs":[1.5]}`},
@@ -64,6 +71,7 @@ func TestAPICommands(t *testing.T) {
 		{"alerts history", wrap(runAlerts), append([]string{"list", "--history"}, api...), []string{"pending → firing", "critical"}, 0},
 		{"examples", wrap(runExamples), append([]string{"--experiment=fraud-v7", "--kind=shadow_error"}, api...), []string{"req-42", "shadow_error", "0.25 (200", "shadow http_status: 503 Service Unavailable; body model overloaded", `{"inputs":[1.5]}`}, 0},
 		{"examples json", wrap(runExamples), append([]string{"--experiment=fraud-v7", "--format=json"}, api...), []string{`"request_id": "req-42"`, `"message": "503 Service Unavailable"`}, 0},
+		{"report by segment", wrap(runReport), append([]string{"--experiment=fraud-v7", "--by=segment"}, api...), []string{"by segment f0", "noise floor: copy", "1     >= 1", "0.15 [0.14, 0.16]", "yes"}, 0},
 		{"report", wrap(runReport), append([]string{"--experiment=fraud-v7", "--format=markdown"}, api...), []string{"Experiment fraud-v7", "No comparisons in this range."}, 3}, // nothing judged: not decidable
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -92,8 +100,9 @@ func TestAPICommands(t *testing.T) {
 	}
 	// Invalid report flags list every problem.
 	errOut.Reset()
-	if code := runReport(context.Background(), []string{"--from=yesterday"}, &out, &errOut); code != 2 ||
-		!strings.Contains(errOut.String(), "experiment: required") || !strings.Contains(errOut.String(), `"yesterday"`) {
+	if code := runReport(context.Background(), []string{"--from=yesterday", "--by=shadow", "--top=0"}, &out, &errOut); code != 2 ||
+		!strings.Contains(errOut.String(), "experiment: required") || !strings.Contains(errOut.String(), `"yesterday"`) ||
+		!strings.Contains(errOut.String(), `by: "shadow"`) || !strings.Contains(errOut.String(), "top: must be") {
 		t.Fatalf("invalid flags: exit %d, %s", code, errOut.String())
 	}
 }
