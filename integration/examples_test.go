@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/understudy-ml/understudy/integration/harness"
 	"github.com/understudy-ml/understudy/schemas/apiv1"
+	"github.com/understudy-ml/understudy/services/platform/segment"
 	"github.com/understudy-ml/understudy/services/understudy/demo"
 	"github.com/understudy-ml/understudy/services/understudy/pipeline"
 )
@@ -70,6 +71,10 @@ func TestExamplesShowTheRequestsBehindTheNumbers(t *testing.T) {
 	p := startPipeline(ctx, t, pipeline.Options{
 		Brokers: broker.Brokers, DatabaseURL: postgres.URL, Experiment: experiment,
 		ChampionURL: serve(t, champion), ShadowURL: candidate.URL, JoinWindow: 30 * time.Second,
+		Segments: []segment.Key{
+			{Name: "feature_0", Pointer: "/inputs/0/data/0", Buckets: []float64{0, 1.5}},
+			{Name: "region", Header: "X-Region"}, // never sent: every request is counted under unknown
+		},
 	})
 	if res := demo.Traffic(ctx, p.ProxyURL, champion.Name, seed, n, 0, 8, champion, nil); res.OK != n || res.Mismatched != 0 {
 		t.Fatalf("traffic: %+v", res)
@@ -141,5 +146,40 @@ func TestExamplesShowTheRequestsBehindTheNumbers(t *testing.T) {
 	}
 	if !strings.Contains(string(out), errs[0].RequestID) || !strings.Contains(string(out), "overloaded: "+errs[0].RequestID) || !strings.Contains(string(out), "503") {
 		t.Fatalf("understudy examples does not show %s's error payload:\n%s", errs[0].RequestID, out)
+	}
+	// The segment ranking (understudy report --by segment) puts the drifted segment first,
+	// by drift (PSI and KS: its scores move without crossing the decision threshold, so
+	// disagreement stays 0 everywhere), and counts every request of an unreadable key as unknown.
+	ranking := func(args ...string) apiv1.SegmentRanking {
+		t.Helper()
+		out, err := exec.CommandContext(ctx, bin, append([]string{"report", "--by=segment", "--format=json", "--api=" + api, "--experiment=" + experiment, "--from=1h"}, args...)...).Output()
+		if err != nil {
+			t.Fatalf("understudy report --by segment %v: %v\n%s", args, err, out)
+		}
+		var r apiv1.SegmentsResponse
+		if err := json.Unmarshal(out, &r); err != nil || len(r.Shadows) != 1 {
+			t.Fatalf("understudy report --by segment %v: %v\n%s", args, err, out)
+		}
+		return r.Shadows[0]
+	}
+	for _, metric := range []string{"psi", "ks"} {
+		r := ranking("--segment-key=feature_0", "--metric="+metric)
+		if len(r.Rows) == 0 || r.Rows[0].Value != ">= 1.5" {
+			for _, row := range r.Rows {
+				t.Logf("by %s: %s contribution %+v", metric, row.Value, row.Contribution)
+			}
+			t.Errorf("by %s, the drifted segment is not ranked first", metric)
+		}
+		var requests uint64
+		for _, row := range r.Rows {
+			requests += row.Requests
+		}
+		if requests != n {
+			t.Errorf("by %s, the feature_0 rows hold %d requests, want %d", metric, requests, n)
+		}
+		t.Logf("by %s: first %s, contribution %+v of overall %+v", metric, r.Rows[0].Value, r.Rows[0].Contribution, r.Overall)
+	}
+	if r := ranking("--segment-key=region"); len(r.Rows) != 1 || r.Rows[0].Value != "unknown" || r.Rows[0].Requests != n {
+		t.Errorf("a header no request carries: %+v, want every request under unknown", r.Rows)
 	}
 }

@@ -30,7 +30,8 @@ type SegmentRanking struct {
 // the contributions of a key's values add up to the overall metric (for metrics that are
 // means over requests); its interval is the segment metric's confidence sequence scaled by
 // the share, at the ranking's level divided by the number of values (Bonferroni), so every
-// row holds at once and at every look. Differs: the interval lies wholly on the worse side of
+// row holds at once and at every look (PSI and KS have no such interval: their rows are
+// ranked by value and never marked as differing). Differs: the interval lies wholly on the worse side of
 // the noise baseline's contribution interval in the same segment (of zero without a
 // baseline). Stats are every statistic of the segment.
 type SegmentRow struct {

@@ -56,7 +56,7 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.StringVar(&form, "format", "table", "output: "+strings.Join(report.Formats, ", "))
 	fs.StringVar(&by, "by", "", "segment: rank the values of a segment key by their contribution to --metric instead of the verdict report")
 	fs.StringVar(&segmentKey, "segment-key", "", "with --by segment: the key (default: the experiment's first)")
-	fs.StringVar(&metric, "metric", "disagreement", "with --by segment: the metric segments are ranked by (disagreement, error_rate_diff, accuracy_diff, mae_diff, psi, ...)")
+	fs.StringVar(&metric, "metric", "psi", "with --by segment: the metric segments are ranked by (psi: drift from the champion's predictions; disagreement, error_rate_diff, accuracy_diff, mae_diff, ...)")
 	fs.IntVar(&top, "top", 20, "with --by segment: values ranked apart (the rest as other), 1..100")
 	if !parseFlags(fs, "report", args, stderr) {
 		return 2

@@ -163,6 +163,14 @@ func TestDashboardInBrowser(t *testing.T) {
 			t.Errorf("%d injected elements in the page: %v", injected, err)
 		}
 	}
+	// The segment ranking puts the demo's drifted segment (feature 0 >= 1) first.
+	seg, err := chromedp.Run(bctx, chromedp.Evaluate[[]string](`[document.querySelector("#segments").dataset.first || "", document.querySelector("#segments").dataset.rows || "", document.querySelector("#segment-key").value]`))
+	if err != nil || len(seg) != 3 {
+		t.Fatalf("segment ranking: %v %v", seg, err)
+	}
+	if seg[0] != ">= 1" || seg[2] != "feature_0" {
+		t.Errorf("segment ranking of %s: first %q of %s rows, want the drifted segment >= 1 first", seg[2], seg[0], seg[1])
+	}
 	// Drill-down: a click in the middle of the drift chart opens that window's examples, each
 	// with the request and both answers' bodies side by side.
 	at, err := chromedp.Run(bctx, chromedp.Evaluate[[]float64](`(() => { const r = document.querySelector("#chart-drift .u-over").getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2]; })()`))

@@ -280,6 +280,7 @@ func demoRun(ctx context.Context, c demoConfig, stdout, stderr io.Writer, code *
 			{Name: "champion-copy", URL: urls["copy"], Role: schemas.RoleNoiseBaseline},
 		},
 		JoinWindow: 10 * time.Second, CountWindow: c.Window, Logger: logger,
+		Segments: demo.Segments(),
 		Aggregator: func(ac *aggregator.Config) {
 			ac.Ops.ListenAddr, ac.API.ExternalURL = apiAddr, apiURL
 			ac.Alerts.Interval, ac.Alerts.Range, ac.Alerts.Delay = c.Window, 0, 15*time.Second

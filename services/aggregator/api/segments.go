@@ -16,7 +16,8 @@ const rankingAlpha = 0.05
 
 // segments serves GET /api/v1/experiments/{e}/segments?key=&metric=&top=&from=&to=: each
 // shadow's values of one segment key (the first key when none is named) ranked by their
-// contribution to metric (default disagreement).
+// contribution to metric (default psi: where the shadow's predictions drift from the
+// champion's).
 func (a *API) segments(w http.ResponseWriter, r *http.Request) {
 	exp := r.PathValue("experiment")
 	from, to, err := a.timeRange(r)
@@ -27,7 +28,7 @@ func (a *API) segments(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	metric := stats.Metric(q.Get("metric"))
 	if metric == "" {
-		metric = stats.MetricDisagreement
+		metric = stats.MetricPSI
 	}
 	if !slices.Contains(stats.Metrics, metric) {
 		a.fail(w, r, fmt.Errorf("%w: unknown metric %q (one of %v)", errBadRequest, metric, stats.Metrics))

@@ -100,13 +100,17 @@ func RankSegments(ws map[string]map[string]*window.Window, m Metric, top int, al
 					row.Floor = &fc
 				}
 			}
-			row.Differs = differs(m, row.Contribution, row.Floor, baseline != "" && s.name != baseline)
+			// Only an interval valid at every look decides (PSI and KS have none: ranked by value).
+			row.Differs = Sequential(m) && differs(m, row.Contribution, row.Floor, baseline != "" && s.name != baseline)
 			r.Rows = append(r.Rows, row)
 		}
 		sort.Slice(r.Rows, func(i, j int) bool {
 			bi, bj := badness(m, r.Rows[i].Contribution), badness(m, r.Rows[j].Contribution)
 			if bi != bj {
 				return bi > bj
+			}
+			if vi, vj := pointBadness(m, r.Rows[i].Contribution), pointBadness(m, r.Rows[j].Contribution); vi != vj {
+				return vi > vj
 			}
 			if r.Rows[i].Requests != r.Rows[j].Requests {
 				return r.Rows[i].Requests > r.Rows[j].Requests
@@ -135,6 +139,17 @@ func badness(m Metric, c *Estimate) float64 {
 		return -c.High
 	}
 	return c.Low
+}
+
+// pointBadness breaks ties of badness: the contribution's value, worst first.
+func pointBadness(m Metric, c *Estimate) float64 {
+	switch {
+	case c == nil:
+		return math.Inf(-1)
+	case LowerIsWorse(m):
+		return -c.Value
+	}
+	return c.Value
 }
 
 // differs reports whether contribution c lies wholly on the worse side of the floor's

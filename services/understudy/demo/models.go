@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/understudy-ml/understudy/services/platform/segment"
 )
 
 // Model is a logistic-regression model served over the Open Inference Protocol v2. Its
@@ -191,4 +193,13 @@ func (m *Model) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_, _ = w.Write(out)
+}
+
+// Segments are the demo experiment's segment keys: its first feature in buckets around the
+// candidate's drift threshold (DriftAbove, 1), and each shadow's model version.
+func Segments() []segment.Key {
+	return []segment.Key{
+		{Name: "feature_0", Pointer: "/inputs/0/data/0", Buckets: []float64{-1, 0, 1}},
+		{Name: "shadow_version", ModelVersion: segment.VersionShadow},
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	aggregator "github.com/understudy-ml/understudy/services/aggregator/app"
 	invoker "github.com/understudy-ml/understudy/services/invoker/app"
 	joiner "github.com/understudy-ml/understudy/services/joiner/app"
+	"github.com/understudy-ml/understudy/services/platform/segment"
 	tap "github.com/understudy-ml/understudy/services/tap/app"
 	"golang.org/x/sync/errgroup"
 )
@@ -34,6 +36,9 @@ type Options struct {
 	Shadows     []Shadow      // several shadows (replaces ShadowURL and ShadowName)
 	JoinWindow  time.Duration // joiner window (default 60s)
 	CountWindow time.Duration // aggregator window (default 1m)
+	// Segments are the experiment's segment keys (none when empty; with ShadowURL, they
+	// make it the one shadow of an experiments file).
+	Segments []segment.Key
 	// Aggregator, if not nil, adjusts the aggregator's configuration (alerts, webhooks, API).
 	Aggregator func(*aggregator.Config)
 	Logger     *slog.Logger // nil: discard
@@ -53,6 +58,25 @@ func experimentsFile(dir string, o Options) (string, error) {
 	fmt.Fprintf(&b, "experiments:\n  - name: %q\n", o.Experiment)
 	if o.JoinWindow > 0 {
 		fmt.Fprintf(&b, "    join: {window: %s}\n", o.JoinWindow)
+	}
+	if len(o.Segments) > 0 {
+		b.WriteString("    segments:\n      keys:\n")
+		for _, k := range o.Segments {
+			fmt.Fprintf(&b, "        - {name: %q", k.Name)
+			for _, f := range [][2]string{{"header", k.Header}, {"pointer", k.Pointer}, {"model_version", k.ModelVersion}} {
+				if f[1] != "" {
+					fmt.Fprintf(&b, ", %s: %q", f[0], f[1])
+				}
+			}
+			if len(k.Buckets) > 0 {
+				edges := make([]string, len(k.Buckets))
+				for i, e := range k.Buckets {
+					edges[i] = strconv.FormatFloat(e, 'g', -1, 64)
+				}
+				fmt.Fprintf(&b, ", buckets: [%s]", strings.Join(edges, ", "))
+			}
+			b.WriteString("}\n")
+		}
 	}
 	b.WriteString("    shadows:\n")
 	for _, s := range o.Shadows {
@@ -121,6 +145,13 @@ func Start(ctx context.Context, o Options) (*Pipeline, error) {
 	p.ProxyURL = "http://" + addr.String()
 
 	var expFile string
+	if len(o.Shadows) == 0 && len(o.Segments) > 0 { // segments live in the experiments file
+		name := o.ShadowName
+		if name == "" {
+			name = "candidate"
+		}
+		o.Shadows = []Shadow{{Name: name, URL: o.ShadowURL}}
+	}
 	if len(o.Shadows) > 0 {
 		dir, err := os.MkdirTemp("", "understudy-pipeline-")
 		if err != nil {

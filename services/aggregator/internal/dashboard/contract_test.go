@@ -34,7 +34,7 @@ func jsonNames(t reflect.Type, into map[string]bool, seen map[reflect.Type]bool)
 // fields such as "psi" cannot be told apart from JavaScript's and are not checked.)
 func TestDashboardReadsTheContract(t *testing.T) {
 	names, seen := map[string]bool{}, map[reflect.Type]bool{}
-	for _, v := range []any{apiv1.ExperimentsResponse{}, apiv1.StatsResponse{}, apiv1.SeriesResponse{}, apiv1.Distribution{}, apiv1.AlertsResponse{}, apiv1.HistoryResponse{}, apiv1.ExamplesResponse{}} {
+	for _, v := range []any{apiv1.ExperimentsResponse{}, apiv1.StatsResponse{}, apiv1.SeriesResponse{}, apiv1.Distribution{}, apiv1.AlertsResponse{}, apiv1.HistoryResponse{}, apiv1.ExamplesResponse{}, apiv1.SegmentsResponse{}} {
 		jsonNames(reflect.TypeOf(v), names, seen)
 	}
 	// Estimate writes its JSON itself.

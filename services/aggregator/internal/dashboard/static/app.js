@@ -262,6 +262,23 @@ async function showExamples(start, width) {
   }
 }
 
+// renderSegments fills the segment ranking of the selected shadow (GET .../segments).
+function renderSegments(seg, shadow) {
+  const sel = $("#segment-key");
+  const keep = sel.value;
+  sel.replaceChildren(...(seg.keys || []).map((k) => h("option", { value: k }, k)));
+  if ((seg.keys || []).includes(keep)) sel.value = keep; else sel.value = seg.key || "";
+  const r = (seg.shadows || []).find((x) => x.shadow === shadow);
+  const rows = r ? r.rows.map((x, i) => h("tr", { className: x.differs ? "bad" : "" },
+    h("td", {}, String(i + 1)), h("td", {}, x.value), h("td", {}, String(x.requests)), h("td", {}, fmt(100 * x.share, 1) + " %"),
+    h("td", {}, est(x.metric)), h("td", {}, est(x.contribution)), h("td", {}, est(x.floor)),
+    h("td", {}, x.stats.predictions.agreement === null || x.stats.predictions.agreement === undefined ? "–" : fmt(1 - x.stats.predictions.agreement, 4)))) : [];
+  if (rows.length === 0) rows.push(h("tr", {}, h("td", { colSpan: 8, className: "empty" }, seg.keys && seg.keys.length ? "no segment windows for this shadow" : "no segment keys declared (segments.keys in the experiments file)")));
+  $("#segment-ranking tbody").replaceChildren(...rows);
+  $("#segments").dataset.rows = r ? String(r.rows.length) : "0";
+  $("#segments").dataset.first = r && r.rows.length ? r.rows[0].value : "";
+}
+
 async function refresh() {
   const exp = $("#experiment").value;
   if (!exp) { setStatus("no experiments yet"); return; }
@@ -269,10 +286,12 @@ async function refresh() {
   const q = "from=" + encodeURIComponent(range);
   const e = encodeURIComponent(exp);
   try {
-    const [stats, series, hist] = await Promise.all([
+    const key = $("#segment-key").value;
+    const [stats, series, hist, seg] = await Promise.all([
       api(`/api/v1/experiments/${e}/stats?${q}`),
       api(`/api/v1/experiments/${e}/windows?${q}&min_labels=20`),
       api(`/api/v1/alerts/history?experiment=${e}`),
+      api(`/api/v1/experiments/${e}/segments?${q}&metric=psi${key ? "&key=" + encodeURIComponent(key) : ""}`),
     ]);
     const candidates = stats.shadows.filter((s) => s.role !== "noise_baseline");
     const sel = $("#shadow");
@@ -287,6 +306,7 @@ async function refresh() {
     renderSeries(series, rep.shadow, rep.noise_baseline);
     renderDistribution(dist, rep.shadow);
     renderAlerts(hist.transitions);
+    renderSegments(seg, rep.shadow);
     document.body.dataset.loaded = "true";
     setStatus("updated " + new Date().toLocaleTimeString());
   } catch (err) {
@@ -298,7 +318,7 @@ async function main() {
   try {
     if ((await loadExperiments()) === 0) { setStatus("no experiments yet"); }
   } catch (err) { setStatus("error: " + err.message); return; }
-  for (const id of ["#experiment", "#shadow", "#range"]) $(id).addEventListener("change", refresh);
+  for (const id of ["#experiment", "#shadow", "#range", "#segment-key"]) $(id).addEventListener("change", refresh);
   await refresh();
   timer = setInterval(async () => { await loadExperiments(); await refresh(); }, 10000);
 }
