@@ -35,8 +35,10 @@ func main() {
 	rate := flag.Int("rate", 5000, "comparisons per second")
 	duration := flag.Duration("duration", 2*time.Minute, "how long comparisons are produced")
 	out := flag.String("out", "bench-results/aggregator-kafka.md", "results file (a Markdown table fragment)")
+	keys := flag.Int("segment-keys", 3, "segment keys declared (headers k0, k1, ...), 0..8")
+	values := flag.Int("segment-values", 20, "distinct values of each segment key in the traffic")
 	flag.Parse()
-	if err := run(*rate, *duration, *out); err != nil {
+	if err := run(*rate, *duration, *out, keys, values); err != nil {
 		fmt.Fprintln(os.Stderr, "aggregatorbench:", err)
 		os.Exit(1)
 	}
@@ -55,7 +57,7 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-func run(rate int, duration time.Duration, out string) error {
+func run(rate int, duration time.Duration, out string, keys, values *int) error {
 	ctx := context.Background()
 	tmp, err := os.MkdirTemp("", "aggregatorbench-")
 	if err != nil {
@@ -94,7 +96,19 @@ func run(rate int, duration time.Duration, out string) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(bin, "--kafka.brokers="+kafka.Brokers, "--http.listen-addr="+ops, "--database.url="+pg.URL)
+	var exps strings.Builder
+	exps.WriteString("experiments:\n  - name: bench\n    shadows:\n      - {name: cand, url: \"http://cand:1\"}\n      - {name: copy, url: \"http://copy:1\", role: noise_baseline}\n")
+	if *keys > 0 {
+		exps.WriteString("    segments:\n      keys:\n")
+		for k := range *keys {
+			fmt.Fprintf(&exps, "        - {name: k%d, header: X-K%d}\n", k, k)
+		}
+	}
+	expFile := filepath.Join(tmp, "experiments.yaml")
+	if err := os.WriteFile(expFile, []byte(exps.String()), 0o600); err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, "--kafka.brokers="+kafka.Brokers, "--http.listen-addr="+ops, "--database.url="+pg.URL, "--experiments.file="+expFile)
 	logf, err := os.Create(filepath.Join(tmp, "aggregator.log"))
 	if err != nil {
 		return err
@@ -161,6 +175,9 @@ func run(rate int, duration time.Duration, out string) error {
 				},
 				RequestBody: body,
 			}
+			for k := range *keys {
+				c.Segments = append(c.Segments, schemas.SegmentValue{Key: "k" + strconv.Itoa(k), Value: "v" + strconv.Itoa(r.IntN(*values))})
+			}
 			c.Champion.Body, c.Shadows[0].Body, c.Shadows[1].Body = answer, answer, answer
 			if sent%10 == 0 {
 				c.Label = &schemas.LabelValue{Value: schemas.Number(float64(r.IntN(2))), EventTime: now}
@@ -222,7 +239,7 @@ func run(rate int, duration time.Duration, out string) error {
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err
 	}
-	f := fmt.Sprintf(`| comparisons/s produced | %d for %s (%d in all, every tenth labeled, 2 shadows, request and answer bodies of about 130 bytes) |
+	f := fmt.Sprintf(`| comparisons/s produced | %d for %s (%d in all, every tenth labeled, 2 shadows, request and answer bodies of about 130 bytes, `+fmt.Sprintf("%d segment keys of %d values each", *keys, *values)+`) |
 | window rows written by batches | %.0f per minute |
 | rollup rows (1h, 1d) recomputed | %.0f per minute |
 | rows inserted or updated in aggregator_windows (pg_stat) | %.0f per minute (a row per comparison and shadow would be %d) |
