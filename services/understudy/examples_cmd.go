@@ -70,13 +70,7 @@ func runExamples(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return 1
 	}
 	if form == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(out); err != nil {
-			fmt.Fprintln(stderr, "understudy examples:", err)
-			return 1
-		}
-		return 0
+		return printJSON(stdout, stderr, "examples", out)
 	}
 	writeExamples(stdout, out.Examples)
 	return 0
@@ -140,4 +134,15 @@ func clip(s string, n int) string {
 		return string(r[:n-1]) + "…"
 	}
 	return s
+}
+
+// printJSON prints an API answer whole, indented, for command cmd; it returns the exit code.
+func printJSON(stdout, stderr io.Writer, cmd string, v any) int {
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		fmt.Fprintf(stderr, "understudy %s: %v\n", cmd, err)
+		return 1
+	}
+	return 0
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -34,13 +33,7 @@ func reportSegments(ctx context.Context, a apiFlags, q segmentQuery, form string
 		return report.ExitNoData
 	}
 	if form == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(out); err != nil {
-			fmt.Fprintln(stderr, "understudy report:", err)
-			return 1
-		}
-		return 0
+		return printJSON(stdout, stderr, "report", out)
 	}
 	if out.Key == "" {
 		fmt.Fprintf(stderr, "understudy report: experiment %s has no segment windows in the range (declare segments.keys in the experiments file)\n", q.experiment)

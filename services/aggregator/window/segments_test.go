@@ -2,8 +2,6 @@ package window
 
 import (
 	"fmt"
-	"math/rand/v2"
-	"strings"
 	"testing"
 	"time"
 
@@ -93,27 +91,5 @@ func keysOf(ws map[Key]*Window) []string {
 //
 //	cd services/aggregator && go test -run '^$' -bench Fold -cpu 1 ./window
 func BenchmarkFoldWithSegments(b *testing.B) {
-	r := rand.New(rand.NewPCG(3, 4))
-	cs := make([]schemas.Comparison, 4096)
-	body := []byte(strings.Repeat("x", 300))
-	for i := range cs {
-		cs[i] = cmp(fmt.Sprint(i), t0.Add(time.Duration(r.IntN(600))*time.Second), r.Float64(), r.Float64(), "")
-		cs[i].RequestBody, cs[i].Champion.Body, cs[i].Shadows[0].Body = body, body, body
-		for k := range 3 {
-			cs[i].Segments = append(cs[i].Segments, schemas.SegmentValue{Key: fmt.Sprint("k", k), Value: fmt.Sprint("value-", r.IntN(20))})
-		}
-	}
-	seg := NewSegmenter(segment.Config{Keys: []segment.Key{{Name: "k0", Header: "A"}, {Name: "k1", Header: "B"}, {Name: "k2", Pointer: "/c"}}})
-	ws := map[Key]*Window{}
-	p := NewPicker(5, time.Minute)
-	b.ResetTimer()
-	for i := range b.N {
-		if i%5000 == 0 {
-			_ = p.Examples()
-			p = NewPicker(5, time.Minute)
-		}
-		c := cs[i%len(cs)]
-		FoldSegments(ws, c, time.Minute, nil, Compare{}, seg)
-		p.Add(c, Compare{})
-	}
+	benchFoldWithExamples(b, 3, NewSegmenter(segment.Config{Keys: []segment.Key{{Name: "k0", Header: "A"}, {Name: "k1", Header: "B"}, {Name: "k2", Pointer: "/c"}}}))
 }

@@ -134,12 +134,21 @@ func BenchmarkFold(b *testing.B) {
 //
 //	cd services/aggregator && go test -run '^$' -bench Fold -cpu 1 ./window
 func BenchmarkFoldWithExamples(b *testing.B) {
+	benchFoldWithExamples(b, 0, nil)
+}
+
+// benchFoldWithExamples folds 4,096 comparisons with 300-byte bodies and keys random segment
+// values of 20 each, picking examples as the aggregator does, into windows (and seg's).
+func benchFoldWithExamples(b *testing.B, keys int, seg *Segmenter) {
 	r := rand.New(rand.NewPCG(3, 4))
 	cs := make([]schemas.Comparison, 4096)
 	body := []byte(strings.Repeat("x", 300))
 	for i := range cs {
 		cs[i] = cmp(fmt.Sprint(i), t0.Add(time.Duration(r.IntN(600))*time.Second), r.Float64(), r.Float64(), "")
 		cs[i].RequestBody, cs[i].Champion.Body, cs[i].Shadows[0].Body = body, body, body
+		for k := range keys {
+			cs[i].Segments = append(cs[i].Segments, schemas.SegmentValue{Key: fmt.Sprint("k", k), Value: fmt.Sprint("value-", r.IntN(20))})
+		}
 	}
 	ws := map[Key]*Window{}
 	p := NewPicker(5, time.Minute)
@@ -150,7 +159,7 @@ func BenchmarkFoldWithExamples(b *testing.B) {
 			p = NewPicker(5, time.Minute)
 		}
 		c := cs[i%len(cs)]
-		Fold(ws, c, time.Minute, nil, Compare{})
+		FoldSegments(ws, c, time.Minute, nil, Compare{}, seg)
 		p.Add(c, Compare{})
 	}
 }
